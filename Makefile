@@ -1,0 +1,36 @@
+# Two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SAMPLES := src/distillguard/samples
+DEMO   := demo-out
+
+.PHONY: demo test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Until detection exists, the demo ingests the bundled samples (every supported log
+# format, plus a file of deliberately broken records) and describes the store.
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/distillguard ingest $(SAMPLES)/logs --store $(DEMO)/store
+	$(BIN)/distillguard ingest $(SAMPLES)/batch --store $(DEMO)/store --set account_id=org-batch-demo
+	$(BIN)/distillguard ingest $(SAMPLES)/mapped --store $(DEMO)/store --map-file $(SAMPLES)/gateway_export.mapping.yaml
+	$(BIN)/distillguard inspect $(DEMO)/store
+
+test: $(STAMP)
+	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m mypy
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest_memory.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,210 @@
+"""Command line: a thin layer that parses arguments, calls the library, prints.
+
+Exit codes (also in the README): 0 success, 1 internal error, 2 usage error,
+3 input error, 4 too many bad records (--max-bad-ratio), 5 store error.
+Errors a user can fix are printed as one line on stderr, never as a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from distillguard import __version__
+from distillguard.errors import (
+    EXIT_CODES,
+    INTERNAL,
+    OK,
+    BadRatioError,
+    DistillguardError,
+    UsageError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+        return result
+    except DistillguardError as exc:
+        print(f"distillguard: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("distillguard: interrupted; nothing was committed", file=sys.stderr)
+        return 130
+    except Exception:  # a bug: show it, with the code that says so
+        import traceback
+
+        traceback.print_exc()
+        print(
+            "distillguard: internal error; please report it with the command line", file=sys.stderr
+        )
+        return INTERNAL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="distillguard",
+        description="Find distillation campaigns in LLM-API traffic.",
+        epilog=f"exit codes:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"distillguard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="read log files into a canonical store",
+        description="Read log files (or folders of them) into a store. "
+        "The format of each file is detected from its content.",
+    )
+    ingest.add_argument("paths", nargs="+", help="log files or folders")
+    ingest.add_argument("--store", required=True, help="store folder (created if missing)")
+    ingest.add_argument(
+        "--format",
+        dest="input_format",
+        metavar="NAME",
+        help="input format, overriding detection: " + ", ".join(_formats()),
+    )
+    ingest.add_argument(
+        "--table",
+        default="exchanges",
+        choices=["exchanges", "accounts"],
+        help="which canonical table the files fill (default: exchanges)",
+    )
+    ingest.add_argument("--map-file", help="YAML file mapping canonical columns to source fields")
+    ingest.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="COLUMN=FIELD",
+        help="map a canonical column to a (dotted) source field; repeatable",
+    )
+    ingest.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="fill a column where the source leaves it empty; repeatable",
+    )
+    ingest.add_argument(
+        "--hmac-key-file",
+        help="pseudonymise identifiers and addresses with HMAC-SHA256 under the key in this file",
+    )
+    ingest.add_argument(
+        "--max-bad-ratio",
+        type=float,
+        metavar="R",
+        help="exit with code 4 when more than this share of records is quarantined",
+    )
+    ingest.add_argument(
+        "--memory-limit", default="512MB", help="DuckDB memory limit (default 512MB)"
+    )
+    ingest.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.set_defaults(handler=_ingest)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="describe a store or a log file",
+        description="Describe a store, or how a log file would map.",
+    )
+    inspect.add_argument("path", help="a store folder or a log file")
+    inspect.add_argument(
+        "--format", choices=["text", "json"], default="text", help="output format (default text)"
+    )
+    inspect.add_argument("--json", action="store_true", help="same as --format json")
+    inspect.set_defaults(handler=_inspect)
+    return parser
+
+
+def _formats() -> list[str]:
+    from distillguard.ingest.adapters import FORMATS
+
+    return list(FORMATS)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from distillguard.ingest import Options, ingest
+    from distillguard.ingest.adapters.mapped import load_mapping, parse_pairs
+    from distillguard.privacy import load_key
+
+    if args.max_bad_ratio is not None and not 0 <= args.max_bad_ratio <= 1:
+        raise UsageError("--max-bad-ratio takes a share between 0 and 1")
+    options = Options(
+        format=args.input_format,
+        table=args.table,
+        mapping=load_mapping(args.map_file, args.map),
+        constants=parse_pairs(args.set, "--set"),
+        key=load_key(args.hmac_key_file) if args.hmac_key_file else None,
+        progress=not args.quiet and sys.stderr.isatty(),
+        memory_limit=args.memory_limit,
+    )
+    summary = ingest(args.paths, args.store, options)
+    report = summary.to_dict()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_summary(report)
+    if args.max_bad_ratio is not None and summary.bad_ratio > args.max_bad_ratio:
+        raise BadRatioError(
+            f"{summary.bad_ratio:.2%} of records were quarantined, above "
+            f"--max-bad-ratio {args.max_bad_ratio:.2%}; see {summary.quarantine_file}"
+        )
+    return OK
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    print(
+        f"run {report['run_id']}: {len(report['files'])} file(s), "
+        f"{report['records_read']} records read"
+    )
+    for info in report["files"]:
+        note = info.get("note") or f"{info['records']} records"
+        print(f"  {info['path']}: {info.get('format') or '-'} ({note})")
+    print(
+        f"stored {report['stored']}, duplicates skipped {report['duplicates_skipped']}, "
+        f"quarantined {report['quarantined']} ({report['bad_ratio']:.2%})"
+    )
+    for reason, n in sorted(report["quarantined_by_reason"].items(), key=lambda kv: -kv[1]):
+        print(f"  quarantined {reason}: {n}")
+    for reason, n in report["skipped_by_reason"].items():
+        print(f"  skipped {reason}: {n}")
+    if report["quarantine_file"]:
+        print(f"quarantine: {report['quarantine_file']}")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from distillguard.inspect import inspect
+
+    report = inspect(args.path)
+    if args.json or args.format == "json":
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_tree(report)
+    return OK
+
+
+def _print_tree(value: Any, indent: int = 0) -> None:
+    pad = "  " * indent
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            print(f"{pad}{key}:")
+            _print_tree(item, indent + 1)
+        elif isinstance(item, list) and len(item) > 6:
+            print(
+                f"{pad}{key}: {', '.join(map(str, item[:3]))} … {', '.join(map(str, item[-2:]))} "
+                f"({len(item)})"
+            )
+        else:
+            shown = ", ".join(map(str, item)) if isinstance(item, list) else item
+            print(f"{pad}{key}: {shown}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

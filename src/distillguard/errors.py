@@ -1,0 +1,50 @@
+"""One error hierarchy; each error knows the exit code the CLI returns for it.
+
+User mistakes (bad arguments, unreadable input, an incompatible store) are
+DistillguardError subclasses and are reported in one line without a stack trace.
+Anything else is a bug and exits with INTERNAL.
+"""
+
+from __future__ import annotations
+
+OK = 0
+INTERNAL = 1
+USAGE = 2
+INPUT = 3
+BAD_RATIO = 4
+STORE = 5
+
+EXIT_CODES = {
+    OK: "success",
+    INTERNAL: "internal error (a bug: please report it with the command line)",
+    USAGE: "usage error: bad arguments, mapping or key file",
+    INPUT: "input error: a path does not exist or nothing in it could be read",
+    BAD_RATIO: "too many bad records: the quarantined share exceeded --max-bad-ratio",
+    STORE: "store error: locked by another writer, from an incompatible version, or key mismatch",
+}
+
+
+class DistillguardError(Exception):
+    """Base of the errors a user can act on."""
+
+    exit_code = INTERNAL
+
+
+class UsageError(DistillguardError):
+    exit_code = USAGE
+
+
+class InputError(DistillguardError):
+    exit_code = INPUT
+
+
+class SchemaError(DistillguardError):
+    exit_code = INPUT
+
+
+class StoreError(DistillguardError):
+    exit_code = STORE
+
+
+class BadRatioError(DistillguardError):
+    exit_code = BAD_RATIO

@@ -1,0 +1,159 @@
+"""Field helpers shared by the adapters: safe navigation and message flattening.
+
+Every product nests messages differently (OpenAI parts, Anthropic blocks, Bedrock
+Converse blocks, OTel GenAI parts). They all reduce to the same three facts the
+canonical row keeps: the last user turn, the system prompt, and how deep the
+conversation is (the number of earlier model turns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+SYSTEM_ROLES = {"system", "developer"}
+MODEL_ROLES = {"assistant", "model", "ai"}
+
+
+class Reject(Exception):
+    """A record (or one span of it) that cannot be mapped; `reason` is a short code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def as_obj(value: Any) -> Any:
+    """Parse a JSON string that holds an object or array (CSV cells, OTel attributes)."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def obj(value: Any) -> Mapping[str, Any]:
+    """`value` as a mapping (parsing JSON text), or an empty one when it is anything else."""
+    value = as_obj(value)
+    return value if isinstance(value, Mapping) else {}
+
+
+def dig(value: Any, *path: str | int) -> Any:
+    """value[path[0]][path[1]]…, parsing JSON strings on the way; None when absent."""
+    for step in path:
+        value = as_obj(value)
+        if isinstance(step, int):
+            if not isinstance(value, list) or not -len(value) <= step < len(value):
+                return None
+            value = value[step]
+        elif isinstance(value, Mapping):
+            value = value.get(step)
+        else:
+            return None
+    return value
+
+
+def first(*values: Any) -> Any:
+    """The first value that is neither None nor an empty string."""
+    for value in values:
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def need_mapping(value: Any, what: str) -> Mapping[str, Any]:
+    value = as_obj(value)
+    if not isinstance(value, Mapping):
+        raise Reject("wrong_type", f"{what} is a {type(value).__name__}, expected an object")
+    return value
+
+
+def text_of(content: Any) -> str | None:
+    """The plain text in a message's content, whatever the product's shape."""
+    content = as_obj(content)
+    if content is None:
+        return None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        for key in ("text", "content", "input_text", "output_text", "value"):
+            if key in content:
+                return text_of(content[key])
+        return None
+    if isinstance(content, list):
+        pieces = [t for t in (text_of(part) for part in content if _is_text_part(part)) if t]
+        return "\n".join(pieces) if pieces else None
+    return None
+
+
+def _is_text_part(part: Any) -> bool:
+    if isinstance(part, str):
+        return True
+    if not isinstance(part, Mapping):
+        return False
+    kind = part.get("type")
+    return kind is None or kind in ("text", "input_text", "output_text")
+
+
+def role_of(message: Mapping[str, Any]) -> str:
+    return str(message.get("role") or message.get("type") or "").lower()
+
+
+def flatten_chat(messages: Any) -> tuple[str | None, str | None, int | None]:
+    """(last user turn, system prompt, number of earlier model turns) of a message list."""
+    messages = as_obj(messages)
+    if isinstance(messages, str):
+        return messages, None, 0
+    if not isinstance(messages, list):
+        return None, None, None
+    prompt = None
+    system = []
+    model_turns = 0
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        role = role_of(message)
+        body = message.get("content", message.get("parts"))
+        if role in SYSTEM_ROLES:
+            text = text_of(body)
+            if text:
+                system.append(text)
+        elif role in ("user", "human"):
+            text = text_of(body)
+            if text is not None:
+                prompt = text
+        elif role in MODEL_ROLES:
+            model_turns += 1
+    return prompt, "\n".join(system) if system else None, model_turns
+
+
+def count(value: Any) -> int | None:
+    """Length of a list (tools declared, tool calls); None when absent."""
+    value = as_obj(value)
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, Mapping):
+        return len(value)
+    return None
+
+
+def count_where(items: Iterable[Any], key: str, values: set[str]) -> int:
+    return sum(1 for item in items if isinstance(item, Mapping) and item.get(key) in values)
+
+
+def http_status(value: Any) -> int | None:
+    """An HTTP-like status from a product's status field ('success', 'failure', 200)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text.isdigit():
+        return int(text)
+    return {"success": 200, "ok": 200, "failure": 500, "error": 500}.get(text)

@@ -1,0 +1,101 @@
+"""Plain JSONL, CSV and Parquet: canonical column names, or a column mapping.
+
+A mapping names, for each canonical column, the source field that fills it; a dotted
+path reaches into nested JSON (`usage.prompt_tokens`, `body.messages`). Fields holding
+a message list (`messages`) may be mapped to `prompt_text` and are flattened to the last
+user turn. It comes from a YAML file (either flat or under `columns:`) or from
+`--map column=field` on the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distillguard.errors import UsageError
+from distillguard.ingest.adapters.common import Reject, dig, flatten_chat
+from distillguard.schema import TABLES, required
+
+
+class CanonicalAdapter:
+    """Records already named as the canonical table's columns (e.g. our own exports)."""
+
+    name = "canonical"
+
+    def __init__(self, table: str = "exchanges") -> None:
+        self.table = table
+        self._columns = set(TABLES[table].names)
+        self._required = set(required(TABLES[table]))
+
+    def sniff(self, value: Any) -> bool:
+        return isinstance(value, Mapping) and self._required <= value.keys()
+
+    def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
+        yield {k: v for k, v in value.items() if k in self._columns}
+
+
+class MappedAdapter:
+    """Records whose fields are renamed (and reached into) by a column mapping."""
+
+    name = "mapped"
+
+    def __init__(self, mapping: Mapping[str, str], table: str = "exchanges") -> None:
+        unknown = [c for c in mapping if c not in TABLES[table].names]
+        if unknown:
+            raise UsageError(
+                f"the mapping names unknown {table} column(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(TABLES[table].names)}"
+            )
+        self.table = table
+        self.mapping = {column: str(path).split(".") for column, path in mapping.items()}
+        self._columns = set(TABLES[table].names)
+
+    def sniff(self, value: Any) -> bool:
+        return isinstance(value, Mapping)
+
+    def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
+        row = {k: v for k, v in value.items() if k in self._columns and k not in self.mapping}
+        for column, path in self.mapping.items():
+            field = value.get(".".join(path)) if ".".join(path) in value else dig(value, *path)
+            if column in ("prompt_text", "system_text") and isinstance(field, list):
+                prompt, system, _ = flatten_chat(field)
+                field = prompt if column == "prompt_text" else system
+            row[column] = field
+        yield row
+
+
+def load_mapping(path: str | None, pairs: list[str]) -> dict[str, str]:
+    """The column mapping from a YAML file and `column=field` pairs (pairs win)."""
+    mapping: dict[str, str] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"cannot read the mapping file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise UsageError(f"the mapping file {path} is not valid YAML: {exc}") from None
+        if isinstance(loaded, Mapping) and isinstance(loaded.get("columns"), Mapping):
+            loaded = loaded["columns"]
+        if not isinstance(loaded, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()
+        ):
+            raise UsageError(
+                f"the mapping file {path} must map column names to field names, "
+                "e.g. 'ts: created_at'"
+            )
+        mapping.update(loaded)
+    mapping.update(parse_pairs(pairs, "--map"))
+    return mapping
+
+
+def parse_pairs(pairs: list[str], option: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        column, sep, value = pair.partition("=")
+        if not sep or not column.strip():
+            raise UsageError(f"{option} takes COLUMN=VALUE, got {pair!r}")
+        out[column.strip()] = value.strip()
+    return out

@@ -1,0 +1,376 @@
+"""OpenTelemetry GenAI spans from OTLP/JSON trace files.
+
+One line of a Collector `file` exporter (or one pretty-printed document) is an
+ExportTraceServiceRequest holding many spans; each LLM span becomes one exchange and
+every other span (tools, agents, HTTP) is skipped. Four generations of attribute names
+are read, newest first: GenAI semconv 1.37+ (`gen_ai.input.messages`,
+`gen_ai.provider.name`), the event era (`gen_ai.user.message`, `gen_ai.choice` span
+events and `gen_ai.content.prompt`), OpenLLMetry's indexed `gen_ai.prompt.{i}.*`, and
+OpenInference's `llm.*`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from distillguard.ingest.adapters.common import (
+    Reject,
+    as_obj,
+    count,
+    first,
+    flatten_chat,
+    obj,
+    text_of,
+)
+
+LLM_OPERATIONS = {
+    "chat": "chat",
+    "text_completion": "completion",
+    "completion": "completion",
+    "generate_content": "chat",
+    "embeddings": "embeddings",
+    "embedding": "embeddings",
+    "responses": "responses",
+    "messages": "messages",
+}
+LLM_KINDS = {"LLM", "EMBEDDING"}
+ACCOUNT_KEYS = (
+    "account.id",
+    "tenant.id",
+    "organization.id",
+    "org.id",
+    "customer.id",
+    "enduser.id",
+    "user.id",
+    "traceloop.association.properties.user_id",
+)
+END_USER_KEYS = (
+    "user.id",
+    "enduser.id",
+    "enduser.pseudo.id",
+    "traceloop.association.properties.user_id",
+    "llm.user",
+)
+CONVERSATION_KEYS = (
+    "gen_ai.conversation.id",
+    "session.id",
+    "gen_ai.thread.id",
+    "traceloop.association.properties.session_id",
+)
+
+
+class OtelAdapter:
+    name = "otel"
+    table = "exchanges"
+
+    def sniff(self, value: Any) -> bool:
+        return isinstance(value, Mapping) and "resourceSpans" in value
+
+    def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
+        for resource_spans in value.get("resourceSpans") or []:
+            resource = attributes(_get(resource_spans, "resource", "attributes"))
+            scopes = (
+                resource_spans.get("scopeSpans")
+                or resource_spans.get("instrumentationLibrarySpans")
+                or []
+            )
+            for scope in scopes:
+                for span in scope.get("spans") or []:
+                    try:
+                        yield exchange_of(span, resource)
+                    except Reject as reject:
+                        yield reject
+                    except (AttributeError, TypeError, ValueError) as exc:
+                        yield Reject("wrong_type", f"span is malformed: {exc}")
+
+
+def exchange_of(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The canonical row of one span, or None when the span is not an LLM call."""
+    attrs = {**resource, **attributes(span.get("attributes"))}
+    operation = _operation(attrs)
+    if operation is None:
+        return None
+    params = obj(attrs.get("llm.invocation_parameters"))
+    prompt, system, turns = _input(attrs, span.get("events") or [])
+    response, tool_calls = _output(attrs, span.get("events") or [])
+    return {
+        "request_id": first(attrs.get("gen_ai.response.id"), span_id(span.get("spanId"))),
+        "ts": span.get("startTimeUnixNano"),
+        "account_id": first(*(attrs.get(k) for k in ACCOUNT_KEYS)),
+        "model": first(
+            attrs.get("gen_ai.request.model"),
+            attrs.get("llm.request.model_name"),
+            params.get("model"),
+            attrs.get("llm.model_name"),
+            attrs.get("gen_ai.response.model"),
+        ),
+        "prompt_text": prompt,
+        "end_user_id": first(*(attrs.get(k) for k in END_USER_KEYS)),
+        "ip": attrs.get("client.address"),
+        "user_agent": attrs.get("user_agent.original"),
+        "operation": operation,
+        "system_text": system,
+        "response_text": response,
+        "input_tokens": first(
+            attrs.get("gen_ai.usage.input_tokens"),
+            attrs.get("gen_ai.usage.prompt_tokens"),
+            attrs.get("llm.token_count.prompt"),
+        ),
+        "output_tokens": first(
+            attrs.get("gen_ai.usage.output_tokens"),
+            attrs.get("gen_ai.usage.completion_tokens"),
+            attrs.get("llm.token_count.completion"),
+        ),
+        "reasoning_tokens": first(
+            attrs.get("gen_ai.usage.reasoning.output_tokens"),
+            attrs.get("gen_ai.usage.reasoning_tokens"),
+            attrs.get("llm.token_count.completion_details.reasoning"),
+        ),
+        "reasoning_requested": _reasoning_requested(attrs, params),
+        "max_tokens": first(
+            attrs.get("gen_ai.request.max_tokens"),
+            params.get("max_completion_tokens"),
+            params.get("max_tokens"),
+        ),
+        "temperature": first(attrs.get("gen_ai.request.temperature"), params.get("temperature")),
+        "tools_declared": _tools_declared(attrs),
+        "tool_calls": tool_calls,
+        "conversation_id": first(*(attrs.get(k) for k in CONVERSATION_KEYS)),
+        "turn_index": turns,
+        "status": _status(attrs, span.get("status")),
+        "stream": first(
+            attrs.get("gen_ai.request.stream"), attrs.get("llm.is_streaming"), params.get("stream")
+        ),
+    }
+
+
+def attributes(items: Any) -> dict[str, Any]:
+    """OTLP KeyValue list to a plain dict of Python values."""
+    if isinstance(items, Mapping):  # some exporters write attributes as an object
+        return dict(items)
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if isinstance(item, Mapping) and "key" in item:
+            out[item["key"]] = any_value(item.get("value"))
+    return out
+
+
+def any_value(value: Any) -> Any:
+    """Decode an OTLP AnyValue (stringValue, intValue as text, arrayValue, kvlistValue…)."""
+    if not isinstance(value, Mapping):
+        return value
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "arrayValue" in value:
+        return [any_value(v) for v in (value["arrayValue"] or {}).get("values") or []]
+    if "kvlistValue" in value:
+        return attributes((value["kvlistValue"] or {}).get("values"))
+    if "bytesValue" in value:
+        return value["bytesValue"]
+    return None
+
+
+def span_id(value: Any) -> str | None:
+    """Span ids are hex in OTLP/JSON; generic protobuf writers emit base64 instead."""
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) == 12 and not _is_hex(value):
+        try:
+            return base64.b64decode(value, validate=True).hex()
+        except binascii.Error:
+            return value
+    return value.lower()
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _get(value: Any, *keys: str) -> Any:
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _operation(attrs: Mapping[str, Any]) -> str | None:
+    name = attrs.get("gen_ai.operation.name") or attrs.get("llm.request.type")
+    if name is not None:
+        return LLM_OPERATIONS.get(str(name).lower())
+    kind = attrs.get("openinference.span.kind")
+    if kind is not None:
+        return {"LLM": "chat", "EMBEDDING": "embeddings"}.get(str(kind).upper())
+    if "gen_ai.request.model" in attrs or "gen_ai.system" in attrs:
+        return "chat"
+    return None
+
+
+def indexed(attrs: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """Group flattened `prefix.{i}.rest` attributes into a list of {rest: value}."""
+    start = prefix + "."
+    groups: dict[int, dict[str, Any]] = {}
+    for key, value in attrs.items():
+        if not key.startswith(start):
+            continue
+        index, _, rest = key[len(start) :].partition(".")
+        if index.isdigit() and rest:
+            groups.setdefault(int(index), {})[rest] = value
+    return [groups[i] for i in sorted(groups)]
+
+
+def _messages_from_indexed(groups: list[dict[str, Any]], inner: str = "") -> list[dict[str, Any]]:
+    """OpenLLMetry (`role`, `content`) or OpenInference (`message.role`, …) groups."""
+    messages = []
+    for group in groups:
+        role = group.get(f"{inner}role")
+        content = group.get(f"{inner}content")
+        if content is None:
+            parts = indexed(group, f"{inner}contents")
+            content = (
+                "\n".join(
+                    str(p.get("message_content.text"))
+                    for p in parts
+                    if p.get("message_content.text") is not None
+                )
+                or None
+            )
+        calls = len(indexed(group, f"{inner}tool_calls"))
+        messages.append({"role": role, "content": content, "tool_calls": calls})
+    return messages
+
+
+def _input(
+    attrs: Mapping[str, Any], events: list[Any]
+) -> tuple[str | None, str | None, int | None]:
+    messages = as_obj(attrs.get("gen_ai.input.messages"))
+    if isinstance(messages, list):
+        prompt, system, turns = flatten_chat(messages)
+        system = text_of(as_obj(attrs.get("gen_ai.system_instructions"))) or system
+        return prompt, system, turns
+    for prefix, inner in (("gen_ai.prompt", ""), ("llm.input_messages", "message.")):
+        groups = indexed(attrs, prefix)
+        if groups:
+            return flatten_chat(_messages_from_indexed(groups, inner))
+    from_events = _event_messages(events)
+    if from_events:
+        return flatten_chat(from_events)
+    value = attrs.get("input.value")
+    if value is not None:
+        parsed = as_obj(value)
+        if isinstance(parsed, Mapping) and "messages" in parsed:
+            return flatten_chat(parsed["messages"])
+        return text_of(parsed), None, 0
+    return None, None, None
+
+
+def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
+    """Messages carried by span events of the 1.28-1.36 era and the oldest content events."""
+    messages: list[dict[str, Any]] = []
+    for event in events:
+        if not isinstance(event, Mapping):
+            continue
+        name = str(event.get("name") or "")
+        attrs = attributes(event.get("attributes"))
+        if name == "gen_ai.content.prompt":
+            prompt = as_obj(attrs.get("gen_ai.prompt"))
+            messages.extend(
+                prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+            )
+        elif name.endswith(".message") and name.startswith("gen_ai."):
+            body = as_obj(attrs.get("gen_ai.event.content"))
+            body = body if isinstance(body, Mapping) else attrs
+            role = body.get("role") or name.removeprefix("gen_ai.").removesuffix(".message")
+            messages.append({"role": role, "content": body.get("content")})
+    return messages
+
+
+def _output(attrs: Mapping[str, Any], events: list[Any]) -> tuple[str | None, int | None]:
+    messages = as_obj(attrs.get("gen_ai.output.messages"))
+    if isinstance(messages, list) and messages:
+        parts = [p for m in messages if isinstance(m, Mapping) for p in (m.get("parts") or [])]
+        calls = sum(1 for p in parts if isinstance(p, Mapping) and p.get("type") == "tool_call")
+        return text_of(parts), calls
+    for prefix, inner in (("gen_ai.completion", ""), ("llm.output_messages", "message.")):
+        groups = indexed(attrs, prefix)
+        if groups:
+            outputs = _messages_from_indexed(groups[:1], inner)
+            return text_of(outputs[0]["content"]), outputs[0]["tool_calls"]
+    return _output_from_events(events, attrs)
+
+
+def _output_from_events(
+    events: list[Any], attrs: Mapping[str, Any]
+) -> tuple[str | None, int | None]:
+    for event in events:
+        if not isinstance(event, Mapping):
+            continue
+        event_attrs = attributes(event.get("attributes"))
+        if event.get("name") == "gen_ai.choice":
+            body = as_obj(event_attrs.get("gen_ai.event.content"))
+            body = body if isinstance(body, Mapping) else event_attrs
+            message = as_obj(body.get("message")) or {}
+            calls = count(body.get("tool_calls") or _field(message, "tool_calls"))
+            return text_of(_field(message, "content")), calls
+        if event.get("name") == "gen_ai.content.completion":
+            completion = as_obj(event_attrs.get("gen_ai.completion"))
+            if isinstance(completion, list) and completion:
+                completion = (
+                    completion[0].get("content")
+                    if isinstance(completion[0], Mapping)
+                    else completion[0]
+                )
+            return text_of(completion), None
+    value = attrs.get("output.value")
+    return (text_of(as_obj(value)) if value is not None else None), None
+
+
+def _field(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, Mapping) else None
+
+
+def _tools_declared(attrs: Mapping[str, Any]) -> int | None:
+    declared = count(attrs.get("gen_ai.tool.definitions"))
+    if declared is not None:
+        return declared
+    for prefix in ("llm.tools", "llm.request.functions"):
+        groups = indexed(attrs, prefix)
+        if groups:
+            return len(groups)
+    return None
+
+
+def _reasoning_requested(attrs: Mapping[str, Any], params: Mapping[str, Any]) -> bool | None:
+    effort = first(
+        attrs.get("gen_ai.request.reasoning_effort"),
+        attrs.get("openai.request.reasoning_effort"),
+        params.get("reasoning_effort"),
+        _field(params.get("reasoning"), "effort"),
+    )
+    thinking = params.get("thinking")
+    if effort is not None:
+        return str(effort).lower() not in ("none", "minimal")
+    if isinstance(thinking, Mapping):
+        return thinking.get("type") == "enabled"
+    return None
+
+
+def _status(attrs: Mapping[str, Any], status: Any) -> int | None:
+    code = first(attrs.get("http.response.status_code"), attrs.get("http.status_code"))
+    if code is not None:
+        return int(code)
+    error = str(attrs.get("error.type") or "").lower()
+    if "429" in error or "ratelimit" in error or "rate_limit" in error:
+        return 429
+    if error or (
+        isinstance(status, Mapping) and str(status.get("code")) in ("2", "STATUS_CODE_ERROR")
+    ):
+        return 500
+    return 200

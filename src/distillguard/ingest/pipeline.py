@@ -1,0 +1,454 @@
+"""Ingestion: log files in, committed canonical rows out, nothing lost on the way.
+
+Four steps, each streaming:
+1. read and map: each file's records go through the adapter its content matched;
+   parse and mapping failures go to the quarantine; mapped rows are staged to Parquet
+   in bounded batches;
+2. resolve: partial rows from two files (batch requests and results, Langfuse
+   observations and traces) are joined in DuckDB;
+3. validate: rows missing a required column are quarantined, the rest pseudonymised;
+4. commit: DuckDB drops request_ids already stored or repeated in the input, and
+   writes one Parquet file per day; the store's manifest then commits all at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from distillguard.errors import InputError, UsageError
+from distillguard.ingest import engine
+from distillguard.ingest.adapters import FORMATS, Adapter, MappedAdapter, Reject, detect, make
+from distillguard.ingest.quarantine import Quarantine
+from distillguard.ingest.readers import READERS, Record, sniff_kind
+from distillguard.ingest.values import BadValue, coerce
+from distillguard.privacy import Pseudonymiser
+from distillguard.schema import TABLES, required
+from distillguard.store import Store, Transaction
+
+BATCH_ROWS = 8192
+BATCH_BYTES = 64 * 1024 * 1024
+SNIFF_RECORDS = 20
+META = [
+    ("_source", pa.string()),
+    ("_line", pa.int64()),
+    ("_offset", pa.int64()),
+    ("_format", pa.string()),
+    ("_join_key", pa.string()),
+    ("_side", pa.string()),
+    ("_seq", pa.int64()),
+]
+
+
+@dataclass
+class Options:
+    format: str | None = None
+    table: str = "exchanges"
+    mapping: dict[str, str] = field(default_factory=dict)
+    constants: dict[str, str] = field(default_factory=dict)
+    key: bytes | None = None
+    progress: bool = False
+    memory_limit: str = "512MB"
+
+
+@dataclass
+class Summary:
+    files: list[dict[str, Any]] = field(default_factory=list)
+    records_read: int = 0
+    rows_mapped: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    quarantined: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    stored: int = 0
+    run_id: str | None = None
+    quarantine_file: str | None = None
+
+    @property
+    def bad_ratio(self) -> float:
+        total = self.stored + self.duplicates + sum(self.quarantined.values())
+        return sum(self.quarantined.values()) / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "files": self.files,
+            "records_read": self.records_read,
+            "rows_mapped": self.rows_mapped,
+            "stored": self.stored,
+            "duplicates_skipped": self.duplicates,
+            "quarantined": sum(self.quarantined.values()),
+            "quarantined_by_reason": dict(self.quarantined),
+            "skipped_by_reason": dict(self.skipped),
+            "bad_ratio": round(self.bad_ratio, 6),
+            "quarantine_file": self.quarantine_file,
+        }
+
+
+def ingest(paths: Iterable[str | Path], store_root: str | Path, options: Options) -> Summary:
+    """Read every file under `paths` into the store at `store_root`; see the module doc."""
+    files = expand(paths)
+    if options.table not in ("exchanges", "accounts"):
+        raise UsageError(f"--table takes exchanges or accounts, not {options.table!r}")
+    unknown = [c for c in options.constants if c not in TABLES[options.table].names]
+    if unknown:
+        raise UsageError(f"--set names unknown {options.table} column(s): {', '.join(unknown)}")
+    pseudonymiser = Pseudonymiser(options.key)
+    store = Store(store_root)
+    summary = Summary()
+    with store.transaction(pseudonymiser.key_id) as txn:
+        summary.run_id = txn.id
+        quarantine = Quarantine(txn.staging / "quarantine.jsonl")
+        staged = _stage(files, options, txn, quarantine, summary)
+        validated = _validate(staged, options, txn, quarantine, pseudonymiser)
+        if options.table == "exchanges":
+            _commit_exchanges(validated, txn, summary, options)
+        else:
+            _commit_accounts(validated, txn, summary, options)
+        quarantine.close()
+        summary.quarantined = quarantine.reasons
+        if quarantine.count:
+            txn.place("quarantine", quarantine.path, f"{txn.id}.jsonl")
+            summary.quarantine_file = str(store.root / "quarantine" / f"{txn.id}.jsonl")
+        txn.log(
+            {
+                "table": options.table,
+                **{
+                    k: v
+                    for k, v in summary.to_dict().items()
+                    if k not in ("run_id", "quarantine_file")
+                },
+            }
+        )
+    return summary
+
+
+def expand(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named, and files inside folders named (hidden ones skipped), in order."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    if not files:
+        raise InputError("no input files found")
+    return files
+
+
+# -- step 1: read and map -------------------------------------------------------------
+
+
+class _Stager:
+    """Buffers mapped rows and writes them as Parquet files of bounded size."""
+
+    def __init__(self, folder: Path, schema: pa.Schema) -> None:
+        self.folder = folder
+        self.schema = schema
+        self.rows: list[dict[str, Any]] = []
+        self.bytes = 0
+        self.count = 0
+        self.parts = 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, row: dict[str, Any], size: int) -> None:
+        row["_seq"] = self.count
+        self.count += 1
+        self.rows.append(row)
+        self.bytes += size
+        if len(self.rows) >= BATCH_ROWS or self.bytes >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        pq.write_table(table, self.folder / f"part-{self.parts:06d}.parquet", compression="zstd")
+        self.parts += 1
+        self.rows = []
+        self.bytes = 0
+
+
+def staging_schema(table: str) -> pa.Schema:
+    base = TABLES[table]
+    fields = [pa.field(f.name, f.type, nullable=True) for f in base]
+    return pa.schema(fields + [pa.field(n, t) for n, t in META])
+
+
+def _stage(
+    files: list[Path], options: Options, txn: Transaction, quarantine: Quarantine, summary: Summary
+) -> _Stager:
+    stager = _Stager(txn.staging / "mapped", staging_schema(options.table))
+    progress = _progress(files, options.progress)
+    for path in files:
+        summary.files.append(_stage_file(path, options, stager, quarantine, summary))
+        progress.update(path.stat().st_size)
+    progress.close()
+    stager.flush()
+    return stager
+
+
+def _stage_file(
+    path: Path, options: Options, stager: _Stager, quarantine: Quarantine, summary: Summary
+) -> dict[str, Any]:
+    source = str(path)
+    try:
+        kind = sniff_kind(path)
+    except OSError as exc:
+        quarantine.add(source, None, None, "unreadable_file", exc.strerror or str(exc))
+        return {"path": source, "format": None, "records": 0, "note": "unreadable"}
+    if kind.container == "empty":
+        summary.skipped["empty_file"] += 1
+        return {"path": source, "format": None, "records": 0, "note": "empty file"}
+    if kind.container == "binary":
+        quarantine.add(
+            source,
+            None,
+            None,
+            "unrecognised_file",
+            "binary content that is neither Parquet nor gzip",
+        )
+        return {"path": source, "format": None, "records": 0, "note": "binary file"}
+    records = READERS[kind.container](path, source)
+    try:
+        head, adapter = _choose_adapter(records, options, source)
+    except Exception as exc:  # a corrupt Parquet footer, for instance
+        quarantine.add(source, None, None, "unreadable_file", str(exc)[:300])
+        return {"path": source, "format": None, "records": 0, "note": "unreadable"}
+    if adapter is None:
+        quarantine.add(
+            source,
+            None,
+            None,
+            "unrecognised_format",
+            "no adapter recognises these records; pass --format, or --map "
+            "COLUMN=FIELD for plain files",
+        )
+        return {"path": source, "format": None, "records": 0, "note": "unrecognised"}
+    before = summary.records_read
+    try:
+        for record in _chain(head, records):
+            summary.records_read += 1
+            _map_record(record, adapter, options, stager, quarantine, summary)
+    except Exception as exc:  # the container broke mid-file (e.g. truncated gzip/Parquet)
+        quarantine.add(
+            source,
+            None,
+            None,
+            "unreadable_file",
+            f"reading stopped after {summary.records_read - before} records: {str(exc)[:200]}",
+        )
+    return {
+        "path": source,
+        "format": adapter.name,
+        "container": kind.container,
+        "compressed": kind.compressed,
+        "records": summary.records_read - before,
+    }
+
+
+def _chain(head: list[Record], rest: Iterator[Record]) -> Iterator[Record]:
+    yield from head
+    yield from rest
+
+
+def _choose_adapter(
+    records: Iterator[Record], options: Options, source: str
+) -> tuple[list[Record], Adapter | None]:
+    if options.mapping:
+        return [], MappedAdapter(options.mapping, options.table)
+    if options.format:
+        if options.format not in FORMATS:
+            raise UsageError(f"unknown --format {options.format!r}; known: {', '.join(FORMATS)}")
+        return [], make(options.format, options.table)
+    head: list[Record] = []
+    for record in records:
+        head.append(record)
+        if sum(1 for r in head if r.error is None) >= SNIFF_RECORDS:
+            break
+    samples = [r.value for r in head if r.error is None]
+    if not samples:
+        return head, make("canonical", options.table)
+    return head, detect(samples, options.table)
+
+
+def _map_record(
+    record: Record,
+    adapter: Adapter,
+    options: Options,
+    stager: _Stager,
+    quarantine: Quarantine,
+    summary: Summary,
+) -> None:
+    if record.error is not None:
+        quarantine.add_record(record)
+        return
+    try:
+        outputs = list(adapter.rows(record.value))
+    except Reject as reject:
+        outputs = [reject]
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        outputs = [Reject("wrong_type", f"record does not have the {adapter.name} shape: {exc}")]
+    for output in outputs:
+        if output is None:
+            summary.skipped["not_an_exchange"] += 1
+            continue
+        if isinstance(output, Reject):
+            quarantine.add(
+                record.source,
+                record.line,
+                record.offset,
+                output.reason,
+                output.detail,
+                _raw(record),
+            )
+            continue
+        for column, value in options.constants.items():
+            if output.get(column) in (None, ""):
+                output[column] = value
+        try:
+            row = coerce(output, options.table)
+        except BadValue as bad:
+            quarantine.add(
+                record.source, record.line, record.offset, "wrong_type", str(bad), _raw(record)
+            )
+            continue
+        row.update(
+            _source=record.source, _line=record.line, _offset=record.offset, _format=adapter.name
+        )
+        summary.rows_mapped += 1
+        stager.add(row, _size(row))
+
+
+def _raw(record: Record) -> Any:
+    return record.raw if record.raw is not None else record.value
+
+
+def _size(row: dict[str, Any]) -> int:
+    return sum(len(v) for v in row.values() if isinstance(v, str)) + 200
+
+
+def _progress(files: list[Path], enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    total = sum(p.stat().st_size for p in files)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        desc="ingest",
+        file=sys.stderr,
+        disable=not enabled,
+        leave=False,
+    )
+
+
+# -- steps 2 and 3: resolve and validate ----------------------------------------------
+
+
+HINTS = {
+    ("openai-batch", "account_id"): "batch files name no account: add --set account_id=ORG",
+    ("openai-batch", "ts"): "a batch request line needs its result line in the same run",
+    ("otel", "account_id"): "the span has no account.id, tenant.id or user.id attribute: "
+    "add --set account_id=… or a --map",
+}
+
+
+def _validate(
+    stager: _Stager,
+    options: Options,
+    txn: Transaction,
+    quarantine: Quarantine,
+    pseudonymiser: Pseudonymiser,
+) -> Path:
+    """Join partial rows, quarantine rows missing a required column, pseudonymise."""
+    out = txn.staging / "valid"
+    out.mkdir()
+    if stager.count == 0:
+        return out
+    schema = TABLES[options.table]
+    needed = required(schema)
+    batches = engine.resolve(stager.folder, schema, options.memory_limit, txn.staging / "duck")
+    for number, batch in enumerate(batches):
+        table = pa.Table.from_batches([batch])
+        missing = [pc.is_null(table.column(c)) for c in needed]
+        bad = missing[0]
+        for mask in missing[1:]:
+            bad = pc.or_(bad, mask)
+        if pc.any(bad).as_py():
+            _quarantine_missing(table.filter(bad), needed, quarantine)
+            table = table.filter(pc.invert(bad))
+        if table.num_rows == 0:
+            continue
+        table = pseudonymiser.apply(table, options.table)
+        pq.write_table(table, out / f"part-{number:06d}.parquet", compression="zstd")
+    return out
+
+
+def _quarantine_missing(table: pa.Table, needed: list[str], quarantine: Quarantine) -> None:
+    for row in table.to_pylist():
+        absent = [c for c in needed if row.get(c) is None]
+        hint = next(
+            (HINTS[(row.get("_format"), c)] for c in absent if (row.get("_format"), c) in HINTS), ""
+        )
+        detail = f"missing {', '.join(absent)}" + (f" ({hint})" if hint else "")
+        record = {k: v for k, v in row.items() if not k.startswith("_") and v is not None}
+        quarantine.add(
+            row.get("_source") or "",
+            row.get("_line"),
+            row.get("_offset"),
+            "missing_field",
+            detail,
+            record,
+        )
+
+
+# -- step 4: commit -------------------------------------------------------------------
+
+
+def _commit_exchanges(folder: Path, txn: Transaction, summary: Summary, options: Options) -> None:
+    if not any(folder.iterdir()):
+        return
+    existing = txn.store.files("exchanges")
+    out = txn.staging / "days"
+    kept, duplicates = engine.write_days(
+        folder, existing, out, options.memory_limit, txn.staging / "duck"
+    )
+    summary.stored, summary.duplicates = kept, duplicates
+    for path in sorted(out.rglob("*.parquet")):
+        day = path.parent.name
+        txn.place("exchanges", path, f"{day}/part-{txn.id}-{path.stem}.parquet")
+
+
+def _commit_accounts(folder: Path, txn: Transaction, summary: Summary, options: Options) -> None:
+    if not any(folder.iterdir()):
+        return
+    existing = txn.store.files("accounts")
+    target = txn.staging / "accounts.parquet"
+    kept, duplicates = engine.merge_accounts(
+        folder, existing, target, options.memory_limit, txn.staging / "duck"
+    )
+    summary.stored, summary.duplicates = kept, duplicates
+    txn.replace_all("accounts", target, f"part-{txn.id}.parquet")
+
+
+def environment_memory_limit() -> str:
+    return os.environ.get("DISTILLGUARD_MEMORY_LIMIT", "512MB")

@@ -1,0 +1,201 @@
+"""Coercion of raw field values to the canonical types, one value at a time.
+
+Logs disagree on types: token counts arrive as "12", timestamps as epoch seconds,
+milliseconds, nanosecond strings or ISO text in any zone, booleans as "true". Each
+converter accepts what real exporters write and raises BadValue for anything else, so
+the record is quarantined with the column named instead of being silently mangled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import pyarrow as pa
+
+from distillguard.schema import ACCOUNTS, EXCHANGES
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+class BadValue(ValueError):
+    """A value that cannot be read as its column's type; `column` says which."""
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(f"{column}: {message}")
+        self.column = column
+
+
+def to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    raise ValueError(f"expected text, got {type(value).__name__}")
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"expected an integer, got {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value[:40]!r}") from None
+        if not number.is_integer():
+            raise ValueError(f"expected an integer, got {value[:40]!r}")
+        return int(number)
+    raise ValueError(f"expected an integer, got {type(value).__name__}")
+
+
+def to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        number = float(value.strip())
+    else:
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ValueError(f"expected true or false, got {str(value)[:40]!r}")
+
+
+def to_ts(value: Any) -> datetime:
+    """A UTC datetime from epoch numbers (s, ms, µs or ns by magnitude) or text.
+
+    Text may be ISO 8601 in any zone (a naive time is taken as UTC), RFC 2822, or
+    ISO with a trailing ' UTC' as SQL engines print it.
+    """
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    elif isinstance(value, bool):
+        raise ValueError("expected a timestamp, got a boolean")
+    elif isinstance(value, int | float):
+        moment = _from_epoch(value)
+    elif isinstance(value, str):
+        moment = _from_text(value.strip())
+    else:
+        raise ValueError(f"expected a timestamp, got {type(value).__name__}")
+    moment = moment.astimezone(UTC)
+    if not TS_MIN <= moment < TS_MAX:
+        raise ValueError(f"timestamp {moment.isoformat()} is outside 2000..2100")
+    return moment
+
+
+def _from_epoch(number: float) -> datetime:
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"expected an epoch time, got {number!r}")
+    scale = 0 if number < 1e11 else 1 if number < 1e14 else 2 if number < 1e17 else 3
+    if isinstance(number, int):  # exact integer arithmetic: ns strings keep every digit
+        micros = (number * 10**6, number * 10**3, number, number // 10**3)[scale]
+    else:
+        micros = round(number * (1e6, 1e3, 1.0, 1e-3)[scale])
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def _from_text(text: str) -> datetime:
+    if not text:
+        raise ValueError("empty timestamp")
+    if text.isdigit() or (text.replace(".", "", 1).isdigit() and text.count(".") == 1):
+        return _from_epoch(int(text) if text.isdigit() else float(text))
+    candidate = text[:-4].rstrip() if text.upper().endswith(" UTC") else text
+    try:
+        return datetime.fromisoformat(candidate)
+    except ValueError:
+        pass
+    try:
+        return parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"unrecognised timestamp {text[:40]!r}") from None
+
+
+def _converter(type_: pa.DataType) -> Callable[[Any], Any]:
+    if pa.types.is_timestamp(type_):
+        return to_ts
+    if pa.types.is_boolean(type_):
+        return to_bool
+    if pa.types.is_floating(type_):
+        return to_float
+    if pa.types.is_integer(type_):
+        limit = INT32_MAX if type_.bit_width == 32 else INT64_MAX
+
+        def bounded(value: Any) -> int:
+            number = to_int(value)
+            if not -limit <= number <= limit:
+                raise ValueError(f"{number} is out of range for {type_}")
+            return number
+
+        return bounded
+    return to_str
+
+
+CONVERTERS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "exchanges": {f.name: _converter(f.type) for f in EXCHANGES},
+    "accounts": {f.name: _converter(f.type) for f in ACCOUNTS},
+}
+
+
+def coerce(raw: Mapping[str, Any], table: str = "exchanges") -> dict[str, Any]:
+    """Convert a mapped record's values to canonical types; empty strings become null.
+
+    Unknown keys (provenance and join columns start with '_') are kept as they are.
+    """
+    converters = CONVERTERS[table]
+    row: dict[str, Any] = {}
+    for name, value in raw.items():
+        convert = converters.get(name)
+        if convert is None:
+            row[name] = value
+            continue
+        if value is None or (
+            isinstance(value, str) and not value.strip() and name != "prompt_text"
+        ):
+            row[name] = None
+            continue
+        try:
+            row[name] = convert(value)
+        except (ValueError, OverflowError) as exc:
+            raise BadValue(name, str(exc)) from None
+    return row

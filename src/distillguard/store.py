@@ -1,0 +1,208 @@
+"""The canonical store: Parquet files on disk, listed in one manifest.
+
+Layout (readable by DuckDB, Spark or pyarrow as a hive-partitioned dataset):
+
+    STORE/manifest.json                      what is committed (the only source of truth)
+    STORE/exchanges/day=YYYY-MM-DD/part-*.parquet
+    STORE/accounts/part-*.parquet
+    STORE/quarantine/<run>.jsonl             records that could not be stored, with reasons
+
+A run writes everything under `.staging/`, moves finished files into place and then
+replaces the manifest with one atomic rename: until that rename nothing is committed,
+and a crash at any point leaves the previous manifest intact. Files that a crashed run
+moved into place but never committed are not in the manifest; readers ignore them and
+the next writer deletes them. One writer at a time holds `.lock`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from distillguard.errors import StoreError
+
+FORMAT = "distillguard-store"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Manifest:
+    version: int = VERSION
+    key_id: str | None = None
+    pseudonymised: bool = False
+    exchanges: list[str] = field(default_factory=list)
+    accounts: list[str] = field(default_factory=list)
+    quarantine: list[str] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        body = {"format": FORMAT, **self.__dict__}
+        return json.dumps(body, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: Path) -> Manifest:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            raise StoreError(f"{where} is not a distillguard manifest (not JSON)") from None
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise StoreError(f"{where} is not a distillguard manifest")
+        version = body.get("version")
+        if version != VERSION:
+            raise StoreError(
+                f"{where} is a store of format version {version}; this distillguard reads "
+                f"version {VERSION} (upgrade distillguard, or ingest into a new store)"
+            )
+        body.pop("format")
+        known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class Store:
+    """A store folder; reading needs no lock, writing goes through `transaction()`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def exists(self) -> bool:
+        return (self.root / MANIFEST).is_file()
+
+    def manifest(self) -> Manifest:
+        path = self.root / MANIFEST
+        if not path.is_file():
+            if self.root.exists() and any(not p.name.startswith(".") for p in self.root.iterdir()):
+                raise StoreError(f"{self.root} is not empty and holds no distillguard manifest")
+            return Manifest()
+        return Manifest.from_json(path.read_bytes(), path)
+
+    def files(self, table: str) -> list[Path]:
+        """The committed Parquet files of `table` ('exchanges' or 'accounts')."""
+        return [self.root / rel for rel in getattr(self.manifest(), table)]
+
+    def days(self) -> list[str]:
+        return sorted(
+            {Path(rel).parent.name.removeprefix("day=") for rel in self.manifest().exchanges}
+        )
+
+    @contextmanager
+    def transaction(self, key_id: str | None) -> Iterator[Transaction]:
+        """Lock the store, clean up after any crashed run, and commit on success only."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"{self.root} is being written by another process") from None
+            manifest = self.manifest()
+            _check_key(manifest, key_id, self.root)
+            self._recover(manifest)
+            txn = Transaction(self, manifest, key_id)
+            try:
+                yield txn
+                txn.commit()
+            finally:
+                shutil.rmtree(txn.staging, ignore_errors=True)
+                if not txn.committed:
+                    txn.undo()
+
+    def _recover(self, manifest: Manifest) -> None:
+        shutil.rmtree(self.root / ".staging", ignore_errors=True)
+        committed = {*manifest.exchanges, *manifest.accounts, *manifest.quarantine}
+        for table in ("exchanges", "accounts", "quarantine"):
+            for path in (self.root / table).rglob("*"):
+                if path.is_file() and str(path.relative_to(self.root)) not in committed:
+                    path.unlink()
+
+
+def _check_key(manifest: Manifest, key_id: str | None, root: Path) -> None:
+    if not manifest.runs:
+        return
+    if manifest.pseudonymised and key_id is None:
+        raise StoreError(f"{root} holds pseudonymised data: pass the same --hmac-key-file")
+    if not manifest.pseudonymised and key_id is not None:
+        raise StoreError(
+            f"{root} holds data that was not pseudonymised: use a new store "
+            "for keyed ingestion, or drop --hmac-key-file"
+        )
+    if manifest.key_id != key_id:
+        raise StoreError(
+            f"{root} was pseudonymised with key id {manifest.key_id}, this run's "
+            f"key has id {key_id}: identifiers would not match"
+        )
+
+
+class Transaction:
+    """Files staged by one run; moved into the store and listed in the manifest at commit."""
+
+    def __init__(self, store: Store, manifest: Manifest, key_id: str | None) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        self.staging = store.root / ".staging" / self.id
+        self.staging.mkdir(parents=True)
+        self.key_id = key_id
+        self.committed = False
+        self._placed: list[Path] = []
+
+    def place(self, table: str, source: Path, relative: str) -> None:
+        """Move a finished file into the store (not yet committed)."""
+        target = self.store.root / table / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        self._placed.append(target)
+        rel = str(target.relative_to(self.store.root))
+        listing: list[str] = getattr(self.manifest, table)
+        listing.append(rel)
+
+    def replace_all(self, table: str, source: Path, relative: str) -> list[Path]:
+        """Place a file that supersedes every committed file of `table`; returns the old ones."""
+        old = [self.store.root / rel for rel in getattr(self.manifest, table)]
+        setattr(self.manifest, table, [])
+        self.place(table, source, relative)
+        self._superseded = old
+        return old
+
+    def log(self, run: dict[str, Any]) -> None:
+        self.manifest.runs.append({"id": self.id, **run})
+
+    def commit(self) -> None:
+        self.manifest.key_id = self.key_id
+        self.manifest.pseudonymised = self.key_id is not None
+        atomic_write(self.store.root / MANIFEST, self.manifest.to_json())
+        self.committed = True
+        for path in getattr(self, "_superseded", []):
+            path.unlink(missing_ok=True)
+
+    def undo(self) -> None:
+        for path in self._placed:
+            path.unlink(missing_ok=True)
