@@ -28,7 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.dataset as ds
+
 from distillguard.errors import StoreError
+from distillguard.schema import TABLES, conform
 
 FORMAT = "distillguard-store"
 VERSION = 1
@@ -109,6 +113,25 @@ class Store:
         """The committed Parquet files of `table` ('exchanges' or 'accounts')."""
         return [self.root / rel for rel in getattr(self.manifest(), table)]
 
+    def batches(
+        self, table: str = "exchanges", columns: list[str] | None = None, batch_rows: int = 65536
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream a table's committed rows in the canonical schema, a batch at a time."""
+        schema = TABLES[table]
+        files = self.files(table)
+        if not files:
+            return
+        dataset = ds.dataset([str(f) for f in files], format="parquet")
+        wanted = columns or schema.names
+        for batch in dataset.to_batches(columns=wanted, batch_size=batch_rows):
+            conformed = conform(pa.Table.from_batches([batch]), _select(schema, wanted), name=table)
+            yield from conformed.to_batches()
+
+    def read(self, table: str = "exchanges", columns: list[str] | None = None) -> pa.Table:
+        """A whole table in memory: for small stores and tests; use `batches` otherwise."""
+        schema = _select(TABLES[table], columns or TABLES[table].names)
+        return pa.Table.from_batches(list(self.batches(table, columns)), schema=schema)
+
     def days(self) -> list[str]:
         return sorted(
             {Path(rel).parent.name.removeprefix("day=") for rel in self.manifest().exchanges}
@@ -142,6 +165,10 @@ class Store:
             for path in (self.root / table).rglob("*"):
                 if path.is_file() and str(path.relative_to(self.root)) not in committed:
                     path.unlink()
+
+
+def _select(schema: pa.Schema, names: list[str]) -> pa.Schema:
+    return pa.schema([schema.field(n) for n in names])
 
 
 def _check_key(manifest: Manifest, key_id: str | None, root: Path) -> None:

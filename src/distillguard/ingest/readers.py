@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,13 @@ def open_binary(path: Path) -> IO[bytes]:
 def sniff_kind(path: Path) -> FileKind:
     """Tell the container from the first bytes of the file (after gzip, if any)."""
     with open(path, "rb") as raw:
-        compressed = raw.read(2) == b"\x1f\x8b"
-    with open_binary(path) as handle:
-        head = handle.read(SNIFF_BYTES)
+        head = raw.read(SNIFF_BYTES)
+    compressed = head[:2] == b"\x1f\x8b"
+    if compressed:  # decompress only the start; a truncated file still sniffs
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head, SNIFF_BYTES)
+        except zlib.error:
+            return FileKind("binary", compressed)
     if head.startswith(b"PAR1"):
         return FileKind("parquet", compressed)
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -72,21 +77,16 @@ def sniff_kind(path: Path) -> FileKind:
     if text[:1] == b"[":
         return FileKind("json", compressed)
     if text[:1] == b"{":
-        first = text.split(b"\n", 1)[0]
-        try:
-            orjson.loads(first)
-            return FileKind("jsonl", compressed)
-        except orjson.JSONDecodeError:
-            # A pretty-printed document, or a JSONL file whose first line is broken.
-            return FileKind(
-                "jsonl" if b"\n{" in text and _more_lines_parse(text) else "json", compressed
-            )
+        return FileKind("jsonl" if _looks_like_lines(text) else "json", compressed)
     return FileKind("csv", compressed)
 
 
-def _more_lines_parse(text: bytes) -> bool:
-    lines = text.split(b"\n")[1:-1]
-    return any(_parses(line) for line in lines[:20])
+def _looks_like_lines(text: bytes) -> bool:
+    """JSON Lines, unless the start reads as one pretty-printed document."""
+    lines = text.split(b"\n")
+    if len(lines) == 1 or _parses(lines[0]):
+        return True  # a first line longer than the sniffed head, or a whole object
+    return any(_parses(line) for line in lines[1:-1][:50])
 
 
 def _parses(line: bytes) -> bool:
@@ -162,7 +162,7 @@ def read_json_document(path: Path, source: str) -> Iterator[Record]:
     count = 0
     try:
         with open_binary(path) as handle:
-            for item in ijson.items(handle, prefix, use_float=True):
+            for item in ijson.items(handle, prefix, use_float=True, multiple_values=True):
                 count += 1
                 value = {wrap: [item]} if wrap else item
                 yield Record(source, count, None, value=value)

@@ -179,6 +179,8 @@ def _response_text(body: Mapping[str, Any]) -> tuple[str | None, int | None]:
     if isinstance(output, Mapping):  # Bedrock Converse
         blocks = _get(output, "message", "content")
         return _blocks_text(blocks)
+    if "role" in body and "content" in body and "type" not in body:  # one chat message
+        return text_of(body.get("content")), count(body.get("tool_calls")) or 0
     if isinstance(body.get("content"), list):  # Anthropic messages
         return _blocks_text(body["content"])
     return text_of(

@@ -1,0 +1,188 @@
+"""Each adapter on sample records written from the products' public schemas.
+
+The bundled samples express one coding exchange (request id req-7f3a9c01) in every
+format; each format must map it to the same canonical values, as far as that format
+carries them. Other records check what is specific to each product.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SAMPLES, rows, run
+
+LOGS = SAMPLES / "logs"
+SHARED = "req-7f3a9c01"
+REFERENCE: dict[str, Any] = {
+    "request_id": SHARED,
+    "ts": datetime(2026, 4, 22, 9, 15, 30, tzinfo=UTC),
+    "account_id": "org-harbor",
+    "model": "gpt-oss-120b",
+    "prompt_text": (
+        "Write a Python function that merges two sorted lists. "
+        "Explain your reasoning step by step before the code."
+    ),
+    "system_text": "You are a careful senior engineer.",
+    "end_user_id": "user-17",
+    "ip": "203.0.113.45",
+    "ip_prefix": "203.0.113.0/24",
+    "user_agent": "python-httpx/0.27.0",
+    "input_tokens": 42,
+    "output_tokens": 128,
+    "reasoning_tokens": 64,
+    "reasoning_requested": True,
+    "max_tokens": 1024,
+    "temperature": 0.2,
+    "tools_declared": 1,
+    "tool_calls": 0,
+    "conversation_id": "conv-9",
+    "turn_index": 0,
+    "status": 200,
+    "stream": False,
+}
+NETWORK = {"ip", "ip_prefix", "user_agent"}
+# What each format carries of the reference exchange (everything else must match).
+NOT_CARRIED: dict[str, set[str]] = {
+    "otel_genai_current.jsonl": set(),
+    "litellm_standard_payload.jsonl": set(),
+    "litellm_spendlogs.json": set(),
+    "bedrock_invocations.jsonl": NETWORK | {"reasoning_tokens", "stream"},
+    "helicone_export.jsonl": NETWORK,
+    "langfuse_observations.jsonl": NETWORK | {"reasoning_requested", "tools_declared", "stream"},
+    "batch": NETWORK | {"conversation_id", "stream"},
+    "mapped": {
+        "system_text",
+        "end_user_id",
+        "user_agent",
+        "reasoning_tokens",
+        "reasoning_requested",
+        "max_tokens",
+        "temperature",
+        "tools_declared",
+        "tool_calls",
+        "conversation_id",
+        "turn_index",
+        "status",
+        "stream",
+    },
+}
+
+
+def _ingest_format(name: str, store: Path) -> dict[str, dict[str, Any]]:
+    if name == "batch":
+        run(SAMPLES / "batch", store, constants={"account_id": "org-harbor"})
+    elif name == "mapped":
+        from distillguard.ingest.adapters.mapped import load_mapping
+
+        mapping = load_mapping(str(SAMPLES / "gateway_export.mapping.yaml"), [])
+        run(SAMPLES / "mapped", store, mapping=mapping)
+    elif name == "langfuse_observations.jsonl":
+        run([LOGS / name, LOGS / "langfuse_traces.jsonl"], store)
+    else:
+        run(LOGS / name, store)
+    return rows(store)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_CARRIED))
+def test_the_same_exchange_maps_to_the_same_row_in_every_format(name: str, tmp_path: Path) -> None:
+    row = _ingest_format(name, tmp_path / "store")[SHARED]
+    expected = {k: v for k, v in REFERENCE.items() if k not in NOT_CARRIED[name]}
+    got = {k: row[k] for k in expected}
+    assert got == expected
+    if name != "mapped":
+        assert row["response_text"].startswith("Reasoning: walk both lists")
+
+
+def test_otel_current_conventions_skip_tool_spans_and_count_turns(tmp_path: Path) -> None:
+    summary = run(LOGS / "otel_genai_current.jsonl", tmp_path / "s")
+    stored = rows(tmp_path / "s")
+    assert summary.skipped["not_an_exchange"] == 1  # the execute_tool span
+    agent_step = stored["req-7f3a9c02"]
+    assert agent_step["turn_index"] == 1  # one earlier assistant (tool call) turn
+    assert agent_step["prompt_text"] == REFERENCE["prompt_text"]
+    assert agent_step["response_text"] == "All three tests pass."
+
+
+def test_otel_older_conventions(tmp_path: Path) -> None:
+    run(LOGS / "otel_genai_legacy.jsonl", tmp_path / "s")
+    stored = rows(tmp_path / "s")
+    events = stored["b1b2c3d4e5f60718"]  # event era: span id stands in for a response id
+    assert events["prompt_text"] == "How do I reset my router?"
+    assert events["system_text"] == "Answer in one line."
+    assert events["response_text"] == "Hold the reset button for ten seconds."
+    assert (events["input_tokens"], events["output_tokens"]) == (31, 9)
+    assert events["account_id"] == "cust-204"
+    openllmetry = stored["chatcmpl-lentil"]
+    assert openllmetry["prompt_text"] == "Something quick with lentils?"
+    assert openllmetry["response_text"] == "Try a red lentil dal."
+    assert openllmetry["tools_declared"] == 1 and openllmetry["account_id"] == "u-77"
+    inference = stored["d1b2c3d4e5f60718"]  # OpenInference
+    assert inference["model"] == "gpt-4.1-mini"
+    assert inference["prompt_text"] == "Where is my order A-19?"
+    assert inference["tool_calls"] == 1 and inference["conversation_id"] == "sess-5e1"
+    assert (inference["max_tokens"], inference["temperature"]) == (256, 0.1)
+
+
+def test_litellm_failure_carries_the_error_code(tmp_path: Path) -> None:
+    run(LOGS / "litellm_standard_payload.jsonl", tmp_path / "s")
+    assert rows(tmp_path / "s")["req-7f3a9c10"]["status"] == 429
+
+
+def test_litellm_spendlogs_csv_and_naive_timestamps(tmp_path: Path) -> None:
+    run(LOGS / "litellm_spendlogs.csv", tmp_path / "s")
+    stored = rows(tmp_path / "s")
+    assert stored["chatcmpl-spend-csv-1"]["ts"] == datetime(
+        2026, 4, 23, 8, 0, 1, 500000, tzinfo=UTC
+    )
+    second = stored["chatcmpl-spend-csv-2"]
+    assert second["account_id"] == "org-lighthouse" and second["user_agent"] == "curl/8.5.0"
+    assert second["prompt_text"] is None and second["output_tokens"] == 2048
+
+
+def test_bedrock_converse_and_throttling(tmp_path: Path) -> None:
+    run(LOGS / "bedrock_invocations.jsonl", tmp_path / "s")
+    stored = rows(tmp_path / "s")
+    converse = stored["bd-converse-0002"]
+    assert converse["account_id"] == "arn:aws:iam::111122223333:user/ci-bot"
+    assert converse["system_text"] == "Summarise in one line."
+    assert (converse["max_tokens"], converse["output_tokens"]) == (300, 14)
+    assert stored["bd-converse-0003"]["status"] == 429
+
+
+def test_langfuse_traces_fill_account_and_are_not_exchanges(tmp_path: Path) -> None:
+    summary = run(
+        [LOGS / "langfuse_observations.jsonl", LOGS / "langfuse_traces.jsonl"], tmp_path / "s"
+    )
+    stored = rows(tmp_path / "s")
+    assert set(stored) == {SHARED, "lf-gen-0002"}  # not the SPAN, not the orphan trace
+    assert stored["lf-gen-0002"]["account_id"] == "org-seaside"  # from the trace's metadata
+    assert stored["lf-gen-0002"]["conversation_id"] == "sess-77"
+    assert summary.skipped["not_an_exchange"] == 1
+
+
+def test_openai_batch_joins_requests_and_results_across_files(tmp_path: Path) -> None:
+    run(SAMPLES / "batch", tmp_path / "s", constants={"account_id": "org-x"})
+    responses = rows(tmp_path / "s")["req_51c3aa90"]
+    assert responses["operation"] == "responses" and responses["model"] == "o4-mini"
+    assert responses["system_text"] == "Classify the ticket."
+    assert responses["prompt_text"] == "VPN drops every ten minutes."
+    assert (responses["reasoning_tokens"], responses["max_tokens"]) == (96, 400)
+    assert responses["response_text"] == "network"
+
+
+def test_openai_batch_without_account_says_how_to_fix(tmp_path: Path) -> None:
+    from tests.conftest import quarantined
+
+    summary = run(SAMPLES / "batch", tmp_path / "s")
+    assert summary.stored == 0 and summary.quarantined["missing_field"] == 2
+    assert all("--set account_id" in q["detail"] for q in quarantined(tmp_path / "s"))
+
+
+def test_helicone_without_account_property_uses_the_user(tmp_path: Path) -> None:
+    run(LOGS / "helicone_export.jsonl", tmp_path / "s")
+    other = rows(tmp_path / "s")["hel-0002"]
+    assert other["account_id"] == "cust-4410" and other["response_text"] == "Monday."

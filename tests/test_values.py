@@ -1,0 +1,77 @@
+"""Value coercion: timestamps in every format real exporters write, numbers, booleans."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from distillguard.ingest.values import BadValue, coerce, to_bool, to_int, to_ts
+
+MOMENTS = st.datetimes(
+    min_value=datetime(2001, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC)
+)
+OFFSETS = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
+    lambda m: timezone(timedelta(minutes=m))
+)
+
+
+@given(MOMENTS)
+def test_epoch_numbers_of_every_unit_give_the_same_instant(moment: datetime) -> None:
+    micros = int((moment - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+    whole = moment.replace(microsecond=0)
+    assert to_ts(micros // 10**6) == whole
+    assert to_ts(micros // 10**3) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    assert to_ts(micros) == moment
+    assert to_ts(micros * 1000) == moment
+    assert to_ts(str(micros * 1000)) == moment  # OTLP writes nanoseconds as text
+
+
+@given(MOMENTS, OFFSETS)
+def test_iso_text_in_any_zone_is_normalised_to_utc(moment: datetime, zone: timezone) -> None:
+    local = moment.astimezone(zone)
+    assert to_ts(local.isoformat()) == moment
+    assert to_ts(local.isoformat().replace("+00:00", "Z")) == moment
+    assert to_ts(moment.strftime("%Y-%m-%d %H:%M:%S.%f") + " UTC") == moment
+
+
+@given(MOMENTS)
+def test_rfc2822_and_naive_text(moment: datetime) -> None:
+    whole = moment.replace(microsecond=0)
+    assert to_ts(format_datetime(whole)) == whole
+    assert to_ts(whole.strftime("%Y-%m-%d %H:%M:%S")) == whole  # naive is taken as UTC
+
+
+@pytest.mark.parametrize(
+    "text", ["yesterday", "", "2026-13-01T00:00:00Z", "1899-01-01T00:00:00Z", "NaN", "-5"]
+)
+def test_bad_timestamps_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        to_ts(text)
+
+
+def test_nanosecond_epoch_keeps_microsecond_precision() -> None:
+    assert to_ts("1776849330123456789") == datetime(2026, 4, 22, 9, 15, 30, 123456, tzinfo=UTC)
+
+
+def test_numbers_and_booleans() -> None:
+    assert to_int("12") == 12 and to_int(12.0) == 12 and to_int("3e2") == 300
+    assert to_bool("True") is True and to_bool(0) is False
+    for bad in ("many", 1.5, True, [1]):
+        with pytest.raises(ValueError):
+            to_int(bad)
+    with pytest.raises(ValueError):
+        to_bool("maybe")
+
+
+def test_coerce_names_the_column_and_drops_empty_strings() -> None:
+    row = coerce({"request_id": "r", "input_tokens": "7", "ip": " ", "_line": 3})
+    assert row == {"request_id": "r", "input_tokens": 7, "ip": None, "_line": 3}
+    with pytest.raises(BadValue) as caught:
+        coerce({"output_tokens": "lots"})
+    assert caught.value.column == "output_tokens"
+    with pytest.raises(BadValue):
+        coerce({"turn_index": 2**40})  # int32 column
