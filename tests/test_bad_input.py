@@ -162,5 +162,6 @@ def test_the_jsonl_reader_never_raises_and_accounts_for_every_line(
     path = tmp_path / "fuzz.jsonl"
     path.write_bytes(b"\n".join(lines))
     records = list(read_jsonl(path, "fuzz"))
-    assert len(records) == sum(1 for line in lines if line.strip())
-    assert all((r.value is not None) != (r.error is not None) or r.value is None for r in records)
+    assert all(r.error is None or r.value is None for r in records)
+    if not any(r.error == "unreadable_file" for r in records):
+        assert len(records) == sum(1 for line in lines if line.strip())

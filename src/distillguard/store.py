@@ -12,6 +12,10 @@ replaces the manifest with one atomic rename: until that rename nothing is commi
 and a crash at any point leaves the previous manifest intact. Files that a crashed run
 moved into place but never committed are not in the manifest; readers ignore them and
 the next writer deletes them. One writer at a time holds `.lock`.
+
+A request_id is unique within its day: ingestion skips ids already stored in the days
+its input touches, so re-ingesting a file adds nothing while the check reads only
+those days. The same id logged again with a timestamp on another day is kept.
 """
 
 from __future__ import annotations

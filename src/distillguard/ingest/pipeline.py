@@ -98,6 +98,10 @@ def ingest(paths: Iterable[str | Path], store_root: str | Path, options: Options
     files = expand(paths)
     if options.table not in ("exchanges", "accounts"):
         raise UsageError(f"--table takes exchanges or accounts, not {options.table!r}")
+    if options.format and options.format not in FORMATS:
+        raise UsageError(f"unknown --format {options.format!r}; known: {', '.join(FORMATS)}")
+    if options.mapping:
+        MappedAdapter(options.mapping, options.table)  # checks the column names up front
     unknown = [c for c in options.constants if c not in TABLES[options.table].names]
     if unknown:
         raise UsageError(f"--set names unknown {options.table} column(s): {', '.join(unknown)}")
@@ -276,8 +280,6 @@ def _choose_adapter(
     if options.mapping:
         return [], MappedAdapter(options.mapping, options.table)
     if options.format:
-        if options.format not in FORMATS:
-            raise UsageError(f"unknown --format {options.format!r}; known: {', '.join(FORMATS)}")
         return [], make(options.format, options.table)
     head: list[Record] = []
     for record in records:

@@ -98,31 +98,41 @@ def _parses(line: bytes) -> bool:
 
 
 def read_jsonl(path: Path, source: str) -> Iterator[Record]:
-    """One Record per non-blank line, with 1-based line number and byte offset."""
-    with open_binary(path) as handle:
-        offset = 0
-        number = 0
-        while True:
-            line = handle.readline(MAX_RECORD_BYTES + 1)
-            if not line:
-                return
-            number += 1
-            start = offset
-            offset += len(line)
-            if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
-                offset += _skip_line(handle)
-                yield Record(
-                    source,
-                    number,
-                    start,
-                    error="record_too_large",
-                    detail=f"line is longer than {MAX_RECORD_BYTES} bytes",
-                )
-                continue
-            body = line.strip()
-            if not body:
-                continue
-            yield parse_json_line(body, source, number, start)
+    """One Record per non-blank line, with 1-based line number and byte offset.
+
+    A compressed stream that breaks off ends the file with one `unreadable_file` Record.
+    """
+    number = offset = 0
+    try:
+        with open_binary(path) as handle:
+            while True:
+                line = handle.readline(MAX_RECORD_BYTES + 1)
+                if not line:
+                    return
+                number += 1
+                start = offset
+                offset += len(line)
+                if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
+                    offset += _skip_line(handle)
+                    yield Record(
+                        source,
+                        number,
+                        start,
+                        error="record_too_large",
+                        detail=f"line is longer than {MAX_RECORD_BYTES} bytes",
+                    )
+                    continue
+                body = line.strip()
+                if body:
+                    yield parse_json_line(body, source, number, start)
+    except (EOFError, OSError, zlib.error) as exc:
+        yield Record(
+            source,
+            number + 1,
+            None,
+            error="unreadable_file",
+            detail=f"reading stopped after line {number}: {exc}",
+        )
 
 
 def _skip_line(handle: IO[bytes]) -> int:

@@ -1,0 +1,106 @@
+"""The command line: documented exit codes, JSON for machines, no stack traces for
+user mistakes, and no prompt text in what it prints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distillguard.cli import main
+from tests.conftest import SAMPLES, write_jsonl
+
+PROMPT_FRAGMENT = "merges two sorted lists"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "distillguard.cli", *args], capture_output=True, text=True
+    )
+
+
+def test_ingest_prints_json_summary_and_inspect_describes_the_store(tmp_path: Path) -> None:
+    done = cli("ingest", str(SAMPLES / "logs"), "--store", str(tmp_path / "s"), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["stored"] == 13 and summary["quarantined"] == 4
+    assert summary["quarantined_by_reason"]["invalid_json"] == 1
+    inspected = cli("inspect", str(tmp_path / "s"), "--format", "json")
+    report = json.loads(inspected.stdout)
+    assert report["exchanges"]["rows"] == 13 and report["days"] == ["2026-04-22", "2026-04-23"]
+    text = cli("inspect", str(tmp_path / "s"))
+    for output in (done.stdout, done.stderr, inspected.stdout, text.stdout):
+        assert PROMPT_FRAGMENT not in output
+
+
+def test_inspect_a_file_before_ingesting_it(tmp_path: Path) -> None:
+    done = cli("inspect", str(SAMPLES / "logs" / "bedrock_invocations.jsonl"), "--json")
+    report = json.loads(done.stdout)
+    assert report["format"] == "bedrock" and report["rows"] == 3
+    assert report["column_fill"]["prompt_text"] == 1.0 and PROMPT_FRAGMENT not in done.stdout
+
+
+def test_max_bad_ratio_sets_exit_code_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = SAMPLES / "logs" / "bad_records.jsonl"
+    assert main(["ingest", str(bad), "--store", str(tmp_path / "a"), "--max-bad-ratio", "0.5"]) == 4
+    assert "above --max-bad-ratio" in capsys.readouterr().err
+    assert main(["ingest", str(bad), "--store", str(tmp_path / "b"), "--max-bad-ratio", "1"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["ingest", "missing.jsonl", "--store", "S"], 3, "no such file"),
+        (["ingest", "IN", "--store", "S", "--format", "nope"], 2, "unknown --format"),
+        (["ingest", "IN", "--store", "S", "--map", "bogus=x"], 2, "unknown exchanges column"),
+        (["ingest", "IN", "--store", "S", "--map", "nonsense"], 2, "COLUMN=VALUE"),
+        (["ingest", "IN", "--store", "S", "--set", "nope=1"], 2, "unknown exchanges column"),
+        (["ingest", "IN", "--store", "S", "--hmac-key-file", "absent"], 2, "cannot read the key"),
+        (["ingest", "IN", "--store", "S", "--map-file", "absent.yaml"], 2, "mapping file"),
+        (["ingest", "IN", "--store", "S", "--max-bad-ratio", "7"], 2, "between 0 and 1"),
+        (["inspect", "nowhere"], 3, "neither a store"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_a_documented_code(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    write_jsonl(
+        tmp_path / "IN", [{"request_id": "r", "ts": "2026-04-22", "account_id": "a", "model": "m"}]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "distillguard.cli", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_locked_store_is_exit_code_5(tmp_path: Path) -> None:
+    from distillguard.store import Store
+
+    write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"request_id": "r", "ts": "2026-04-22", "account_id": "a", "model": "m"}],
+    )
+    with Store(tmp_path / "s").transaction(None):
+        done = cli("ingest", str(tmp_path / "in.jsonl"), "--store", str(tmp_path / "s"))
+    assert done.returncode == 5 and "another process" in done.stderr
+
+
+def test_bad_yaml_mapping_and_usage_errors(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text("columns: [not, a, mapping]\n")
+    done = cli(
+        "ingest",
+        str(SAMPLES / "mapped"),
+        "--store",
+        str(tmp_path / "s"),
+        "--map-file",
+        str(tmp_path / "m.yaml"),
+    )
+    assert done.returncode == 2 and "must map column names" in done.stderr
+    assert cli("ingest").returncode == 2  # argparse: missing arguments

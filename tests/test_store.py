@@ -1,0 +1,127 @@
+"""The store: idempotent ingestion, all-or-nothing commits, one writer, versioned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from distillguard.errors import StoreError
+from distillguard.store import Store
+from tests.conftest import SAMPLES, rows, run, write_jsonl
+
+
+def records(n: int, prefix: str = "r", day: int = 22) -> list[dict[str, object]]:
+    return [
+        {
+            "request_id": f"{prefix}{i}",
+            "ts": f"2026-04-{day}T{i % 24:02d}:00:00Z",
+            "account_id": f"acct-{i % 3}",
+            "model": "m",
+        }
+        for i in range(n)
+    ]
+
+
+def test_the_same_file_twice_adds_nothing(tmp_path: Path) -> None:
+    first = run(SAMPLES / "logs", tmp_path / "s")
+    again = run(SAMPLES / "logs", tmp_path / "s")
+    assert first.stored > 0 and again.stored == 0
+    assert again.duplicates == first.stored + first.duplicates
+    assert len(rows(tmp_path / "s")) == first.stored
+    assert Store(tmp_path / "s").read().num_rows == first.stored
+
+
+def test_duplicates_within_one_input_and_across_days(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", records(30) + records(5))
+    summary = run(path, tmp_path / "s")
+    assert (summary.stored, summary.duplicates) == (30, 5)
+    later = write_jsonl(tmp_path / "b.jsonl", records(10, day=23) + records(10, prefix="n", day=23))
+    summary = run(later, tmp_path / "s")
+    # De-duplication is scoped to the days an input touches: the r* ids logged again
+    # with another day's timestamp are stored there (documented in the store module).
+    assert summary.stored == 20
+    store = Store(tmp_path / "s")
+    assert store.days() == ["2026-04-22", "2026-04-23"]
+    assert all(p.parent.name.startswith("day=") for p in store.files("exchanges"))
+
+
+def test_a_failed_run_commits_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run(write_jsonl(tmp_path / "a.jsonl", records(5)), tmp_path / "s")
+    before = (tmp_path / "s" / "manifest.json").read_bytes()
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("distillguard.store.atomic_write", boom)
+    with pytest.raises(RuntimeError):
+        run(write_jsonl(tmp_path / "b.jsonl", records(5, prefix="x")), tmp_path / "s")
+    assert (tmp_path / "s" / "manifest.json").read_bytes() == before
+    assert set(rows(tmp_path / "s")) == {f"r{i}" for i in range(5)}
+    assert len(list((tmp_path / "s" / "exchanges").rglob("*.parquet"))) == 1
+
+
+def test_a_crash_before_the_manifest_rename_leaves_a_readable_store(tmp_path: Path) -> None:
+    """A process killed after moving its files into place, before committing."""
+    store = tmp_path / "s"
+    run(write_jsonl(tmp_path / "a.jsonl", records(5)), store)
+    new = write_jsonl(tmp_path / "b.jsonl", records(5, prefix="x", day=23))
+    script = textwrap.dedent(f"""
+        import os, distillguard.store as s
+        s.atomic_write = lambda *a, **k: os._exit(9)
+        from distillguard.ingest import Options, ingest
+        ingest([{str(new)!r}], {str(store)!r}, Options())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert done.returncode == 9
+    orphans = [p for p in (store / "exchanges").rglob("*.parquet") if "2026-04-23" in str(p)]
+    assert orphans, "the simulated crash should leave uncommitted files behind"
+    assert set(rows(store)) == {f"r{i}" for i in range(5)}  # readers see the last commit
+    summary = run(new, store)  # the next writer cleans up and redoes the work
+    assert summary.stored == 5 and len(rows(store)) == 10
+    assert not any(p.exists() for p in orphans)
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    with store.transaction(None), pytest.raises(StoreError, match="another process"):
+        run(write_jsonl(tmp_path / "a.jsonl", records(2)), tmp_path / "s")
+
+
+def test_stores_of_another_version_or_foreign_folders_are_refused(tmp_path: Path) -> None:
+    run(write_jsonl(tmp_path / "a.jsonl", records(2)), tmp_path / "s")
+    manifest = tmp_path / "s" / "manifest.json"
+    body = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**body, "version": 99}))
+    with pytest.raises(StoreError, match="version 99"):
+        rows(tmp_path / "s")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not empty"):
+        run(tmp_path / "a.jsonl", tmp_path / "other")
+
+
+def test_accounts_table_upserts_by_account(tmp_path: Path) -> None:
+    first = [
+        {
+            "account_id": "a1",
+            "created_at": "2026-04-01",
+            "signup_channel": "education",
+            "signup_ip": "198.51.100.20",
+            "verification": "email",
+        },
+        {"account_id": "a2", "created_at": "2026-04-01", "signup_channel": "self-serve"},
+    ]
+    run(write_jsonl(tmp_path / "acc.jsonl", first), tmp_path / "s", table="accounts")
+    again = run(tmp_path / "acc.jsonl", tmp_path / "s", table="accounts")
+    assert (again.stored, again.duplicates) == (0, 2)
+    changed = [{**first[0], "verification": "kyc"}]
+    summary = run(write_jsonl(tmp_path / "acc2.jsonl", changed), tmp_path / "s", table="accounts")
+    table = {r["account_id"]: r for r in Store(tmp_path / "s").read("accounts").to_pylist()}
+    assert summary.stored == 1 and table["a1"]["verification"] == "kyc" and "a2" in table
+    assert table["a1"]["signup_ip_prefix"] == "198.51.100.0/24"
+    assert len(Store(tmp_path / "s").files("accounts")) == 1
