@@ -59,6 +59,9 @@ def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
 
 def network(value: str) -> str | None:
     """The /24 or /48 network of an address, as text; None if it is not an address."""
+    quick = _ipv4_network(value)
+    if quick is not None:
+        return quick
     if "/" in value:
         return _network_of_range(value)
     address = parse_ip(value)
@@ -68,6 +71,16 @@ def network(value: str) -> str | None:
         address = address.ipv4_mapped
     bits = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
+
+
+def _ipv4_network(value: str) -> str | None:
+    """Fast path for the common case, a bare dotted IPv4 address."""
+    parts = value.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
+        return None
+    if any(len(p) > 1 and p[0] == "0" for p in parts):
+        return None  # leading zeros: let ipaddress decide
+    return f"{parts[0]}.{parts[1]}.{parts[2]}.0/24"
 
 
 def _network_of_range(value: str) -> str | None:

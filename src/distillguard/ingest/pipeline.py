@@ -185,7 +185,7 @@ class _Stager:
         if not self.rows:
             return
         table = pa.Table.from_pylist(self.rows, schema=self.schema)
-        pq.write_table(table, self.folder / f"part-{self.parts:06d}.parquet", compression="zstd")
+        pq.write_table(table, self.folder / f"part-{self.parts:06d}.parquet", compression="lz4")
         self.parts += 1
         self.rows = []
         self.bytes = 0
@@ -345,7 +345,9 @@ def _raw(record: Record) -> Any:
 
 
 def _size(row: dict[str, Any]) -> int:
-    return sum(len(v) for v in row.values() if isinstance(v, str)) + 200
+    """Approximate bytes a staged row holds: its text columns dominate."""
+    texts = (row.get("prompt_text"), row.get("response_text"), row.get("system_text"))
+    return 256 + sum(len(t) for t in texts if t)
 
 
 def _progress(files: list[Path], enabled: bool) -> Any:
@@ -401,7 +403,7 @@ def _validate(
         if table.num_rows == 0:
             continue
         table = pseudonymiser.apply(table, options.table)
-        pq.write_table(table, out / f"part-{number:06d}.parquet", compression="zstd")
+        pq.write_table(table, out / f"part-{number:06d}.parquet", compression="lz4")
     return out
 
 

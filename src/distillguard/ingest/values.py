@@ -177,16 +177,40 @@ CONVERTERS: dict[str, dict[str, Callable[[Any], Any]]] = {
 }
 
 
+def _ready_type(type_: pa.DataType) -> type | None:
+    """Text and booleans that already have their canonical type skip conversion."""
+    if pa.types.is_string(type_):
+        return str
+    if pa.types.is_boolean(type_):
+        return bool
+    return None
+
+
+READY: dict[str, dict[str, type | None]] = {
+    "exchanges": {f.name: _ready_type(f.type) for f in EXCHANGES},
+    "accounts": {f.name: _ready_type(f.type) for f in ACCOUNTS},
+}
+
+
 def coerce(raw: Mapping[str, Any], table: str = "exchanges") -> dict[str, Any]:
     """Convert a mapped record's values to canonical types; empty strings become null.
 
-    Unknown keys (provenance and join columns start with '_') are kept as they are.
+    Provenance and join keys (they start with '_') are kept; other unknown keys dropped.
     """
     converters = CONVERTERS[table]
+    ready = READY[table]
     row: dict[str, Any] = {}
     for name, value in raw.items():
         convert = converters.get(name)
         if convert is None:
+            if name.startswith("_"):
+                row[name] = value
+            continue
+        kind = ready[name]
+        if kind is str and type(value) is str and (name == "prompt_text" or value.strip()):
+            row[name] = value  # already text (the common case): nothing to convert
+            continue
+        if kind is bool and type(value) is bool:
             row[name] = value
             continue
         if value is None or (

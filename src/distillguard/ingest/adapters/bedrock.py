@@ -9,7 +9,7 @@ logs (the operator itself), not the caller, and is not used as the account.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from distillguard.ingest.adapters.bodies import request_fields, response_fields
@@ -49,7 +49,7 @@ class BedrockAdapter:
     table = "exchanges"
 
     def sniff(self, value: Any) -> bool:
-        return isinstance(value, Mapping) and (
+        return isinstance(value, dict) and (
             value.get("schemaType") == "ModelInvocationLog"
             or {"modelId", "requestId", "operation"} <= value.keys()
         )

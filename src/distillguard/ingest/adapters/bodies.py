@@ -25,7 +25,7 @@ from distillguard.ingest.adapters.common import (
 def request_fields(body: Any) -> dict[str, Any]:
     """Canonical fields found in an API request body (any of the supported APIs)."""
     body = as_obj(body)
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict):
         return {}
     if "input" in body and "messages" not in body:
         prompt, system, turns = _responses_input(body.get("input"))
@@ -71,7 +71,7 @@ def response_fields(body: Any) -> dict[str, Any]:
     body = as_obj(body)
     if isinstance(body, list):  # streamed chunks logged as a list
         return _chunks(body)
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict):
         return {"response_text": text_of(body)} if isinstance(body, str) else {}
     usage = obj(body.get("usage"))
     text, calls = _response_text(body)
@@ -102,7 +102,7 @@ def reasoning_requested(body: Mapping[str, Any]) -> bool | None:
     for source in (body, obj(body.get("additionalModelRequestFields"))):
         for key in ("thinking", "reasoning_config"):
             setting = as_obj(source.get(key))
-            if isinstance(setting, Mapping):
+            if isinstance(setting, dict):
                 return setting.get("type") == "enabled" or bool(setting.get("budget_tokens"))
     return None
 
@@ -110,7 +110,7 @@ def reasoning_requested(body: Mapping[str, Any]) -> bool | None:
 def _get(value: Any, *keys: str) -> Any:
     for key in keys:
         value = as_obj(value)
-        value = value.get(key) if isinstance(value, Mapping) else None
+        value = value.get(key) if isinstance(value, dict) else None
     return value
 
 
@@ -127,7 +127,7 @@ def _anthropic_style(body: Mapping[str, Any]) -> bool:
 
 
 def _conversation(value: Any) -> Any:
-    return value.get("id") if isinstance(value, Mapping) else value
+    return value.get("id") if isinstance(value, dict) else value
 
 
 def _responses_input(items: Any) -> tuple[str | None, str | None, int | None]:
@@ -140,7 +140,7 @@ def _responses_input(items: Any) -> tuple[str | None, str | None, int | None]:
     messages = [
         i
         for i in items
-        if isinstance(i, Mapping)
+        if isinstance(i, dict)
         and role_of(i) in ("user", "system", "developer", "assistant", "message")
     ]
     normalised = [{"role": i.get("role") or "user", "content": i.get("content")} for i in messages]
@@ -168,15 +168,15 @@ def _response_text(body: Mapping[str, Any]) -> tuple[str | None, int | None]:
         texts = [
             text_of(item.get("content"))
             for item in output
-            if isinstance(item, Mapping) and item.get("type") == "message"
+            if isinstance(item, dict) and item.get("type") == "message"
         ]
         calls = sum(
             1
             for item in output
-            if isinstance(item, Mapping) and str(item.get("type", "")).endswith("_call")
+            if isinstance(item, dict) and str(item.get("type", "")).endswith("_call")
         )
         return "\n".join(t for t in texts if t) or None, calls
-    if isinstance(output, Mapping):  # Bedrock Converse
+    if isinstance(output, dict):  # Bedrock Converse
         blocks = _get(output, "message", "content")
         return _blocks_text(blocks)
     if "role" in body and "content" in body and "type" not in body:  # one chat message
@@ -194,7 +194,7 @@ def _blocks_text(blocks: Any) -> tuple[str | None, int | None]:
     texts = []
     calls = 0
     for block in blocks:
-        if not isinstance(block, Mapping):
+        if not isinstance(block, dict):
             continue
         if block.get("type") == "tool_use" or "toolUse" in block:
             calls += 1
@@ -209,24 +209,19 @@ def _chunks(chunks: list[Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for chunk in chunks:
         chunk = as_obj(chunk)
-        if not isinstance(chunk, Mapping):
+        if not isinstance(chunk, dict):
             continue
         delta = obj(chunk.get("delta"))
         text = first(delta.get("text"), _get(chunk, "contentBlockDelta", "delta", "text"))
         choices = chunk.get("choices")
-        if (
-            text is None
-            and isinstance(choices, list)
-            and choices
-            and isinstance(choices[0], Mapping)
-        ):
+        if text is None and isinstance(choices, list) and choices and isinstance(choices[0], dict):
             text = _get(choices[0], "delta", "content")
         if isinstance(text, str):
             texts.append(text)
         usage = first(
             chunk.get("usage"), _get(chunk, "message", "usage"), _get(chunk, "metadata", "usage")
         )
-        if isinstance(usage, Mapping):
+        if isinstance(usage, dict):
             fields["input_tokens"] = first(
                 usage.get("input_tokens"),
                 usage.get("prompt_tokens"),

@@ -39,7 +39,7 @@ def as_obj(value: Any) -> Any:
 def obj(value: Any) -> Mapping[str, Any]:
     """`value` as a mapping (parsing JSON text), or an empty one when it is anything else."""
     value = as_obj(value)
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def dig(value: Any, *path: str | int) -> Any:
@@ -50,7 +50,7 @@ def dig(value: Any, *path: str | int) -> Any:
             if not isinstance(value, list) or not -len(value) <= step < len(value):
                 return None
             value = value[step]
-        elif isinstance(value, Mapping):
+        elif isinstance(value, dict):
             value = value.get(step)
         else:
             return None
@@ -67,7 +67,7 @@ def first(*values: Any) -> Any:
 
 def need_mapping(value: Any, what: str) -> Mapping[str, Any]:
     value = as_obj(value)
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise Reject("wrong_type", f"{what} is a {type(value).__name__}, expected an object")
     return value
 
@@ -79,7 +79,7 @@ def text_of(content: Any) -> str | None:
         return None
     if isinstance(content, str):
         return content
-    if isinstance(content, Mapping):
+    if isinstance(content, dict):
         for key in ("text", "content", "input_text", "output_text", "value"):
             if key in content:
                 return text_of(content[key])
@@ -93,7 +93,7 @@ def text_of(content: Any) -> str | None:
 def _is_text_part(part: Any) -> bool:
     if isinstance(part, str):
         return True
-    if not isinstance(part, Mapping):
+    if not isinstance(part, dict):
         return False
     kind = part.get("type")
     return kind is None or kind in ("text", "input_text", "output_text")
@@ -114,7 +114,7 @@ def flatten_chat(messages: Any) -> tuple[str | None, str | None, int | None]:
     system = []
     model_turns = 0
     for message in messages:
-        if not isinstance(message, Mapping):
+        if not isinstance(message, dict):
             continue
         role = role_of(message)
         body = message.get("content", message.get("parts"))
@@ -138,13 +138,13 @@ def count(value: Any) -> int | None:
         return None
     if isinstance(value, list):
         return len(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return len(value)
     return None
 
 
 def count_where(items: Iterable[Any], key: str, values: set[str]) -> int:
-    return sum(1 for item in items if isinstance(item, Mapping) and item.get(key) in values)
+    return sum(1 for item in items if isinstance(item, dict) and item.get(key) in values)
 
 
 def http_status(value: Any) -> int | None:

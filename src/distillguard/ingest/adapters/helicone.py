@@ -8,7 +8,7 @@ is taken as the account, else the user id stands in for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from distillguard.ingest.adapters.bodies import request_fields, response_fields
@@ -33,9 +33,7 @@ class HeliconeAdapter:
     table = "exchanges"
 
     def sniff(self, value: Any) -> bool:
-        return (
-            isinstance(value, Mapping) and "request_created_at" in value and "request_id" in value
-        )
+        return isinstance(value, dict) and "request_created_at" in value and "request_id" in value
 
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
         asked = request_fields(value.get("request_body"))

@@ -35,7 +35,7 @@ class LangfuseAdapter:
     table = "exchanges"
 
     def sniff(self, value: Any) -> bool:
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             return False
         observation = (
             ("traceId" in value or "trace_id" in value)
@@ -113,7 +113,7 @@ def _input(value: Any) -> dict[str, Any]:
             "turn_index": turns,
             "operation": "chat",
         }
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return (
             request_fields(value)
             if ("messages" in value or "input" in value)

@@ -37,7 +37,7 @@ class SpendLogsAdapter:
     table = "exchanges"
 
     def sniff(self, value: Any) -> bool:
-        return isinstance(value, Mapping) and value.keys() >= SPENDLOG_KEYS and "api_key" in value
+        return isinstance(value, dict) and value.keys() >= SPENDLOG_KEYS and "api_key" in value
 
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
         metadata = obj(value.get("metadata"))
@@ -82,7 +82,7 @@ class PayloadAdapter:
 
     def sniff(self, value: Any) -> bool:
         return (
-            isinstance(value, Mapping)
+            isinstance(value, dict)
             and value.keys() >= PAYLOAD_KEYS
             and "id" in value
             and "api_key" not in value

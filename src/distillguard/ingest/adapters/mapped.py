@@ -31,7 +31,7 @@ class CanonicalAdapter:
         self._required = set(required(TABLES[table]))
 
     def sniff(self, value: Any) -> bool:
-        return isinstance(value, Mapping) and self._required <= value.keys()
+        return isinstance(value, dict) and self._required <= value.keys()
 
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
         yield {k: v for k, v in value.items() if k in self._columns}
@@ -54,7 +54,7 @@ class MappedAdapter:
         self._columns = set(TABLES[table].names)
 
     def sniff(self, value: Any) -> bool:
-        return isinstance(value, Mapping)
+        return isinstance(value, dict)
 
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
         row = {k: v for k, v in value.items() if k in self._columns and k not in self.mapping}
@@ -77,9 +77,9 @@ def load_mapping(path: str | None, pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"cannot read the mapping file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             raise UsageError(f"the mapping file {path} is not valid YAML: {exc}") from None
-        if isinstance(loaded, Mapping) and isinstance(loaded.get("columns"), Mapping):
+        if isinstance(loaded, dict) and isinstance(loaded.get("columns"), Mapping):
             loaded = loaded["columns"]
-        if not isinstance(loaded, Mapping) or not all(
+        if not isinstance(loaded, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()
         ):
             raise UsageError(

@@ -30,7 +30,7 @@ class OpenAIBatchAdapter:
     hints = HINTS
 
     def sniff(self, value: Any) -> bool:
-        if not isinstance(value, Mapping) or "custom_id" not in value:
+        if not isinstance(value, dict) or "custom_id" not in value:
             return False
         return ("body" in value and "url" in value) or "response" in value or "error" in value
 

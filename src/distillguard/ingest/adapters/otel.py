@@ -67,7 +67,7 @@ class OtelAdapter:
     table = "exchanges"
 
     def sniff(self, value: Any) -> bool:
-        return isinstance(value, Mapping) and "resourceSpans" in value
+        return isinstance(value, dict) and "resourceSpans" in value
 
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
         for resource_spans in value.get("resourceSpans") or []:
@@ -149,18 +149,18 @@ def exchange_of(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
 
 def attributes(items: Any) -> dict[str, Any]:
     """OTLP KeyValue list to a plain dict of Python values."""
-    if isinstance(items, Mapping):  # some exporters write attributes as an object
+    if isinstance(items, dict):  # some exporters write attributes as an object
         return dict(items)
     out: dict[str, Any] = {}
     for item in items or []:
-        if isinstance(item, Mapping) and "key" in item:
+        if isinstance(item, dict) and "key" in item:
             out[item["key"]] = any_value(item.get("value"))
     return out
 
 
 def any_value(value: Any) -> Any:
     """Decode an OTLP AnyValue (stringValue, intValue as text, arrayValue, kvlistValue…)."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         return value
     if "stringValue" in value:
         return value["stringValue"]
@@ -197,7 +197,7 @@ def _is_hex(text: str) -> bool:
 
 def _get(value: Any, *keys: str) -> Any:
     for key in keys:
-        value = value.get(key) if isinstance(value, Mapping) else None
+        value = value.get(key) if isinstance(value, dict) else None
     return value
 
 
@@ -265,7 +265,7 @@ def _input(
     value = attrs.get("input.value")
     if value is not None:
         parsed = as_obj(value)
-        if isinstance(parsed, Mapping) and "messages" in parsed:
+        if isinstance(parsed, dict) and "messages" in parsed:
             return flatten_chat(parsed["messages"])
         return text_of(parsed), None, 0
     return None, None, None
@@ -275,7 +275,7 @@ def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
     """Messages carried by span events of the 1.28-1.36 era and the oldest content events."""
     messages: list[dict[str, Any]] = []
     for event in events:
-        if not isinstance(event, Mapping):
+        if not isinstance(event, dict):
             continue
         name = str(event.get("name") or "")
         attrs = attributes(event.get("attributes"))
@@ -286,7 +286,7 @@ def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
             )
         elif name.endswith(".message") and name.startswith("gen_ai."):
             body = as_obj(attrs.get("gen_ai.event.content"))
-            body = body if isinstance(body, Mapping) else attrs
+            body = body if isinstance(body, dict) else attrs
             role = body.get("role") or name.removeprefix("gen_ai.").removesuffix(".message")
             messages.append({"role": role, "content": body.get("content")})
     return messages
@@ -295,8 +295,8 @@ def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
 def _output(attrs: Mapping[str, Any], events: list[Any]) -> tuple[str | None, int | None]:
     messages = as_obj(attrs.get("gen_ai.output.messages"))
     if isinstance(messages, list) and messages:
-        parts = [p for m in messages if isinstance(m, Mapping) for p in (m.get("parts") or [])]
-        calls = sum(1 for p in parts if isinstance(p, Mapping) and p.get("type") == "tool_call")
+        parts = [p for m in messages if isinstance(m, dict) for p in (m.get("parts") or [])]
+        calls = sum(1 for p in parts if isinstance(p, dict) and p.get("type") == "tool_call")
         return text_of(parts), calls
     for prefix, inner in (("gen_ai.completion", ""), ("llm.output_messages", "message.")):
         groups = indexed(attrs, prefix)
@@ -310,12 +310,12 @@ def _output_from_events(
     events: list[Any], attrs: Mapping[str, Any]
 ) -> tuple[str | None, int | None]:
     for event in events:
-        if not isinstance(event, Mapping):
+        if not isinstance(event, dict):
             continue
         event_attrs = attributes(event.get("attributes"))
         if event.get("name") == "gen_ai.choice":
             body = as_obj(event_attrs.get("gen_ai.event.content"))
-            body = body if isinstance(body, Mapping) else event_attrs
+            body = body if isinstance(body, dict) else event_attrs
             message = as_obj(body.get("message")) or {}
             calls = count(body.get("tool_calls") or _field(message, "tool_calls"))
             return text_of(_field(message, "content")), calls
@@ -324,7 +324,7 @@ def _output_from_events(
             if isinstance(completion, list) and completion:
                 completion = (
                     completion[0].get("content")
-                    if isinstance(completion[0], Mapping)
+                    if isinstance(completion[0], dict)
                     else completion[0]
                 )
             return text_of(completion), None
@@ -333,7 +333,7 @@ def _output_from_events(
 
 
 def _field(value: Any, key: str) -> Any:
-    return value.get(key) if isinstance(value, Mapping) else None
+    return value.get(key) if isinstance(value, dict) else None
 
 
 def _tools_declared(attrs: Mapping[str, Any]) -> int | None:
@@ -357,7 +357,7 @@ def _reasoning_requested(attrs: Mapping[str, Any], params: Mapping[str, Any]) ->
     thinking = params.get("thinking")
     if effort is not None:
         return str(effort).lower() not in ("none", "minimal")
-    if isinstance(thinking, Mapping):
+    if isinstance(thinking, dict):
         return thinking.get("type") == "enabled"
     return None
 
@@ -370,7 +370,7 @@ def _status(attrs: Mapping[str, Any], status: Any) -> int | None:
     if "429" in error or "ratelimit" in error or "rate_limit" in error:
         return 429
     if error or (
-        isinstance(status, Mapping) and str(status.get("code")) in ("2", "STATUS_CODE_ERROR")
+        isinstance(status, dict) and str(status.get("code")) in ("2", "STATUS_CODE_ERROR")
     ):
         return 500
     return 200
