@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/distillguard ingest $(SAMPLES)/logs --store $(DEMO)/store
 	$(BIN)/distillguard ingest $(SAMPLES)/batch --store $(DEMO)/store --set account_id=org-batch-demo
 	$(BIN)/distillguard ingest $(SAMPLES)/mapped --store $(DEMO)/store --map-file $(SAMPLES)/gateway_export.mapping.yaml
+	$(BIN)/distillguard ingest $(SAMPLES)/accounts --store $(DEMO)/store --table accounts
 	$(BIN)/distillguard inspect $(DEMO)/store
 
 test: $(STAMP)

@@ -7,6 +7,7 @@ carries them. Other records check what is specific to each product.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,78 @@ def test_helicone_without_account_property_uses_the_user(tmp_path: Path) -> None
     run(LOGS / "helicone_export.jsonl", tmp_path / "s")
     other = rows(tmp_path / "s")["hel-0002"]
     assert other["account_id"] == "cust-4410" and other["response_text"] == "Monday."
+
+
+def test_otel_message_events_in_a_logs_file_fill_their_span(tmp_path: Path) -> None:
+    """The 1.28-1.36 conventions log message events as log records, beside the spans."""
+    span = {
+        "traceId": "ab" * 16,
+        "spanId": "00aa11bb22cc33dd",
+        "startTimeUnixNano": "1776849330000000000",
+        "attributes": [
+            {"key": k, "value": {"stringValue": v}}
+            for k, v in {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": "gpt-4o",
+                "user.id": "u-9",
+            }.items()
+        ],
+    }
+
+    def event(name: str, body: dict[str, Any]) -> dict[str, Any]:
+        values = [{"key": k, "value": {"stringValue": v}} for k, v in body.items()]
+        return {
+            "timeUnixNano": "1776849330000000100",
+            "eventName": name,
+            "spanId": "00aa11bb22cc33dd",
+            "body": {"kvlistValue": {"values": values}},
+        }
+
+    logs = {
+        "resourceLogs": [
+            {
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            event("gen_ai.system.message", {"content": "Be brief."}),
+                            event("gen_ai.user.message", {"content": "Name a prime."}),
+                            {
+                                **event("gen_ai.choice", {"finish_reason": "stop"}),
+                                "body": {
+                                    "kvlistValue": {
+                                        "values": [
+                                            {
+                                                "key": "message",
+                                                "value": {
+                                                    "kvlistValue": {
+                                                        "values": [
+                                                            {
+                                                                "key": "content",
+                                                                "value": {"stringValue": "Seven."},
+                                                            }
+                                                        ]
+                                                    }
+                                                },
+                                            }
+                                        ]
+                                    }
+                                },
+                            },
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    spans = tmp_path / "spans.jsonl"
+    spans.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}) + "\n")
+    events = tmp_path / "logs.jsonl"
+    events.write_text(json.dumps(logs) + "\n")
+    run([spans, events], tmp_path / "s")
+    row = rows(tmp_path / "s")["00aa11bb22cc33dd"]
+    assert (row["prompt_text"], row["system_text"], row["response_text"]) == (
+        "Name a prime.",
+        "Be brief.",
+        "Seven.",
+    )

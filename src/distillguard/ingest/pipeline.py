@@ -203,15 +203,34 @@ def _stage(
     stager = _Stager(txn.staging / "mapped", staging_schema(options.table))
     progress = _progress(files, options.progress)
     for path in files:
-        summary.files.append(_stage_file(path, options, stager, quarantine, summary))
-        progress.update(path.stat().st_size)
+        done = _Progress(progress)
+        summary.files.append(_stage_file(path, options, stager, quarantine, summary, done))
+        progress.update(path.stat().st_size - done.reported)
     progress.close()
     stager.flush()
     return stager
 
 
+class _Progress:
+    """Advances the byte progress bar from record offsets inside one file."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.reported = 0
+
+    def at(self, offset: int | None) -> None:
+        if offset is not None and offset - self.reported > 1 << 24:
+            self.bar.update(offset - self.reported)
+            self.reported = offset
+
+
 def _stage_file(
-    path: Path, options: Options, stager: _Stager, quarantine: Quarantine, summary: Summary
+    path: Path,
+    options: Options,
+    stager: _Stager,
+    quarantine: Quarantine,
+    summary: Summary,
+    progress: _Progress,
 ) -> dict[str, Any]:
     source = str(path)
     try:
@@ -252,6 +271,8 @@ def _stage_file(
         for record in _chain(head, records):
             summary.records_read += 1
             _map_record(record, adapter, options, stager, quarantine, summary)
+            if not kind.compressed:
+                progress.at(record.offset)
     except Exception as exc:  # the container broke mid-file (e.g. truncated gzip/Parquet)
         quarantine.add(
             source,

@@ -16,6 +16,8 @@ import binascii
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
+
 from distillguard.ingest.adapters.common import (
     Reject,
     as_obj,
@@ -67,9 +69,11 @@ class OtelAdapter:
     table = "exchanges"
 
     def sniff(self, value: Any) -> bool:
-        return isinstance(value, dict) and "resourceSpans" in value
+        return isinstance(value, dict) and ("resourceSpans" in value or "resourceLogs" in value)
 
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
+        if "resourceLogs" in value:
+            yield from _event_rows(value)
         for resource_spans in value.get("resourceSpans") or []:
             resource = attributes(_get(resource_spans, "resource", "attributes"))
             scopes = (
@@ -96,8 +100,11 @@ def exchange_of(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
     params = obj(attrs.get("llm.invocation_parameters"))
     prompt, system, turns = _input(attrs, span.get("events") or [])
     response, tool_calls = _output(attrs, span.get("events") or [])
+    own_id = span_id(span.get("spanId"))
     return {
-        "request_id": first(attrs.get("gen_ai.response.id"), span_id(span.get("spanId"))),
+        "_join_key": own_id,  # message events logged as log records join on the span id
+        "_side": "a" if own_id else None,
+        "request_id": first(attrs.get("gen_ai.response.id"), own_id),
         "ts": span.get("startTimeUnixNano"),
         "account_id": first(*(attrs.get(k) for k in ACCOUNT_KEYS)),
         "model": first(
@@ -374,3 +381,42 @@ def _status(attrs: Mapping[str, Any], status: Any) -> int | None:
     ):
         return 500
     return 200
+
+
+def _event_rows(value: Any) -> Iterator[dict[str, Any] | Reject | None]:
+    """Message events written as log records (the 1.28-1.36 conventions): grouped by the
+    span they belong to, they fill that span's prompt, system prompt and response."""
+    by_span: dict[str, list[dict[str, Any]]] = {}
+    for resource_logs in value.get("resourceLogs") or []:
+        for scope in resource_logs.get("scopeLogs") or []:
+            for log in scope.get("logRecords") or []:
+                name = log.get("eventName") or attributes(log.get("attributes")).get("event.name")
+                owner = span_id(log.get("spanId"))
+                if not owner or not str(name or "").startswith("gen_ai."):
+                    yield None
+                    continue
+                body = any_value(log.get("body"))
+                by_span.setdefault(owner, []).append(
+                    {
+                        "name": name,
+                        "attributes": [
+                            {"key": "gen_ai.event.content", "value": {"stringValue": _json(body)}}
+                        ],
+                    }
+                )
+    for owner, events in by_span.items():
+        prompt, system, turns = flatten_chat(_event_messages(events))
+        response, calls = _output_from_events(events, {})
+        yield {
+            "prompt_text": prompt,
+            "system_text": system,
+            "turn_index": turns,
+            "response_text": response,
+            "tool_calls": calls,
+            "_join_key": owner,
+            "_side": "ctx",
+        }
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
