@@ -17,6 +17,8 @@ from distillguard.schema import ACCOUNTS, EXCHANGES
 
 META = ["_source", "_line", "_offset", "_format", "_seq"]
 READ_BATCH = 16384
+# Row groups of bounded bytes: DuckDB buffers a whole row group before writing it.
+ROW_GROUPS = "ROW_GROUP_SIZE 65536, ROW_GROUP_SIZE_BYTES '32MB'"
 
 
 def connect(memory_limit: str, spill: Path) -> duckdb.DuckDBPyConnection:
@@ -37,8 +39,8 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _glob(folder: Path) -> str:
-    return "'" + str(folder / "*.parquet").replace("'", "''") + "'"
+def _glob(folder: Path, pattern: str = "*.parquet") -> str:
+    return "'" + str(folder / pattern).replace("'", "''") + "'"
 
 
 def sql_list(files: list[Path]) -> str:
@@ -78,38 +80,41 @@ def resolve(
 def write_days(
     folder: Path, existing: list[Path], out: Path, memory_limit: str, spill: Path
 ) -> tuple[int, int]:
-    """Write new exchanges, one folder per UTC day; returns (stored, duplicates).
+    """Write new exchanges to `out/day=YYYY-MM-DD/`, one day at a time.
 
-    A request_id already in the store, or seen earlier in this input, is a duplicate.
-    Only the stored days the input touches are consulted.
+    `folder` holds validated rows already split by day. A request_id already in the
+    store, or seen earlier in this input, is a duplicate; only the stored days the
+    input touches are consulted. Returns (stored, duplicates).
     """
     con = connect(memory_limit, spill)
     try:
-        con.execute(f"CREATE VIEW v AS SELECT * FROM read_parquet({_glob(folder)})")
-        days = {
-            r[0] for r in con.execute("SELECT DISTINCT strftime(ts, '%Y-%m-%d') FROM v").fetchall()
-        }
-        touched = [f for f in existing if f.parent.name.removeprefix("day=") in days]
+        days = sorted(p.name for p in folder.iterdir() if p.name.startswith("day="))
+        everything = _glob(folder, "*/*.parquet")
+        con.execute(f"CREATE VIEW v AS SELECT * FROM read_parquet({everything})")
+        touched = [f for f in existing if f.parent.name in days]
         seen = ""
         if touched:
             con.execute(
                 f"CREATE VIEW stored AS SELECT request_id FROM read_parquet({sql_list(touched)})"
             )
             seen = "WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.request_id = v.request_id)"
-        con.execute(
-            f"CREATE TEMP TABLE keep AS SELECT min(_seq) AS _seq FROM v {seen} GROUP BY request_id"
-        )
+        con.execute(f"""
+            CREATE TEMP TABLE keep AS
+            SELECT min(_seq) AS _seq, arg_min(strftime(ts, '%Y-%m-%d'), _seq) AS day
+            FROM v {seen} GROUP BY request_id""")
         total = _count(con, "SELECT count(*) FROM v")
         kept = _count(con, "SELECT count(*) FROM keep")
-        if kept:
-            columns = ", ".join(quote(c) for c in EXCHANGES.names)
-            target = str(out).replace("'", "''")
+        columns = ", ".join(quote(c) for c in EXCHANGES.names)
+        for day in days:
+            date = day.removeprefix("day=")
+            if not _count(con, f"SELECT count(*) FROM keep WHERE day = '{date}'"):
+                continue
+            (out / day).mkdir(parents=True, exist_ok=True)
+            target = str(out / day / "part-0.parquet").replace("'", "''")
             con.execute(f"""
-                COPY (SELECT {columns}, strftime(ts, '%Y-%m-%d') AS day
-                      FROM v WHERE _seq IN (SELECT _seq FROM keep))
-                TO '{target}' (FORMAT parquet, PARTITION_BY (day), COMPRESSION zstd,
-                               FILENAME_PATTERN 'part-{{i}}')
-            """)
+                COPY (SELECT {columns} FROM read_parquet({_glob(folder / day)})
+                      WHERE _seq IN (SELECT _seq FROM keep WHERE day = '{date}'))
+                TO '{target}' (FORMAT parquet, COMPRESSION zstd, {ROW_GROUPS})""")
         return kept, total - kept
     finally:
         con.close()
@@ -121,11 +126,12 @@ def merge_accounts(
     """Upsert accounts by account_id (the latest record wins); returns (changed, unchanged)."""
     con = connect(memory_limit, spill)
     columns = ", ".join(quote(c) for c in ACCOUNTS.names)
+    rows = _glob(folder, "*/*.parquet")
     try:
         con.execute(f"""
-            CREATE TEMP TABLE new AS SELECT {columns} FROM read_parquet({_glob(folder)})
+            CREATE TEMP TABLE new AS SELECT {columns} FROM read_parquet({rows})
             QUALIFY row_number() OVER (PARTITION BY account_id ORDER BY _seq DESC) = 1""")
-        total = _count(con, f"SELECT count(*) FROM read_parquet({_glob(folder)})")
+        total = _count(con, f"SELECT count(*) FROM read_parquet({rows})")
         if existing:
             con.execute(
                 f"CREATE TEMP TABLE old AS SELECT {columns} FROM read_parquet({sql_list(existing)})"
@@ -137,7 +143,7 @@ def merge_accounts(
         con.execute(f"""
             COPY (SELECT * FROM new UNION ALL
                   SELECT * FROM old WHERE account_id NOT IN (SELECT account_id FROM new))
-            TO '{out}' (FORMAT parquet, COMPRESSION zstd)""")
+            TO '{out}' (FORMAT parquet, COMPRESSION zstd, {ROW_GROUPS})""")
         return changed, total - changed
     finally:
         con.close()

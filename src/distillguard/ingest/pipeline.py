@@ -23,20 +23,18 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from distillguard.errors import InputError, UsageError
 from distillguard.ingest import engine
 from distillguard.ingest.adapters import FORMATS, Adapter, MappedAdapter, Reject, detect, make
 from distillguard.ingest.quarantine import Quarantine
 from distillguard.ingest.readers import READERS, Record, sniff_kind
+from distillguard.ingest.staging import DaySink, Stager
 from distillguard.ingest.values import BadValue, coerce
 from distillguard.privacy import Pseudonymiser
 from distillguard.schema import TABLES, required
 from distillguard.store import Store, Transaction
 
-BATCH_ROWS = 8192
-BATCH_BYTES = 64 * 1024 * 1024
 SNIFF_RECORDS = 20
 META = [
     ("_source", pa.string()),
@@ -161,36 +159,6 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
 # -- step 1: read and map -------------------------------------------------------------
 
 
-class _Stager:
-    """Buffers mapped rows and writes them as Parquet files of bounded size."""
-
-    def __init__(self, folder: Path, schema: pa.Schema) -> None:
-        self.folder = folder
-        self.schema = schema
-        self.rows: list[dict[str, Any]] = []
-        self.bytes = 0
-        self.count = 0
-        self.parts = 0
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def add(self, row: dict[str, Any], size: int) -> None:
-        row["_seq"] = self.count
-        self.count += 1
-        self.rows.append(row)
-        self.bytes += size
-        if len(self.rows) >= BATCH_ROWS or self.bytes >= BATCH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.rows:
-            return
-        table = pa.Table.from_pylist(self.rows, schema=self.schema)
-        pq.write_table(table, self.folder / f"part-{self.parts:06d}.parquet", compression="lz4")
-        self.parts += 1
-        self.rows = []
-        self.bytes = 0
-
-
 def staging_schema(table: str) -> pa.Schema:
     base = TABLES[table]
     fields = [pa.field(f.name, f.type, nullable=True) for f in base]
@@ -199,8 +167,8 @@ def staging_schema(table: str) -> pa.Schema:
 
 def _stage(
     files: list[Path], options: Options, txn: Transaction, quarantine: Quarantine, summary: Summary
-) -> _Stager:
-    stager = _Stager(txn.staging / "mapped", staging_schema(options.table))
+) -> Stager:
+    stager = Stager(txn.staging / "mapped", staging_schema(options.table))
     progress = _progress(files, options.progress)
     for path in files:
         done = _Progress(progress)
@@ -227,7 +195,7 @@ class _Progress:
 def _stage_file(
     path: Path,
     options: Options,
-    stager: _Stager,
+    stager: Stager,
     quarantine: Quarantine,
     summary: Summary,
     progress: _Progress,
@@ -317,7 +285,7 @@ def _map_record(
     record: Record,
     adapter: Adapter,
     options: Options,
-    stager: _Stager,
+    stager: Stager,
     quarantine: Quarantine,
     summary: Summary,
 ) -> None:
@@ -398,7 +366,7 @@ HINTS = {
 
 
 def _validate(
-    stager: _Stager,
+    stager: Stager,
     options: Options,
     txn: Transaction,
     quarantine: Quarantine,
@@ -412,7 +380,8 @@ def _validate(
     schema = TABLES[options.table]
     needed = required(schema)
     batches = engine.resolve(stager.folder, schema, options.memory_limit, txn.staging / "duck")
-    for number, batch in enumerate(batches):
+    sink = DaySink(out, by_day=options.table == "exchanges")
+    for batch in batches:
         table = pa.Table.from_batches([batch])
         missing = [pc.is_null(table.column(c)) for c in needed]
         bad = missing[0]
@@ -423,8 +392,8 @@ def _validate(
             table = table.filter(pc.invert(bad))
         if table.num_rows == 0:
             continue
-        table = pseudonymiser.apply(table, options.table)
-        pq.write_table(table, out / f"part-{number:06d}.parquet", compression="lz4")
+        sink.write(pseudonymiser.apply(table, options.table))
+    sink.close()
     return out
 
 
