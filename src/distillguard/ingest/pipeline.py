@@ -13,7 +13,6 @@ Four steps, each streaming:
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -442,7 +441,3 @@ def _commit_accounts(folder: Path, txn: Transaction, summary: Summary, options: 
     )
     summary.stored, summary.duplicates = kept, duplicates
     txn.replace_all("accounts", target, f"part-{txn.id}.parquet")
-
-
-def environment_memory_limit() -> str:
-    return os.environ.get("DISTILLGUARD_MEMORY_LIMIT", "512MB")
