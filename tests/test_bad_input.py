@@ -164,4 +164,5 @@ def test_the_jsonl_reader_never_raises_and_accounts_for_every_line(
     records = list(read_jsonl(path, "fuzz"))
     assert all(r.error is None or r.value is None for r in records)
     if not any(r.error == "unreadable_file" for r in records):
-        assert len(records) == sum(1 for line in lines if line.strip())
+        counted = [lines[0].strip().removeprefix(b"\xef\xbb\xbf"), *lines[1:]] if lines else []
+        assert len(records) == sum(1 for line in counted if line.strip())

@@ -20,6 +20,7 @@ from distillguard.errors import (
     OK,
     BadRatioError,
     DistillguardError,
+    InputError,
     UsageError,
 )
 
@@ -33,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DistillguardError as exc:
         print(f"distillguard: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
+        return OK
     except KeyboardInterrupt:
         print("distillguard: interrupted; nothing was committed", file=sys.stderr)
         return 130
@@ -151,6 +155,8 @@ def _ingest(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_summary(report)
+    if summary.rows_mapped == 0 and summary.quarantined.total():
+        raise InputError(f"nothing in the input could be read; see {summary.quarantine_file}")
     if args.max_bad_ratio is not None and summary.bad_ratio > args.max_bad_ratio:
         raise BadRatioError(
             f"{summary.bad_ratio:.2%} of records were quarantined, above "

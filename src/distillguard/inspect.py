@@ -111,15 +111,18 @@ def inspect_file(path: Path) -> dict[str, Any]:
     }
     if kind.container not in READERS:
         return report
-    records = []
+    records: list[Any] = []
     errors: Counter[str] = Counter()
-    for record in READERS[kind.container](path, str(path)):
-        if record.error:
-            errors[record.error] += 1
-        else:
-            records.append(record.value)
-        if len(records) + sum(errors.values()) >= FILE_SAMPLE:
-            break
+    try:
+        for record in READERS[kind.container](path, str(path)):
+            if record.error:
+                errors[record.error] += 1
+            else:
+                records.append(record.value)
+            if len(records) + sum(errors.values()) >= FILE_SAMPLE:
+                break
+    except Exception as exc:  # a container that breaks (corrupt Parquet, for instance)
+        raise InputError(f"{path}: unreadable {kind.container} file: {str(exc)[:200]}") from None
     adapter = detect(records[:20])
     report.update(
         format=adapter.name if adapter else None,
@@ -135,6 +138,9 @@ def inspect_file(path: Path) -> dict[str, Any]:
             outputs = list(adapter.rows(value))
         except Reject as reject:
             errors[reject.reason] += 1
+            continue
+        except Exception:  # the same odd records ingest quarantines as wrong_type
+            errors["wrong_type"] += 1
             continue
         for out in outputs:
             if isinstance(out, Reject):

@@ -41,6 +41,7 @@ from distillguard.schema import TABLES, conform
 FORMAT = "distillguard-store"
 VERSION = 1
 MANIFEST = "manifest.json"
+OWN = {".lock", ".staging", "exchanges", "accounts", "quarantine", MANIFEST}
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -92,6 +93,9 @@ class Manifest:
             )
         body.pop("format")
         known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
+        lists = ("exchanges", "accounts", "quarantine", "runs")
+        if any(not isinstance(known.get(k, []), list) for k in lists):
+            raise StoreError(f"{where} is damaged: its file lists are not lists")
         return cls(**known)
 
 
@@ -107,15 +111,32 @@ class Store:
 
     def manifest(self) -> Manifest:
         path = self.root / MANIFEST
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root} is a file, not a store folder")
         if not path.is_file():
-            if self.root.exists() and any(not p.name.startswith(".") for p in self.root.iterdir()):
-                raise StoreError(f"{self.root} is not empty and holds no distillguard manifest")
-            return Manifest()
+            foreign = (
+                [p.name for p in self.root.iterdir() if p.name not in OWN]
+                if (self.root.exists())
+                else []
+            )
+            if foreign:
+                raise StoreError(
+                    f"{self.root} is not empty and holds no distillguard manifest "
+                    f"(found {', '.join(sorted(foreign)[:3])})"
+                )
+            return Manifest()  # new, or a first run that crashed before committing
         return Manifest.from_json(path.read_bytes(), path)
 
     def files(self, table: str) -> list[Path]:
         """The committed Parquet files of `table` ('exchanges' or 'accounts')."""
-        return [self.root / rel for rel in getattr(self.manifest(), table)]
+        files = [self.root / rel for rel in getattr(self.manifest(), table)]
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise StoreError(
+                f"{self.root} lists {len(missing)} {table} file(s) that are "
+                f"missing, e.g. {missing[0]}; restore them from a backup"
+            )
+        return files
 
     def batches(
         self, table: str = "exchanges", columns: list[str] | None = None, batch_rows: int = 65536
@@ -144,7 +165,10 @@ class Store:
     @contextmanager
     def transaction(self, key_id: str | None) -> Iterator[Transaction]:
         """Lock the store, clean up after any crashed run, and commit on success only."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(f"cannot make a store at {self.root}: a file is in the way") from None
         with open(self.root / ".lock", "a+") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

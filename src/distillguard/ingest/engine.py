@@ -7,18 +7,28 @@ under a memory limit, so the input size never decides the memory used.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
+from distillguard.errors import UsageError
 from distillguard.schema import ACCOUNTS, EXCHANGES
 
 META = ["_source", "_line", "_offset", "_format", "_seq"]
 READ_BATCH = 16384
 # Row groups of bounded bytes: DuckDB buffers a whole row group before writing it.
 ROW_GROUPS = "ROW_GROUP_SIZE 65536, ROW_GROUP_SIZE_BYTES '32MB'"
+
+
+MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
+def check_memory_limit(limit: str) -> None:
+    if not MEMORY.match(limit):
+        raise UsageError(f"--memory-limit takes a size such as 512MB or 2GiB, not {limit!r}")
 
 
 def connect(memory_limit: str, spill: Path) -> duckdb.DuckDBPyConnection:
@@ -49,13 +59,33 @@ def sql_list(files: list[Path]) -> str:
 
 def resolve(
     folder: Path, schema: pa.Schema, memory_limit: str, spill: Path
-) -> Iterator[pa.RecordBatch]:
-    """Staged rows with partial rows joined on (_format, _join_key); streamed."""
+) -> tuple[dict[str, int], Iterator[pa.RecordBatch]]:
+    """Staged rows with partial rows joined on (_format, _join_key), streamed.
+
+    Also returns what the join leaves out, so every mapped row stays accounted for:
+    companions repeated under one key, and context rows (traces, log events) whose
+    exchange was not in the input.
+    """
     con = connect(memory_limit, spill)
     con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({_glob(folder)})")
     columns = [*schema.names, *META]
     plain = ", ".join(quote(c) for c in columns)
+    left_out = {"repeated_companion": 0, "context_without_exchange": 0}
     if _count(con, "SELECT count(*) FROM staged WHERE _side IS NOT NULL"):
+        left_out["repeated_companion"] = _count(
+            con,
+            """
+            SELECT count(*) - count(DISTINCT (_format, _join_key))
+            FROM staged WHERE _side IN ('b', 'ctx')""",
+        )
+        left_out["context_without_exchange"] = _count(
+            con,
+            """
+            SELECT count(*) FROM (SELECT DISTINCT _format, _join_key FROM staged
+                                  WHERE _side = 'ctx') c
+            WHERE NOT EXISTS (SELECT 1 FROM staged m WHERE m._side = 'a'
+                              AND m._join_key = c._join_key AND m._format = c._format)""",
+        )
         merged = ", ".join(f"coalesce(m.{quote(c)}, c.{quote(c)}) AS {quote(c)}" for c in columns)
         sql = f"""
             SELECT {merged}
@@ -70,9 +100,12 @@ def resolve(
         """
     else:
         sql = f"SELECT {plain} FROM staged"
-    reader = arrow_reader(con.sql(sql), READ_BATCH)
+    return left_out, _stream(con, sql)
+
+
+def _stream(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[pa.RecordBatch]:
     try:
-        yield from reader
+        yield from arrow_reader(con.sql(sql), READ_BATCH)
     finally:
         con.close()
 
@@ -101,7 +134,7 @@ def write_days(
         con.execute(f"""
             CREATE TEMP TABLE keep AS
             SELECT min(_seq) AS _seq, arg_min(strftime(ts, '%Y-%m-%d'), _seq) AS day
-            FROM v {seen} GROUP BY request_id""")
+            FROM v {seen} GROUP BY request_id, strftime(ts, '%Y-%m-%d')""")
         total = _count(con, "SELECT count(*) FROM v")
         kept = _count(con, "SELECT count(*) FROM keep")
         columns = ", ".join(quote(c) for c in EXCHANGES.names)

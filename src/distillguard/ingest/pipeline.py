@@ -102,6 +102,13 @@ def ingest(paths: Iterable[str | Path], store_root: str | Path, options: Options
     unknown = [c for c in options.constants if c not in TABLES[options.table].names]
     if unknown:
         raise UsageError(f"--set names unknown {options.table} column(s): {', '.join(unknown)}")
+    typed_constants(options)
+    if options.table != "exchanges" and options.format not in (None, "canonical"):
+        raise UsageError(
+            f"--format {options.format} reads exchanges; the {options.table} "
+            "table takes canonical columns or a --map"
+        )
+    engine.check_memory_limit(options.memory_limit)
     pseudonymiser = Pseudonymiser(options.key)
     store = Store(store_root)
     summary = Summary()
@@ -109,7 +116,7 @@ def ingest(paths: Iterable[str | Path], store_root: str | Path, options: Options
         summary.run_id = txn.id
         quarantine = Quarantine(txn.staging / "quarantine.jsonl")
         staged = _stage(files, options, txn, quarantine, summary)
-        validated = _validate(staged, options, txn, quarantine, pseudonymiser)
+        validated = _validate(staged, options, txn, quarantine, pseudonymiser, summary)
         if options.table == "exchanges":
             _commit_exchanges(validated, txn, summary, options)
         else:
@@ -248,6 +255,8 @@ def _stage_file(
             "unreadable_file",
             f"reading stopped after {summary.records_read - before} records: {str(exc)[:200]}",
         )
+    if summary.records_read == before:
+        summary.skipped["no_records"] += 1
     return {
         "path": source,
         "format": adapter.name,
@@ -295,8 +304,9 @@ def _map_record(
         outputs = list(adapter.rows(record.value))
     except Reject as reject:
         outputs = [reject]
-    except (AttributeError, TypeError, ValueError, KeyError) as exc:
-        outputs = [Reject("wrong_type", f"record does not have the {adapter.name} shape: {exc}")]
+    except Exception as exc:  # one odd record must never cost the rest of its file
+        detail = f"record does not have the {adapter.name} shape: {type(exc).__name__}: {exc}"
+        outputs = [Reject("wrong_type", detail[:300])]
     for output in outputs:
         if output is None:
             summary.skipped["not_an_exchange"] += 1
@@ -311,9 +321,6 @@ def _map_record(
                 _raw(record),
             )
             continue
-        for column, value in options.constants.items():
-            if output.get(column) in (None, ""):
-                output[column] = value
         try:
             row = coerce(output, options.table)
         except BadValue as bad:
@@ -370,6 +377,7 @@ def _validate(
     txn: Transaction,
     quarantine: Quarantine,
     pseudonymiser: Pseudonymiser,
+    summary: Summary,
 ) -> Path:
     """Join partial rows, quarantine rows missing a required column, pseudonymise."""
     out = txn.staging / "valid"
@@ -378,10 +386,14 @@ def _validate(
         return out
     schema = TABLES[options.table]
     needed = required(schema)
-    batches = engine.resolve(stager.folder, schema, options.memory_limit, txn.staging / "duck")
+    left_out, batches = engine.resolve(
+        stager.folder, schema, options.memory_limit, txn.staging / "duck"
+    )
+    summary.skipped.update({k: n for k, n in left_out.items() if n})
     sink = DaySink(out, by_day=options.table == "exchanges")
+    constants = typed_constants(options)
     for batch in batches:
-        table = pa.Table.from_batches([batch])
+        table = _fill(pa.Table.from_batches([batch]), constants)
         missing = [pc.is_null(table.column(c)) for c in needed]
         bad = missing[0]
         for mask in missing[1:]:
@@ -394,6 +406,24 @@ def _validate(
         sink.write(pseudonymiser.apply(table, options.table))
     sink.close()
     return out
+
+
+def typed_constants(options: Options) -> dict[str, Any]:
+    """`--set` values converted to their columns' types (a UsageError if they cannot be)."""
+    try:
+        return coerce(options.constants, options.table)
+    except BadValue as bad:
+        raise UsageError(f"--set {bad}") from None
+
+
+def _fill(table: pa.Table, constants: dict[str, Any]) -> pa.Table:
+    """Fill empty cells with the `--set` constants, after partial rows were joined."""
+    for name, value in constants.items():
+        index = table.schema.get_field_index(name)
+        field = table.schema.field(index)
+        filled = pc.fill_null(table.column(index), pa.scalar(value, field.type))
+        table = table.set_column(index, field, filled)
+    return table
 
 
 def _quarantine_missing(table: pa.Table, needed: list[str], quarantine: Quarantine) -> None:

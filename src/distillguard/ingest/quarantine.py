@@ -51,7 +51,15 @@ class Quarantine:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "wb")  # noqa: SIM115 - closed in close()
-        self._handle.write(orjson.dumps(entry, default=_default) + b"\n")
+        try:
+            line_bytes = orjson.dumps(entry, default=_default)
+        except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. nesting deeper than 254
+            entry["record"] = {
+                "omitted": f"record could not be written as JSON ({exc}); "
+                "see the source file at this line"
+            }
+            line_bytes = orjson.dumps(entry, default=_default)
+        self._handle.write(line_bytes + b"\n")
 
     def add_record(self, record: Record) -> None:
         kept = decode_bytes(record.raw) if record.raw is not None else record.value

@@ -12,6 +12,7 @@ import codecs
 import csv
 import gzip
 import io
+import shutil
 import sys
 import zlib
 from collections.abc import Iterator
@@ -20,9 +21,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import pyarrow as pa
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # larger records are quarantined, not loaded
 SNIFF_BYTES = 64 * 1024
+BOM = b"\xef\xbb\xbf"
+WRAPPERS = {"resourceSpans", "resourceLogs"}  # OTLP members kept around each item
+LISTS = WRAPPERS | {"data", "records", "logs", "items", "results", "observations", "traces"}
 CHUNK = 1 << 20
 
 
@@ -78,6 +83,8 @@ def sniff_kind(path: Path) -> FileKind:
         return FileKind("json", compressed)
     if text[:1] == b"{":
         return FileKind("jsonl" if _looks_like_lines(text) else "json", compressed)
+    if len(head) < SNIFF_BYTES and _parses(text):
+        return FileKind("json", compressed)  # a lone JSON value: read, then refused as no record
     return FileKind("csv", compressed)
 
 
@@ -86,7 +93,7 @@ def _looks_like_lines(text: bytes) -> bool:
     lines = text.split(b"\n")
     if len(lines) == 1 or _parses(lines[0]):
         return True  # a first line longer than the sniffed head, or a whole object
-    return any(_parses(line) for line in lines[1:-1][:50])
+    return any(line.lstrip()[:1] == b"{" and _parses(line) for line in lines[1:-1][:50])
 
 
 def _parses(line: bytes) -> bool:
@@ -123,6 +130,8 @@ def read_jsonl(path: Path, source: str) -> Iterator[Record]:
                     )
                     continue
                 body = line.strip()
+                if number == 1 and body.startswith(BOM):
+                    body = body[len(BOM) :]
                 if body:
                     yield parse_json_line(body, source, number, start)
     except (EOFError, OSError, zlib.error) as exc:
@@ -163,20 +172,20 @@ def parse_json_line(body: bytes, source: str, line: int | None, offset: int | No
 
 
 def read_json_document(path: Path, source: str) -> Iterator[Record]:
-    """Records from one JSON document: the items of a top-level array, of a 'data' or
-    'resourceSpans' member, or the whole object. Streams with ijson; a parse error
-    ends the file with one error Record saying where."""
+    """Records from one JSON document: the items of a top-level array, of a list member
+    such as `data` or `resourceSpans`, or the whole value. Streams with ijson; a parse
+    error ends the file with one error Record saying where."""
     import ijson
 
     prefix, wrap = _document_layout(path)
     count = 0
     try:
         with open_binary(path) as handle:
+            _skip_bom(handle)
             for item in ijson.items(handle, prefix, use_float=True, multiple_values=True):
                 count += 1
-                value = {wrap: [item]} if wrap else item
-                yield Record(source, count, None, value=value)
-    except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
+                yield Record(source, count, None, value={wrap: [item]} if wrap else item)
+    except (ijson.JSONError, UnicodeDecodeError, ValueError, EOFError, OSError, zlib.error) as exc:
         reason = "invalid_utf8" if isinstance(exc, UnicodeDecodeError) else "invalid_json"
         yield Record(
             source,
@@ -187,63 +196,106 @@ def read_json_document(path: Path, source: str) -> Iterator[Record]:
         )
 
 
+def _skip_bom(handle: IO[bytes]) -> None:
+    if handle.read(len(BOM)) != BOM:
+        handle.seek(0)
+
+
 def _document_layout(path: Path) -> tuple[str, str | None]:
+    """Where the records are: ('item', None) for an array, ('key.item', wrapper) for a
+    list member of a top-level object, ('', None) for the whole value."""
     import ijson
 
     try:
         with open_binary(path) as handle:
+            _skip_bom(handle)
             events = ijson.parse(handle)
             _, first_event, _ = next(events)
             if first_event == "start_array":
                 return "item", None
-            _, event, key = next(events)
-            if event == "map_key" and key == "resourceSpans":
-                return "resourceSpans.item", "resourceSpans"
-            if event == "map_key" and key in ("data", "records", "logs"):
-                return f"{key}.item", None
-    except (ijson.JSONError, StopIteration, UnicodeDecodeError, ValueError):
+            if first_event != "start_map":
+                return "", None
+            key = None
+            for prefix, event, value in events:
+                if prefix == "" and event == "map_key":
+                    key = value
+                elif key in LISTS and prefix == key and event == "start_array":
+                    return f"{key}.item", key if key in WRAPPERS else None
+    except (
+        ijson.JSONError,
+        StopIteration,
+        UnicodeDecodeError,
+        ValueError,
+        EOFError,
+        OSError,
+        zlib.error,
+    ):
         pass
     return "", None
 
 
 def read_csv(path: Path, source: str) -> Iterator[Record]:
-    """One Record per CSV row as a dict; blank cells are null, bad UTF-8 is flagged."""
+    """One Record per CSV row as a dict; blank cells are null, bad UTF-8 is flagged.
+
+    Blank lines before the header are skipped; a header that repeats a column name is
+    refused, since a later cell would silently hide an earlier one.
+    """
     csv.field_size_limit(sys.maxsize)
     with open_binary(path) as binary:
-        first = binary.readline(SNIFF_BYTES)
+        first = binary.read(SNIFF_BYTES).lstrip(b"\r\n").split(b"\n", 1)[0]
         delimiter = "\t" if first.count(b"\t") > first.count(b",") else ","
     with open_binary(path) as binary:
         text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.DictReader(text, delimiter=delimiter)
-        header = list(reader.fieldnames or [])
-        for row in reader:
-            yield _csv_record(row, header, source, reader.line_num)
+        reader = csv.reader(text, delimiter=delimiter, strict=True)
+        header: list[str] | None = None
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield Record(
+                    source, reader.line_num, None, error="csv_shape", detail=f"malformed CSV: {exc}"
+                )
+                continue
+            if not any(f.strip() for f in fields):
+                continue
+            if header is None:
+                header = [f.strip() for f in fields]
+                repeated = sorted({h for h in header if header.count(h) > 1})
+                if repeated:
+                    yield Record(
+                        source,
+                        reader.line_num,
+                        None,
+                        error="csv_shape",
+                        detail=f"the header repeats column(s) {', '.join(repeated)}",
+                    )
+                    return
+                continue
+            yield _csv_record(fields, header, source, reader.line_num, delimiter)
 
 
-def _csv_record(row: dict[Any, Any], header: list[str], source: str, line: int) -> Record:
-    if None in row:
+def _csv_record(
+    fields: list[str], header: list[str], source: str, line: int, delimiter: str
+) -> Record:
+    raw = delimiter.join(fields).encode("utf-8", "surrogateescape")
+    if len(fields) != len(header):
+        more = "more" if len(fields) > len(header) else "fewer"
         return Record(
             source,
             line,
             None,
             error="csv_shape",
-            detail=f"row has more fields than the {len(header)} in the header",
+            raw=raw,
+            detail=f"row has {len(fields)} fields, {more} than the {len(header)} in the header",
         )
-    if any(v is None for v in row.values()):
+    if any(_has_surrogate(value) for value in fields):
         return Record(
-            source,
-            line,
-            None,
-            error="csv_shape",
-            detail=f"row has fewer fields than the {len(header)} in the header",
+            source, line, None, error="invalid_utf8", detail="invalid UTF-8 in a cell", raw=raw
         )
-    for value in row.values():
-        if _has_surrogate(value):
-            raw = ",".join(v or "" for v in row.values()).encode("utf-8", "surrogateescape")
-            return Record(
-                source, line, None, error="invalid_utf8", detail="invalid UTF-8 in a cell", raw=raw
-            )
-    return Record(source, line, None, value={k: (v if v != "" else None) for k, v in row.items()})
+    values = {k: (v if v != "" else None) for k, v in zip(header, fields, strict=True)}
+    return Record(source, line, None, value=values)
 
 
 def _has_surrogate(value: str) -> bool:
@@ -255,15 +307,46 @@ def _has_surrogate(value: str) -> bool:
 
 
 def read_parquet(path: Path, source: str, batch_rows: int = 4096) -> Iterator[Record]:
-    """One Record per Parquet row, read a row group batch at a time."""
+    """One Record per Parquet row, read a row group batch at a time.
+
+    Nanosecond timestamps (Spark's and pandas' default) are cut to microseconds, the
+    canonical precision, so rows convert without pandas. Gzip-wrapped Parquet is first
+    decompressed to a temporary file, since Parquet needs random access.
+    """
+    import tempfile
+
     import pyarrow.parquet as pq
 
-    number = 0
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=batch_rows):
-        for row in batch.to_pylist():
-            number += 1
-            yield Record(source, number, None, value=row)
+    with tempfile.TemporaryFile() as scratch:
+        if _is_gzip(path):
+            with gzip.GzipFile(path, "rb") as packed:
+                shutil.copyfileobj(packed, scratch, CHUNK)
+            scratch.seek(0)
+            parquet = pq.ParquetFile(scratch)
+        else:
+            parquet = pq.ParquetFile(path)
+        number = 0
+        for batch in parquet.iter_batches(batch_size=batch_rows):
+            for row in _micro(batch).to_pylist():
+                number += 1
+                yield Record(source, number, None, value=row)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _micro(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Cast nanosecond timestamps (top-level columns) to microseconds."""
+    fields = batch.schema
+    columns = []
+    for i, field in enumerate(fields):
+        column = batch.column(i)
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            column = column.cast(pa.timestamp("us", tz=field.type.tz), safe=False)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=fields.names)
 
 
 READERS = {

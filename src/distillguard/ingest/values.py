@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -33,13 +34,25 @@ class BadValue(ValueError):
         self.column = column
 
 
+EXACT_FLOAT = 2**53
+
+
 def to_str(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, int | Decimal):
         return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value) or abs(value) >= EXACT_FLOAT:
+            raise ValueError(f"the number {value!r} cannot be kept exactly as text")
+        return str(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("bytes that are not UTF-8 text") from None
     raise ValueError(f"expected text, got {type(value).__name__}")
 
 
@@ -48,8 +61,10 @@ def to_int(value: Any) -> int:
         raise ValueError("expected an integer, got a boolean")
     if isinstance(value, int):
         return value
+    if isinstance(value, Decimal):
+        value = float(value)
     if isinstance(value, float):
-        if not value.is_integer():
+        if not math.isfinite(value) or not value.is_integer():
             raise ValueError(f"expected an integer, got {value!r}")
         return int(value)
     if isinstance(value, str):
@@ -71,7 +86,7 @@ def to_int(value: Any) -> int:
 def to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         number = float(value)
     elif isinstance(value, str):
         number = float(value.strip())
@@ -118,6 +133,8 @@ def to_ts(value: Any) -> datetime:
         moment = _from_text(value.strip())
     else:
         raise ValueError(f"expected a timestamp, got {type(value).__name__}")
+    if moment.tzinfo is None:  # never the machine's zone: naive text is UTC
+        moment = moment.replace(tzinfo=UTC)
     moment = moment.astimezone(UTC)
     if not TS_MIN <= moment < TS_MAX:
         raise ValueError(f"timestamp {moment.isoformat()} is outside 2000..2100")
@@ -203,6 +220,11 @@ def coerce(raw: Mapping[str, Any], table: str = "exchanges") -> dict[str, Any]:
     for name, value in raw.items():
         convert = converters.get(name)
         if convert is None:
+            if name == "_join_key" and value is not None:
+                try:
+                    value = to_str(value)
+                except ValueError as exc:
+                    raise BadValue("join key", str(exc)) from None
             if name.startswith("_"):
                 row[name] = value
             continue

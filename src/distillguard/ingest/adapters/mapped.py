@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from distillguard.errors import UsageError
-from distillguard.ingest.adapters.common import Reject, dig, flatten_chat
+from distillguard.ingest.adapters.common import Reject, as_obj, dig, flatten_chat
 from distillguard.schema import TABLES, required
 
 
@@ -60,6 +60,7 @@ class MappedAdapter:
         row = {k: v for k, v in value.items() if k in self._columns and k not in self.mapping}
         for column, path in self.mapping.items():
             field = value.get(".".join(path)) if ".".join(path) in value else dig(value, *path)
+            field = as_obj(field) if column in ("prompt_text", "system_text") else field
             if column in ("prompt_text", "system_text") and isinstance(field, list):
                 prompt, system, _ = flatten_chat(field)
                 field = prompt if column == "prompt_text" else system
@@ -75,6 +76,8 @@ def load_mapping(path: str | None, pairs: list[str]) -> dict[str, str]:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"cannot read the mapping file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"the mapping file {path} is not UTF-8 text") from None
         except yaml.YAMLError as exc:
             raise UsageError(f"the mapping file {path} is not valid YAML: {exc}") from None
         if isinstance(loaded, dict) and isinstance(loaded.get("columns"), Mapping):
@@ -95,7 +98,7 @@ def parse_pairs(pairs: list[str], option: str) -> dict[str, str]:
     out = {}
     for pair in pairs:
         column, sep, value = pair.partition("=")
-        if not sep or not column.strip():
+        if not sep or not column.strip() or (option == "--map" and not value.strip()):
             raise UsageError(f"{option} takes COLUMN=VALUE, got {pair!r}")
         out[column.strip()] = value.strip()
     return out

@@ -176,7 +176,8 @@ def any_value(value: Any) -> Any:
     if "doubleValue" in value:
         return float(value["doubleValue"])
     if "boolValue" in value:
-        return bool(value["boolValue"])
+        flag = value["boolValue"]
+        return flag if isinstance(flag, bool) else str(flag).strip().lower() == "true"
     if "arrayValue" in value:
         return [any_value(v) for v in (value["arrayValue"] or {}).get("values") or []]
     if "kvlistValue" in value:
@@ -371,8 +372,8 @@ def _reasoning_requested(attrs: Mapping[str, Any], params: Mapping[str, Any]) ->
 
 def _status(attrs: Mapping[str, Any], status: Any) -> int | None:
     code = first(attrs.get("http.response.status_code"), attrs.get("http.status_code"))
-    if code is not None:
-        return int(code)
+    if isinstance(code, int | float | str) and str(code).split(".")[0].isdigit():
+        return int(str(code).split(".")[0])
     error = str(attrs.get("error.type") or "").lower()
     if "429" in error or "ratelimit" in error or "rate_limit" in error:
         return 429
