@@ -211,6 +211,7 @@ def test_otel_message_events_in_a_logs_file_fill_their_span(tmp_path: Path) -> N
         return {
             "timeUnixNano": "1776849330000000100",
             "eventName": name,
+            "traceId": "ab" * 16,
             "spanId": "00aa11bb22cc33dd",
             "body": {"kvlistValue": {"values": values}},
         }

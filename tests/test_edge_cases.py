@@ -310,3 +310,14 @@ def test_input_that_is_all_bad_exits_3_and_keeps_the_quarantine(tmp_path: Path) 
     assert quarantined(tmp_path / "s")[0]["reason"] == "unrecognised_file"
     (tmp_path / "odd.jsonl").write_text('{"resourceSpans": 5}\n')
     assert "Traceback" not in cli("inspect", str(tmp_path / "odd.jsonl")).stderr
+
+
+def test_negative_counts_and_stores_inside_input_folders(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    write_jsonl(tmp_path / "logs" / "a.jsonl", [canonical("n1", input_tokens=-5), canonical("n2")])
+    summary = run(tmp_path / "logs", tmp_path / "logs" / "store")
+    assert summary.quarantined["wrong_type"] == 1
+    again = run(tmp_path / "logs", tmp_path / "logs" / "store")  # its own files are not input
+    assert again.records_read == 2 and not again.quarantined.get("unrecognised_format")
+    other = run(tmp_path / "logs", tmp_path / "elsewhere")  # nor are another store's
+    assert other.records_read == 2

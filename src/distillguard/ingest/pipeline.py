@@ -32,7 +32,7 @@ from distillguard.ingest.staging import DaySink, Stager
 from distillguard.ingest.values import BadValue, coerce
 from distillguard.privacy import Pseudonymiser
 from distillguard.schema import TABLES, required
-from distillguard.store import Store, Transaction
+from distillguard.store import MANIFEST, Store, Transaction
 
 SNIFF_RECORDS = 20
 META = [
@@ -92,7 +92,7 @@ class Summary:
 
 def ingest(paths: Iterable[str | Path], store_root: str | Path, options: Options) -> Summary:
     """Read every file under `paths` into the store at `store_root`; see the module doc."""
-    files = expand(paths)
+    files = expand(paths, Path(store_root))
     if options.table not in ("exchanges", "accounts"):
         raise UsageError(f"--table takes exchanges or accounts, not {options.table!r}")
     if options.format and options.format not in FORMATS:
@@ -139,8 +139,24 @@ def ingest(paths: Iterable[str | Path], store_root: str | Path, options: Options
     return summary
 
 
-def expand(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named, and files inside folders named (hidden ones skipped), in order."""
+def _inside_store(file: Path, top: Path, store: Path | None) -> bool:
+    """True for files of a distillguard store found under an input folder."""
+    if store is not None and file.resolve().is_relative_to(store.resolve()):
+        return True
+    folder = file.parent
+    while True:
+        if (folder / MANIFEST).is_file() and (folder / ".lock").exists():
+            return True
+        if folder == top or top not in folder.parents:
+            return False
+        folder = folder.parent
+
+
+def expand(paths: Iterable[str | Path], store: Path | None = None) -> list[Path]:
+    """Files named, and files inside folders named (hidden ones skipped), in order.
+
+    A store inside an input folder (the one written to, or any other) is not input.
+    """
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -153,6 +169,7 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
                     and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 )
             )
+            files = [f for f in files if not _inside_store(f, path, store)]
         elif path.is_file():
             files.append(path)
         else:

@@ -168,7 +168,19 @@ def _from_text(text: str) -> datetime:
         raise ValueError(f"unrecognised timestamp {text[:40]!r}") from None
 
 
-def _converter(type_: pa.DataType) -> Callable[[Any], Any]:
+# Counts cannot be negative; a negative one is a logging bug, not a fact to store.
+NON_NEGATIVE = {
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "max_tokens",
+    "tools_declared",
+    "tool_calls",
+    "turn_index",
+}
+
+
+def _converter(type_: pa.DataType, name: str = "") -> Callable[[Any], Any]:
     if pa.types.is_timestamp(type_):
         return to_ts
     if pa.types.is_boolean(type_):
@@ -180,8 +192,8 @@ def _converter(type_: pa.DataType) -> Callable[[Any], Any]:
 
         def bounded(value: Any) -> int:
             number = to_int(value)
-            if not -limit <= number <= limit:
-                raise ValueError(f"{number} is out of range for {type_}")
+            if not (0 if name in NON_NEGATIVE else -limit) <= number <= limit:
+                raise ValueError(f"{number} is out of range for {name or type_}")
             return number
 
         return bounded
@@ -189,8 +201,8 @@ def _converter(type_: pa.DataType) -> Callable[[Any], Any]:
 
 
 CONVERTERS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "exchanges": {f.name: _converter(f.type) for f in EXCHANGES},
-    "accounts": {f.name: _converter(f.type) for f in ACCOUNTS},
+    "exchanges": {f.name: _converter(f.type, f.name) for f in EXCHANGES},
+    "accounts": {f.name: _converter(f.type, f.name) for f in ACCOUNTS},
 }
 
 

@@ -102,7 +102,7 @@ def exchange_of(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
     response, tool_calls = _output(attrs, span.get("events") or [])
     own_id = span_id(span.get("spanId"))
     return {
-        "_join_key": own_id,  # message events logged as log records join on the span id
+        "_join_key": _event_key(span),  # message events logged as log records join here
         "_side": "a" if own_id else None,
         "request_id": first(attrs.get("gen_ai.response.id"), own_id),
         "ts": span.get("startTimeUnixNano"),
@@ -392,7 +392,7 @@ def _event_rows(value: Any) -> Iterator[dict[str, Any] | Reject | None]:
         for scope in resource_logs.get("scopeLogs") or []:
             for log in scope.get("logRecords") or []:
                 name = log.get("eventName") or attributes(log.get("attributes")).get("event.name")
-                owner = span_id(log.get("spanId"))
+                owner = _event_key(log) if span_id(log.get("spanId")) else None
                 if not owner or not str(name or "").startswith("gen_ai."):
                     yield None
                     continue
@@ -417,6 +417,11 @@ def _event_rows(value: Any) -> Iterator[dict[str, Any] | Reject | None]:
             "_join_key": owner,
             "_side": "ctx",
         }
+
+
+def _event_key(item: Mapping[str, Any]) -> str:
+    """Trace and span id together: span ids alone may repeat across traces."""
+    return f"{item.get('traceId') or ''}:{span_id(item.get('spanId'))}"
 
 
 def _json(value: Any) -> str:
