@@ -64,13 +64,7 @@ class SpendLogsAdapter:
             "end_user_id": first(value.get("end_user"), asked.get("end_user_id")),
             "ip": first(value.get("requester_ip_address"), metadata.get("requester_ip_address")),
             "user_agent": _agent_from_tags(value.get("request_tags")),
-            "operation": first(CALL_TYPES.get(str(value.get("call_type"))), asked.get("operation")),
-            "input_tokens": value.get("prompt_tokens"),
-            "output_tokens": value.get("completion_tokens"),
-            "reasoning_tokens": first(
-                dig(usage, "completion_tokens_details", "reasoning_tokens"),
-                answered.get("reasoning_tokens"),
-            ),
+            **_usage(value, asked, answered, usage),
             "conversation_id": value.get("session_id"),
             "status": _status(value.get("status"), metadata),
         }
@@ -123,19 +117,28 @@ class PayloadAdapter:
                 metadata.get("user_agent"),
                 _agent_from_tags(value.get("request_tags")),
             ),
-            "operation": first(CALL_TYPES.get(str(value.get("call_type"))), asked.get("operation")),
-            "input_tokens": value.get("prompt_tokens"),
-            "output_tokens": value.get("completion_tokens"),
-            "reasoning_tokens": first(
-                dig(usage, "completion_tokens_details", "reasoning_tokens"),
-                answered.get("reasoning_tokens"),
-            ),
+            **_usage(value, asked, answered, usage),
             "stream": first(value.get("stream"), asked.get("stream")),
             "conversation_id": value.get("trace_id"),
             "status": _status(
                 value.get("status"), {"error_information": value.get("error_information")}
             ),
         }
+
+
+def _usage(
+    value: Any, asked: dict[str, Any], answered: dict[str, Any], usage: Any
+) -> dict[str, Any]:
+    """Operation and token counts, placed alike in SpendLogs rows and payloads."""
+    return {
+        "operation": first(CALL_TYPES.get(str(value.get("call_type"))), asked.get("operation")),
+        "input_tokens": value.get("prompt_tokens"),
+        "output_tokens": value.get("completion_tokens"),
+        "reasoning_tokens": first(
+            dig(usage, "completion_tokens_details", "reasoning_tokens"),
+            answered.get("reasoning_tokens"),
+        ),
+    }
 
 
 def _account(team: Any, org: Any, metadata: Mapping[str, Any], user: Any, key: Any) -> Any:
