@@ -1,0 +1,301 @@
+"""Prompt text written by the simulator: templates, vocabularies, code and tool fragments.
+
+Every generator is the project's own. Campaign prompts come from a pool of templates
+with slots; the pool's items are numbered so that a campaign can split them between its
+accounts (complementary coverage), and an evasion can reword each account's templates.
+`Corpus` swaps the filler topics for real text from a folder of JSONL (for instance
+../shared/data) when realism matters more than self-containment.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+LANGS = ["Python", "TypeScript", "Go", "Rust", "Java", "C++", "Kotlin", "SQL", "Bash", "C#"]
+TASKS = [
+    "parses a log line into fields",
+    "merges overlapping intervals",
+    "deduplicates records by key",
+    "retries a flaky HTTP call with backoff",
+    "computes a moving median",
+    "validates an e-mail address",
+    "flattens a nested dictionary",
+    "finds the shortest path in a weighted graph",
+    "rate-limits calls per user",
+    "serialises a tree to JSON",
+    "detects a cycle in a linked list",
+    "streams a large CSV in chunks",
+    "implements an LRU cache",
+    "diffs two lists of records",
+    "schedules jobs with priorities",
+]
+STRUCTURES = [
+    "binary heap",
+    "trie",
+    "hash map",
+    "ring buffer",
+    "B-tree",
+    "adjacency list",
+    "sorted array",
+    "skip list",
+    "segment tree",
+    "union-find",
+]
+DOMAINS = [
+    "billing service",
+    "inventory system",
+    "chat backend",
+    "payment gateway",
+    "CI runner",
+    "search index",
+    "feature store",
+    "IoT collector",
+    "game server",
+    "ledger",
+]
+TOPICS = [
+    "a weekend trip to the coast",
+    "houseplants that survive low light",
+    "a birthday message for my sister",
+    "how tides work",
+    "a recipe with lentils",
+    "the history of tea",
+    "tips for a job interview",
+    "a short poem about autumn",
+    "how vaccines work",
+    "choosing a used bicycle",
+    "a polite complaint to my landlord",
+    "learning Spanish fast",
+]
+NAMES = [
+    "Ava",
+    "Ben",
+    "Chen",
+    "Dara",
+    "Eli",
+    "Fatima",
+    "Goran",
+    "Hana",
+    "Ivan",
+    "Jun",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nia",
+    "Omar",
+    "Priya",
+]
+COT = [
+    "Explain your reasoning step by step before giving the final answer.",
+    "Think through this carefully and write out every step of your reasoning.",
+    "Show your full chain of thought inside <thinking> tags, then the answer.",
+    "Justify each step of the solution in detail, then state the result.",
+    "Reconstruct the complete reasoning that leads to the answer, step by step.",
+]
+TOOLS = [
+    "read_file",
+    "write_file",
+    "run_tests",
+    "search_code",
+    "list_directory",
+    "apply_patch",
+    "run_shell",
+    "open_pull_request",
+    "query_database",
+    "fetch_url",
+]
+RUBRIC = ["correctness", "helpfulness", "harmlessness", "style", "reasoning quality", "concision"]
+CHIT_CHAT = [
+    "hi! how are you today?",
+    "thanks, that was helpful",
+    "can you tell me a joke?",
+    "what's a good movie for tonight?",
+    "good morning!",
+    "what's the weather like in spring in Lisbon?",
+]
+SYNONYMS = {
+    "Write": ["Write", "Implement", "Create", "Code up", "Produce"],
+    "function": ["function", "routine", "helper", "method"],
+    "Explain": ["Explain", "Describe", "Walk through", "Lay out"],
+    "carefully": ["carefully", "thoroughly", "rigorously", "in detail"],
+    "Solve": ["Solve", "Work out", "Answer", "Figure out"],
+}
+
+
+class Corpus:
+    """Real texts from every JSONL file under a folder (fields prompt, instruction, …)."""
+
+    FIELDS = ("prompt", "instruction", "question", "intent", "text", "problem_statement")
+
+    def __init__(self, folder: str | Path, limit: int = 50_000) -> None:
+        self.texts: list[str] = []
+        for path in sorted(Path(folder).rglob("*.jsonl")):
+            for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+                if len(self.texts) >= limit:
+                    break
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                text = next(
+                    (
+                        record[f]
+                        for f in self.FIELDS
+                        if isinstance(record, dict) and isinstance(record.get(f), str)
+                    ),
+                    None,
+                )
+                if text and 10 < len(text) < 4000:
+                    self.texts.append(text)
+        if not self.texts:
+            raise ValueError(f"no prompt texts found in JSONL files under {folder}")
+
+
+class Prompts:
+    """Prompt generators keyed by name; `rng` makes every text reproducible."""
+
+    def __init__(self, rng: random.Random, corpus: Corpus | None = None) -> None:
+        self.rng = rng
+        self.corpus = corpus
+
+    def topic(self) -> str:
+        if self.corpus is not None:
+            return self.rng.choice(self.corpus.texts)
+        return f"Tell me about {self.rng.choice(TOPICS)}."
+
+    def make(self, kind: str) -> str:
+        r = self.rng
+        if kind == "chat":
+            return self.topic() if r.random() < 0.7 else r.choice(CHIT_CHAT)
+        if kind in ("developer", "student", "reseller") and self.corpus and r.random() < 0.5:
+            return self.rng.choice(self.corpus.texts)
+        if kind == "developer":
+            return r.choice(
+                [
+                    f"Why does my {r.choice(LANGS)} code that {r.choice(TASKS)} fail with a timeout?",
+                    f"Review this {r.choice(LANGS)} snippet for our {r.choice(DOMAINS)}:\n"
+                    f"{code_fragment(r)}",
+                    f"How should I structure a {r.choice(STRUCTURES)} for a {r.choice(DOMAINS)}?",
+                ]
+            )
+        if kind == "student":
+            return (
+                f"My homework asks for a {r.choice(LANGS)} program that {r.choice(TASKS)}. "
+                "Can you give me a hint, not the answer?"
+            )
+        if kind == "agentic":
+            return (
+                f"Continue the task: in the {r.choice(DOMAINS)} repository, fix the failing "
+                f"test for the module that {r.choice(TASKS)}. Use the tools."
+            )
+        if kind == "benchmark":
+            a, b, c = r.randint(2, 90), r.randint(2, 40), r.randint(2, 9)
+            return (
+                f"Question: {r.choice(NAMES)} has {a} marbles and buys {b} bags of {c} more. "
+                "How many marbles now?\nLet's think step by step."
+            )
+        if kind == "reseller":
+            return self.make(r.choice(["chat", "developer", "chat"]))
+        return self.topic()
+
+
+def code_fragment(r: random.Random) -> str:
+    name = r.choice(["load", "merge", "score", "route", "flush"])
+    return (
+        f"def {name}_{r.randint(1, 99)}(items, limit={r.randint(2, 64)}):\n"
+        f"    out = [x for x in items if x.weight > {r.random():.2f}]\n"
+        "    return sorted(out)[:limit]"
+    )
+
+
+def enterprise_template(r: random.Random) -> str:
+    """One fixed template an enterprise app fills for each of its end users."""
+    product = r.choice(DOMAINS)
+    return (
+        f"You are the assistant of our {product}. Customer {{customer}} asks: "
+        f'"{{question}}" Answer in two sentences using the account notes: {{notes}}'
+    )
+
+
+def fill_enterprise(template: str, r: random.Random) -> str:
+    return template.format(
+        customer=f"#{r.randint(10000, 99999)}",
+        question=r.choice(TOPICS),
+        notes=f"plan {r.choice('ABC')}, tenure {r.randint(1, 60)} months",
+    )
+
+
+def batch_template(r: random.Random) -> str:
+    labels = ", ".join(r.sample(["billing", "bug", "feature", "praise", "churn", "spam"], 4))
+    return (
+        f"Classify the ticket into one of: {labels}. Reply with the label only.\nTicket: {{ticket}}"
+    )
+
+
+def fill_batch(template: str, r: random.Random) -> str:
+    return template.format(ticket=f"{r.choice(TOPICS)} (ref {r.randint(100000, 999999)})")
+
+
+class CampaignPool:
+    """A campaign's templates and their slot values, numbered so accounts can split them."""
+
+    def __init__(self, capability: str, templates: int, r: random.Random) -> None:
+        self.capability = capability
+        self.templates = [self._template(capability, i, r) for i in range(templates)]
+
+    def _template(self, capability: str, i: int, r: random.Random) -> str:
+        cot = COT[i % len(COT)]
+        if capability == "mixed":
+            capability = ("coding", "agentic", "reasoning", "grading")[i % 4]
+        if capability == "coding":
+            return (
+                f"Write a {{lang}} function that {{task}} using a {{structure}}. "
+                f"Include type hints and tests. {cot}"
+            )
+        if capability == "agentic":
+            tools = ", ".join(r.sample(TOOLS, 4))
+            return (
+                f"You are an autonomous software agent with tools: {tools}. Goal: in the "
+                f"{{domain}} codebase, make the module that {{task}} pass its tests. Plan, "
+                f"call tools, and report each step. {cot}"
+            )
+        if capability == "reasoning":
+            return (
+                f"Problem {{n}}: a {{structure}} holds {{a}} items and each operation on the "
+                f"{{domain}} adds {{b}}. After {{c}} operations, how many items? {cot}"
+            )
+        return (
+            f"Grade the following answer for {r.choice(RUBRIC)} on a scale of 1 to 10 and "
+            f"explain the grade. Question: how would you {{task}}? Answer: {{answer}}. {cot}"
+        )
+
+    def item(self, k: int, template_of: list[str] | None = None) -> str:
+        """Pool item `k`: a template and its slot values, both picked from `k` alone."""
+        r = random.Random(k * 7919 + len(self.templates))
+        templates = template_of or self.templates
+        text = templates[k % len(templates)]
+        return text.format(
+            lang=r.choice(LANGS),
+            task=r.choice(TASKS),
+            structure=r.choice(STRUCTURES),
+            domain=r.choice(DOMAINS),
+            n=k,
+            a=r.randint(3, 500),
+            b=r.randint(2, 40),
+            c=r.randint(2, 30),
+            answer=code_fragment(r).replace("{", "(").replace("}", ")"),
+        )
+
+
+def paraphrase(template: str, r: random.Random) -> str:
+    """Reword a template (synonyms, one sentence moved) while keeping its slots."""
+    for word, options in SYNONYMS.items():
+        template = template.replace(word, r.choice(options))
+    sentences = template.split(". ")
+    if len(sentences) > 2:
+        moved = sentences.pop(r.randrange(1, len(sentences)))
+        sentences.insert(0, moved)
+    prefix = r.choice(["", "Please help. ", "Quick one: ", "Task: ", "Hello! "])
+    return prefix + ". ".join(sentences)
