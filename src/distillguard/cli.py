@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from distillguard import __version__
@@ -124,7 +125,106 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--json", action="store_true", help="same as --format json")
     inspect.set_defaults(handler=_inspect)
+    simulate = commands.add_parser(
+        "simulate",
+        help="write labelled simulated traffic",
+        description="Generate labelled traffic: legitimate "
+        "populations and campaigns, in the canonical schema.",
+    )
+    simulate.add_argument(
+        "--scenario",
+        required=True,
+        help="a preset (demo, evasive, mixed-proxy, hard-negatives, "
+        "alibaba-2026) or a scenario YAML file",
+    )
+    simulate.add_argument("--out", required=True, help="output folder")
+    simulate.add_argument("--seed", type=int, help="override the scenario's seed")
+    simulate.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every account count (e.g. 0.01 for a quick run)",
+    )
+    simulate.add_argument("--days", type=int, help="override the number of days")
+    simulate.add_argument("--corpus", help="folder of JSONL prompt sets to draw real text from")
+    simulate.add_argument("--formats", default="", help="also write product logs: otel,litellm")
+    simulate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.set_defaults(handler=_simulate)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure findings against labels",
+        description="Compare detection findings with the ground truth written by `simulate`.",
+    )
+    evaluate.add_argument("--findings", required=True, help="findings folder")
+    evaluate.add_argument("--labels", required=True, help="the simulator's output folder")
+    evaluate.add_argument("--series", help="folder of findings per daily cut-off (YYYY-MM-DD)")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.add_argument("--out", help="also write the JSON report to this file")
+    evaluate.set_defaults(handler=_evaluate)
     return parser
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from distillguard.simulate import load, simulate
+    from distillguard.simulate.export import EXPORTERS
+    from distillguard.simulate.scenario import check
+
+    scenario = load(args.scenario)
+    if args.seed is not None:
+        scenario = replace(scenario, seed=args.seed)
+    if args.days is not None:
+        scenario = replace(scenario, days=args.days)
+        check(scenario)
+    if args.scale != 1.0:
+        scenario = scenario.scaled(args.scale)
+    formats = tuple(f for f in args.formats.split(",") if f)
+    unknown = [f for f in formats if f not in EXPORTERS]
+    if unknown:
+        raise UsageError(f"--formats takes {', '.join(EXPORTERS)}, not {', '.join(unknown)}")
+    if args.corpus and not Path(args.corpus).is_dir():
+        raise UsageError(f"--corpus {args.corpus}: not a folder")
+    try:
+        facts = simulate(
+            scenario,
+            args.out,
+            corpus=args.corpus,
+            formats=formats,
+            progress=not args.quiet and sys.stderr.isatty(),
+        )
+    except ValueError as exc:  # an empty corpus, for instance
+        raise UsageError(str(exc)) from None
+    summary = {
+        "scenario": scenario.name,
+        "out": args.out,
+        "exchanges": facts.exchanges,
+        "campaign_exchanges": dict(facts.by_campaign),
+        "legitimate_exchanges": dict(facts.by_population),
+        "proxied_exchanges": dict(facts.proxied),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{scenario.name}: {facts.exchanges:,} exchanges written to {args.out}")
+        for name, n in facts.by_campaign.items():
+            print(f"  campaign {name}: {n:,} exchanges ({facts.proxied[name]:,} via resellers)")
+        print(f"  legitimate: {sum(facts.by_population.values()):,} exchanges")
+    return OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from distillguard.evaluate import evaluate, render
+
+    report = evaluate(args.findings, args.labels, args.series)
+    if args.out:
+        from distillguard.store import atomic_write
+
+        atomic_write(Path(args.out), json.dumps(report, indent=2).encode())
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return OK
 
 
 def _formats() -> list[str]:

@@ -104,8 +104,13 @@ class Scenario:
         """The same scenario with every account count multiplied (at least one each)."""
         if factor <= 0:
             raise ScenarioError(f"--scale must be positive, got {factor}")
+        needed = max((c.proxy_mix.resellers for c in self.campaigns if c.proxy_mix), default=1)
         legit = [
-            Population(p.population, max(1, round(p.accounts * factor))) for p in self.legitimate
+            Population(
+                p.population,
+                max(needed if p.population == "reseller" else 1, round(p.accounts * factor)),
+            )
+            for p in self.legitimate
         ]
         campaigns = [
             _replace(c, accounts=max(2, round(c.accounts * factor))) for c in self.campaigns
@@ -161,6 +166,12 @@ def build(cls: type, raw: Any, where: str) -> Any:
         raise ScenarioError(f"{where}: {exc}") from None
 
 
+SCALARS: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "str": str,
+    "date": date,
+}
 NESTED = {
     "Population": Population,
     "Campaign": Campaign,
@@ -180,10 +191,10 @@ def _value(kind: Any, raw: Any, where: str) -> Any:
         return None if raw is None else _value(text[: -len(" | None")], raw, where)
     if text in NESTED:
         return build(NESTED[text], raw, where)
-    expected = {"int": int, "float": (int, float), "str": str, "date": date}[text]
+    expected = SCALARS[text]
     if isinstance(raw, bool) or not isinstance(raw, expected):
         raise ScenarioError(f"{where}: expected {text}, got {type(raw).__name__} {raw!r}")
-    return float(raw) if text == "float" else raw
+    return float(raw) if text == "float" else raw  # type: ignore[arg-type]
 
 
 def check(s: Scenario) -> None:

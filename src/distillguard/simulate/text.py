@@ -174,7 +174,7 @@ class Prompts:
         if kind == "developer":
             return r.choice(
                 [
-                    f"Why does my {r.choice(LANGS)} code that {r.choice(TASKS)} fail with a timeout?",
+                    f"Why does my {r.choice(LANGS)} code that {r.choice(TASKS)} time out?",
                     f"Review this {r.choice(LANGS)} snippet for our {r.choice(DOMAINS)}:\n"
                     f"{code_fragment(r)}",
                     f"How should I structure a {r.choice(STRUCTURES)} for a {r.choice(DOMAINS)}?",
