@@ -180,7 +180,10 @@ def _campaign_day(
         step = 86400 / count
         offset = rng.uniform(0, step)
         times = [
-            day + timedelta(seconds=offset + k * step + rng.uniform(-0.1, 0.1) * step)
+            day
+            + timedelta(
+                seconds=min(86399.0, max(0.0, offset + k * step + rng.uniform(-0.1, 0.1) * step))
+            )
             for k in range(count)
         ]
     rows = []
