@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Until detection exists, the demo ingests the bundled samples (every supported log
-# format, plus a file of deliberately broken records) and describes the store.
+# format, plus a file of deliberately broken records), describes the store, and writes
+# the labelled `demo` traffic that detection will be measured on.
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/distillguard ingest $(SAMPLES)/logs --store $(DEMO)/store
@@ -24,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/distillguard ingest $(SAMPLES)/mapped --store $(DEMO)/store --map-file $(SAMPLES)/gateway_export.mapping.yaml
 	$(BIN)/distillguard ingest $(SAMPLES)/accounts --store $(DEMO)/store --table accounts
 	$(BIN)/distillguard inspect $(DEMO)/store
+	$(BIN)/distillguard simulate --scenario demo --out $(DEMO)/simulated
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks

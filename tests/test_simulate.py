@@ -4,6 +4,7 @@ with it, and each evasion changes what it claims to change."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -18,6 +19,7 @@ from distillguard.simulate import ScenarioError, load, simulate
 from distillguard.simulate.generate import _times
 from distillguard.simulate.populations import behaviours, diurnal
 from distillguard.simulate.scenario import Campaign, Population, ProxyMix, Scenario
+from tests.conftest import SHARED_DATA
 from tests.conftest import run as ingest_run
 
 
@@ -101,7 +103,7 @@ def _gaps(exchanges: list[dict[str, object]]) -> list[float]:
         times.sort()
         out.extend(
             (b - a).total_seconds()
-            for a, b in zip(times, times[1:], strict=False)
+            for a, b in itertools.pairwise(times)
             if (b - a).total_seconds() < 6 * 3600
         )
     return out
@@ -306,3 +308,17 @@ def test_scale_smoke_the_alibaba_preset_shrunk(tmp_path: Path) -> None:
     assert scenario.campaigns[0].accounts == 50
     expected = 50 * 25.6 * 3
     assert abs(facts.by_campaign["hydra-2026"] - expected) < 0.1 * expected
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "arena_hard").is_dir(),
+    reason="../shared/data (public prompt sets) is not present beside the project",
+)
+def test_a_corpus_supplies_real_prompt_text(tmp_path: Path) -> None:
+    from distillguard.simulate.text import Corpus
+
+    corpus = Corpus(SHARED_DATA / "arena_hard")
+    simulate(small(chat=30, developer=10), tmp_path, corpus=str(SHARED_DATA / "arena_hard"))
+    real = set(corpus.texts)
+    prompts = [r["prompt_text"] for r in rows(tmp_path)]
+    assert sum(p in real for p in prompts) > 0.3 * len(prompts)

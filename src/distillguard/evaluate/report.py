@@ -216,8 +216,8 @@ def _campaign_starts(labels: Path) -> dict[str, float]:
     try:
         exchanges, names = labels / "exchanges.parquet", labels / "labels.parquet"
         rows = con.execute(f"""
-            SELECT l.campaign_id, epoch(min(CAST(e.ts AS TIMESTAMPTZ))) FROM read_parquet('{exchanges}') e
-            JOIN read_parquet('{names}') l USING (account_id)
+            SELECT l.campaign_id, epoch(min(CAST(e.ts AS TIMESTAMPTZ)))
+            FROM read_parquet('{exchanges}') e JOIN read_parquet('{names}') l USING (account_id)
             WHERE l.campaign_id IS NOT NULL GROUP BY 1""").fetchall()
     finally:
         con.close()

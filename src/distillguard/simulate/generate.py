@@ -186,6 +186,8 @@ def _campaign_day(
             )
             for k in range(count)
         ]
+    if not ev & ROW_SHAPING and c.infrastructure != "residential_proxy":
+        return _plain_rows(plan, times, rng, model, "residential_per_account" in ev)
     rows = []
     for ts in times:
         turns = rng.randint(2, 4) if "multi_turn" in ev else 1
@@ -204,6 +206,66 @@ def _campaign_day(
                 )
             )
     return rows
+
+
+ROW_SHAPING = {"chit_chat", "multi_turn", "diversify", "human_timing"}
+
+
+def _plain_rows(
+    plan: Plan, times: list[datetime], rng: random.Random, model: str, own_address: bool
+) -> list[dict[str, Any]]:
+    """Campaign rows without row-shaping evasions: the bulk of a large campaign, made
+    with one random draw per row (the same fields as `_campaign_row`)."""
+    c = plan.campaign
+    assert c is not None and plan.pool is not None
+    agentic = c.capability in ("agentic", "mixed")
+    prefixes, templates, item = plan.prefixes, plan.templates, plan.pool.item
+    key = f"key-{plan.account_id[-6:]}-0"
+    rows = []
+    for ts in times:
+        bits = rng.getrandbits(64)
+        k = plan.campaign_rank + c.accounts * (bits & 0xFFFFF)
+        prompt = item(k, templates)
+        ip = (
+            plan.home_ip
+            if own_address
+            else (f"{prefixes[(bits >> 20) % len(prefixes)]}.{2 + (bits >> 28) % 248}")
+        )
+        rows.append(
+            {
+                "ts": ts,
+                "account_id": plan.account_id,
+                "prompt_text": prompt,
+                "model": plan.new_model if plan.switch_at and ts >= plan.switch_at else model,
+                "api_key_id": key,
+                "end_user_id": None,
+                "ip": ip,
+                "user_agent": plan.agent,
+                "operation": "chat",
+                "system_text": plan.system,
+                "input_tokens": len(prompt) // 4 + 5 + (bits >> 36) % 36,
+                "output_tokens": LOG_OUTPUT[(bits >> 42) % len(LOG_OUTPUT)],
+                "reasoning_requested": True,
+                "max_tokens": 32000,
+                "temperature": 1.0,
+                "tools_declared": 4 + (bits >> 50) % 5 if agentic else 0,
+                "tool_calls": 1 + (bits >> 53) % 3 if agentic else 0,
+                "conversation_id": None,
+                "turn_index": 0,
+                "status": 429 if (bits >> 56) % 50 == 0 else 200,
+                "stream": False,
+                "_campaign": c.id,
+            }
+        )
+    return rows
+
+
+# Quantiles of the campaign's output-length distribution (lognormal, mu 7.2, sigma 0.5),
+# looked up by a random index instead of drawn one by one.
+LOG_OUTPUT = [
+    round(math.exp(7.2 + 0.5 * _z))
+    for _z in (__import__("statistics").NormalDist().inv_cdf((i + 0.5) / 512) for i in range(512))
+]
 
 
 def _campaign_row(

@@ -21,12 +21,14 @@ import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distillguard.privacy import network
 from distillguard.schema import ACCOUNTS, EXCHANGE_LABELS, EXCHANGES, LABELS, conform
 from distillguard.simulate import text
 from distillguard.simulate.accounts import Plan, campaign_plans, legitimate_plans
@@ -43,7 +45,7 @@ class Facts:
     exchanges: int = 0
     by_campaign: Counter[str] = field(default_factory=Counter)
     by_population: Counter[str] = field(default_factory=Counter)
-    windows: dict[str, list[str]] = field(default_factory=dict)
+    windows: dict[str, list[datetime]] = field(default_factory=dict)
     proxied: Counter[str] = field(default_factory=Counter)
 
 
@@ -65,7 +67,7 @@ class _Tables:
 
     def flush(self) -> None:
         if self.rows:
-            table = conform(pa.Table.from_pylist(self.rows), EXCHANGES, name="exchanges")
+            table = _columns(self.rows)
             self.exchanges.write_table(table)
             for exporter in self.exporters:
                 exporter.write(table)
@@ -82,6 +84,20 @@ class _Tables:
             exporter.close()
         os.replace(self.folder / ".exchanges.tmp", self.folder / "exchanges.parquet")
         os.replace(self.folder / ".exchange_labels.tmp", self.folder / "exchange_labels.parquet")
+
+
+def _columns(rows: list[dict[str, Any]]) -> pa.Table:
+    """Row dicts to the canonical table, column by column (much faster than from_pylist).
+    The address's network is filled in as ingestion would."""
+    prefix = lru_cache(maxsize=1 << 16)(network)
+    for row in rows:
+        row["ip_prefix"] = prefix(row["ip"]) if row["ip"] else None
+    arrays = [pa.array([r.get(f.name) for r in rows], f.type) for f in EXCHANGES]
+    return pa.Table.from_arrays(arrays, schema=EXCHANGES)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def _exporter(name: str, folder: Path) -> Any:
@@ -163,9 +179,12 @@ def _count(row: dict[str, Any], plan: Plan, facts: Facts) -> None:
         facts.by_population[plan.population] += 1
         return
     facts.by_campaign[campaign] += 1
-    stamp = row["ts"].isoformat()
+    stamp = row["ts"]
     window = facts.windows.setdefault(campaign, [stamp, stamp])
-    window[0], window[1] = min(window[0], stamp), max(window[1], stamp)
+    if stamp < window[0]:
+        window[0] = stamp
+    elif stamp > window[1]:
+        window[1] = stamp
 
 
 def _write_small_tables(folder: Path, plans: list[Plan], scenario: Scenario, facts: Facts) -> None:
@@ -201,8 +220,8 @@ def _write_small_tables(folder: Path, plans: list[Plan], scenario: Scenario, fac
                 "accounts": c.accounts,
                 "exchanges": facts.by_campaign[c.id],
                 "proxied_exchanges": facts.proxied[c.id],
-                "first_ts": facts.windows.get(c.id, [None, None])[0],
-                "last_ts": facts.windows.get(c.id, [None, None])[1],
+                "first_ts": _iso(facts.windows.get(c.id, [None, None])[0]),
+                "last_ts": _iso(facts.windows.get(c.id, [None, None])[1]),
                 "capability": c.capability,
                 "evasions": c.evasions,
             }

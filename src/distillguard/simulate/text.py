@@ -272,21 +272,24 @@ class CampaignPool:
         )
 
     def item(self, k: int, template_of: list[str] | None = None) -> str:
-        """Pool item `k`: a template and its slot values, both picked from `k` alone."""
-        r = random.Random(k * 7919 + len(self.templates))
+        """Pool item `k`: a template and its slot values, all derived from `k` alone
+        (arithmetic, no generator: this runs once per campaign exchange)."""
         templates = template_of or self.templates
-        text = templates[k % len(templates)]
-        return text.format(
-            lang=r.choice(LANGS),
-            task=r.choice(TASKS),
-            structure=r.choice(STRUCTURES),
-            domain=r.choice(DOMAINS),
-            n=k,
-            a=r.randint(3, 500),
-            b=r.randint(2, 40),
-            c=r.randint(2, 30),
-            answer=code_fragment(r).replace("{", "(").replace("}", ")"),
-        )
+        template = templates[k % len(templates)]
+        h = (k * 2654435761) & 0xFFFFFFFF  # spread neighbouring items over the slot values
+        slots = {
+            "lang": LANGS[h % len(LANGS)],
+            "task": TASKS[(h >> 4) % len(TASKS)],
+            "structure": STRUCTURES[(h >> 8) % len(STRUCTURES)],
+            "domain": DOMAINS[(h >> 12) % len(DOMAINS)],
+            "n": k,
+            "a": 3 + (h >> 16) % 497,
+            "b": 2 + (h >> 20) % 38,
+            "c": 2 + (h >> 24) % 28,
+        }
+        if "{answer}" in template:
+            slots["answer"] = f"def step_{h % 97}(items): return sorted(items)[:{2 + h % 60}]"
+        return template.format(**slots)
 
 
 def paraphrase(template: str, r: random.Random) -> str:
