@@ -20,33 +20,6 @@ from distillguard.simulate import text
 from distillguard.simulate.accounts import RESIDENTIAL, Plan, agent, ip_in
 from distillguard.simulate.populations import diurnal
 
-COLUMNS = [
-    "request_id",
-    "ts",
-    "account_id",
-    "model",
-    "prompt_text",
-    "api_key_id",
-    "end_user_id",
-    "ip",
-    "user_agent",
-    "operation",
-    "system_text",
-    "response_text",
-    "input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "reasoning_requested",
-    "max_tokens",
-    "temperature",
-    "tools_declared",
-    "tool_calls",
-    "conversation_id",
-    "turn_index",
-    "status",
-    "stream",
-]
-
 
 def days_of(
     plan: Plan, start: datetime, days: int, seed: int, model: str, prompts: text.Prompts
