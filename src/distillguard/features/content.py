@@ -1,0 +1,97 @@
+"""Exchange content features: a pure function from an Arrow batch to an Arrow batch.
+
+The same function runs in a local process pool and inside Spark's `mapInArrow`, so it
+takes only columns of the canonical exchanges table and returns one row per input row:
+
+    request_id        the exchange
+    capability        coding, agentic, math_reasoning, grading, translation, creative,
+                      chain_of_thought or general_chat
+    cot_score         0..1: how hard the request asks for the model's reasoning
+    template_sig      MinHash signature (64 x uint32) of the prompt's skeleton
+    template_bands    LSH band keys (21 x uint64); 0 means no prompt
+    system_hash       hex BLAKE2b-64 of the exact system prompt, null without one
+    prompt_chars      length of the prompt in characters
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from distillguard.features.capability import classify
+from distillguard.features.template import BANDS, NUM_PERM, band_keys, signatures, skeleton
+
+FEATURES = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("capability", pa.string()),
+        pa.field("cot_score", pa.float32()),
+        pa.field("template_sig", pa.list_(pa.uint32(), NUM_PERM)),
+        pa.field("template_bands", pa.list_(pa.uint64(), BANDS)),
+        pa.field("system_hash", pa.string()),
+        pa.field("prompt_chars", pa.int32()),
+    ]
+)
+INPUT_COLUMNS = (
+    "request_id",
+    "prompt_text",
+    "system_text",
+    "tools_declared",
+    "reasoning_requested",
+    "max_tokens",
+)
+
+
+def featurise(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+    """Content features of each exchange in `batch` (see the module docstring)."""
+
+    def column(name: str) -> pa.Array | None:
+        if name not in batch.schema.names:
+            return None
+        values = batch.column(name)
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+    prompts = column("prompt_text")
+    if prompts is None:
+        prompts = pa.nulls(batch.num_rows, pa.string())
+    capability, cot = classify(
+        prompts, column("tools_declared"), column("reasoning_requested"), column("max_tokens")
+    )
+    sigs = signatures(skeleton(prompts))
+    bands = band_keys(sigs)
+    system = column("system_text")
+    arrays = [
+        column("request_id"),
+        capability,
+        cot,
+        pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), NUM_PERM),
+        pa.FixedSizeListArray.from_arrays(pa.array(bands.ravel(), pa.uint64()), BANDS),
+        _hashes(system) if system is not None else pa.nulls(batch.num_rows, pa.string()),
+        pc.fill_null(pc.utf8_length(prompts), 0).cast(pa.int32()),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=FEATURES)
+
+
+def _hashes(texts: pa.Array) -> pa.Array:
+    """Exact fingerprints of texts, computing each distinct text's hash once."""
+    encoded = pc.dictionary_encode(texts)
+    digests = [
+        hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+        if t is not None
+        else None
+        for t in encoded.dictionary.to_pylist()
+    ]
+    table = pa.array(digests, pa.string())
+    indices = encoded.indices
+    return pc.take(table, indices) if len(table) else pa.nulls(len(texts), pa.string())
+
+
+def signature_matrix(features: pa.Table | pa.RecordBatch) -> np.ndarray:
+    """The template signatures of a features table as a (rows x 64) uint32 matrix."""
+    column = features.column("template_sig")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy().reshape(-1, NUM_PERM)

@@ -1,0 +1,160 @@
+"""Content features: template fingerprints, capability and chain-of-thought scores."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distillguard.features import FEATURES, featurise
+from distillguard.features.capability import classify
+from distillguard.features.content import signature_matrix
+from distillguard.features.template import EMPTY, band_keys, signatures, similarity, skeleton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import public_sets
+
+TEMPLATE = (
+    "Write a {lang} function that {task} using a {structure}. Include type hints "
+    "and tests. Explain your reasoning step by step before giving the final answer."
+)
+
+
+def test_prompts_of_one_template_share_bands_and_free_text_does_not() -> None:
+    same = [
+        TEMPLATE.format(lang=lang, task=task, structure=s)
+        for lang, task, s in [
+            ("Python", "merges intervals", "heap"),
+            ("Go", "parses a log line", "trie"),
+            ("Rust", "deduplicates records by key", "hash map"),
+        ]
+    ]
+    other = [
+        "Tell me about houseplants that survive low light in a dark flat",
+        "Can you help me write a polite complaint to my landlord about the heating?",
+    ]
+    sigs = signatures(skeleton(pa.array(same + other)))
+    keys = band_keys(sigs)
+    assert similarity(sigs[0], sigs[1]) > 0.4 and similarity(sigs[0], sigs[3]) < 0.1
+    assert (keys[0] == keys[1]).any() and (keys[0] == keys[2]).any()
+    assert not (keys[0] == keys[3]).any() and not (keys[3] == keys[4]).any()
+
+
+def test_masking_numbers_quotes_code_and_addresses() -> None:
+    a, b = skeleton(
+        pa.array(
+            [
+                'Order 12345 from "Alice" at a@b.io: run `ls -la` see https://x.io/1 id deadbeef01',
+                'Order 999 from "Bob" at c@d.org: run `pwd` see https://y.org/2 id 0123abcd99',
+            ]
+        )
+    ).to_pylist()
+    assert a == b
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(max_size=120), min_size=1, max_size=30))
+def test_signatures_are_deterministic_and_equal_for_equal_skeletons(texts: list[str]) -> None:
+    first = signatures(skeleton(pa.array(texts)))
+    again = signatures(skeleton(pa.array(list(reversed(texts)))))[::-1]
+    assert np.array_equal(first, again)
+    for i, text in enumerate(texts):
+        if not text.split():
+            assert (first[i] == EMPTY).all()
+
+
+def test_a_chunk_boundary_does_not_change_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = pa.array([f"{TEMPLATE} variant {i} " * (1 + i % 5) for i in range(300)])
+    whole = signatures(skeleton(texts))
+    monkeypatch.setattr("distillguard.features.template.CHUNK_SHINGLES", 37)
+    assert np.array_equal(whole, signatures(skeleton(texts)))
+
+
+def test_signature_agreement_estimates_jaccard() -> None:
+    base = [f"w{i}" for i in range(200)]
+    other = base[:100] + [f"x{i}" for i in range(100)]  # bigram Jaccard about 99/301
+    sigs = signatures(pa.array([" ".join(base), " ".join(other)]))
+    assert abs(similarity(sigs[0], sigs[1]) - 99 / 301) < 0.15
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("Write a Python function that merges two sorted lists.", "coding"),
+        ("You are an autonomous agent with tools: read_file, run_shell. Fix the test.", "agentic"),
+        ("Solve: a farmer has 12 cows and buys 7 more. How many cows now?", "math_reasoning"),
+        ("Grade the following answer for correctness on a scale of 1 to 10.", "grading"),
+        ("Translate 'good morning' into Basque.", "translation"),
+        ("Write me a short poem about autumn leaves.", "creative"),
+        ("Show your full chain of thought.", "chain_of_thought"),
+        ("hi there, how are you?", "general_chat"),
+    ],
+)
+def test_capability_of_clear_cases(prompt: str, expected: str) -> None:
+    labels, _ = classify(pa.array([prompt]))
+    assert labels[0].as_py() == expected
+
+
+def test_cot_score_orders_requests_by_how_hard_they_ask() -> None:
+    prompts = pa.array(
+        [
+            "What is 2+2?",
+            "Explain your reasoning step by step.",
+            "Think carefully, step by step, and show all your reasoning in "
+            "<thinking> tags: reconstruct the reasoning behind the answer.",
+        ]
+    )
+    _, plain = classify(prompts)
+    _, boosted = classify(
+        prompts,
+        reasoning_requested=pa.array([True, True, True]),
+        max_tokens=pa.array([32000, 32000, 32000]),
+    )
+    low, mid, high = plain.to_pylist()
+    assert low == 0.0 < mid < high <= 1.0
+    assert all(b > p for b, p in zip(boosted.to_pylist(), plain.to_pylist(), strict=True))
+
+
+def test_featurise_returns_one_row_per_exchange() -> None:
+    batch = pa.table(
+        {
+            "request_id": ["a", "b", "c"],
+            "prompt_text": [TEMPLATE, None, "hello"],
+            "system_text": ["You are terse.", None, "You are terse."],
+        }
+    )
+    out = featurise(batch)
+    assert out.schema == FEATURES and out.num_rows == 3
+    hashes = out.column("system_hash").to_pylist()
+    assert hashes[0] == hashes[2] and hashes[1] is None and len(hashes[0]) == 16
+    assert signature_matrix(out).shape == (3, 64)
+    assert out.column("capability").to_pylist()[1] == "general_chat"
+
+
+FLOORS = {
+    "humaneval": 0.9,
+    "mbpp": 0.95,
+    "codealpaca": 0.75,
+    "conala": 0.7,
+    "gsm8k": 0.8,
+    "toolformer": 0.75,
+    "roleplay": 0.65,
+}
+
+
+@pytest.mark.skipif(
+    not public_sets.available(),
+    reason="../shared/data (public prompt sets) is not present beside the project",
+)
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_capability_accuracy_floor_on_public_sets(name: str) -> None:
+    expected, load = public_sets.SETS[name]
+    texts = load()
+    labels, _ = classify(pa.array(texts, pa.string()))
+    accuracy = sum(label == expected for label in labels.to_pylist()) / len(texts)
+    assert accuracy >= FLOORS[name]
