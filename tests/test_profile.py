@@ -31,6 +31,7 @@ def _exchanges() -> pa.Table:
                 "output_tokens": 100,
                 "ip_prefix": "203.0.113.0/24",
                 "status": 429 if i == 0 else 200,
+                "turn_index": 0,
             }
         )
     for i in range(4):  # "human": a burst at 9 in the morning on two days, a conversation
