@@ -14,6 +14,7 @@ import math
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from statistics import NormalDist
 from typing import Any
 
 from distillguard.simulate import text
@@ -237,7 +238,7 @@ def _plain_rows(
 # looked up by a random index instead of drawn one by one.
 LOG_OUTPUT = [
     round(math.exp(7.2 + 0.5 * _z))
-    for _z in (__import__("statistics").NormalDist().inv_cdf((i + 0.5) / 512) for i in range(512))
+    for _z in (NormalDist().inv_cdf((i + 0.5) / 512) for i in range(512))
 ]
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
-from distillguard.simulate.scenario import Campaign, ModelSwitch, Population, ProxyMix, Scenario
+from distillguard.simulate.scenario import (
+    EVASIONS,
+    Campaign,
+    ModelSwitch,
+    Population,
+    ProxyMix,
+    Scenario,
+)
 
 
 def _legit(scale: float = 1.0, **extra: int) -> list[Population]:
@@ -62,16 +69,7 @@ def demo() -> Scenario:
 
 def evasive() -> Scenario:
     """The demo's traffic, with campaigns that switch on every evasion between them."""
-    every = [
-        "paraphrase",
-        "human_timing",
-        "no_shared_payment",
-        "residential_per_account",
-        "staggered_signup",
-        "chit_chat",
-        "multi_turn",
-        "diversify",
-    ]
+    every = list(EVASIONS)
     return Scenario(
         name="evasive",
         seed=11,
