@@ -152,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(handler=_simulate)
 
+    detect = commands.add_parser(
+        "detect",
+        help="find campaigns in traffic",
+        description="Find campaigns: link accounts by shared evidence, score the linked "
+        "groups, write findings.",
+    )
+    detect.add_argument("input", help="a store, a simulator output folder or Parquet files")
+    detect.add_argument("--out", required=True, help="findings folder")
+    detect.add_argument("--accounts", help="accounts table (Parquet) with sign-up data")
+    detect.add_argument("--until", help="only exchanges before this time (ISO 8601)")
+    detect.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit")
+    detect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    detect.set_defaults(handler=_detect)
+
     evaluate = commands.add_parser(
         "eval",
         help="measure findings against labels",
@@ -212,6 +226,39 @@ def _simulate(args: argparse.Namespace) -> int:
         for name, n in facts.by_campaign.items():
             print(f"  campaign {name}: {n:,} exchanges ({facts.proxied[name]:,} via resellers)")
         print(f"  legitimate: {sum(facts.by_population.values()):,} exchanges")
+    return OK
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from distillguard.detect import detect
+    from distillguard.ingest.engine import check_memory_limit
+
+    check_memory_limit(args.memory_limit)
+    summary = detect(
+        args.input,
+        args.out,
+        accounts=args.accounts,
+        until=args.until,
+        memory_limit=args.memory_limit,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return OK
+    campaigns = json.loads((Path(args.out) / "campaigns.json").read_text())
+    print(
+        f"{summary['campaigns']} campaign(s); {summary['flagged_accounts']} accounts and "
+        f"{summary['flagged_substreams']} sub-streams of mixed accounts flagged; "
+        f"findings in {args.out}"
+    )
+    for c in campaigns:
+        mix = ", ".join(f"{k} {v}" for k, v in list(c["capability_mix"].items())[:2])
+        top = ", ".join(e["signal"] for e in c["evidence"][:3])
+        print(
+            f"  {c['id']}  score {c['score']:.3f}  {len(c['accounts'])} accounts  "
+            f"{c['exchange_count']} exchanges  {c['first_seen']} .. {c['last_seen']}\n"
+            f"      capability: {mix}\n      evidence: {top}\n"
+            f"      action: {c['recommended_action']}"
+        )
     return OK
 
 

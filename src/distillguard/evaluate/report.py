@@ -158,6 +158,14 @@ def _exchange_recall(findings: Path, labels: Path, rows: list[dict[str, Any]]) -
             con.execute(
                 f"INSERT INTO proxied SELECT request_id, campaign_id FROM read_parquet('{proxied}')"
             )
+        legit_mixed, legit_mixed_flagged = con.execute(f"""
+            WITH mixed_accounts AS (
+                SELECT DISTINCT e.account_id FROM read_parquet('{exchanges}') e
+                JOIN proxied USING (request_id))
+            SELECT count(*), count(*) FILTER (WHERE request_id IN (SELECT request_id
+                                                                   FROM flagged_ex))
+            FROM read_parquet('{exchanges}') e JOIN mixed_accounts USING (account_id)
+            WHERE request_id NOT IN (SELECT request_id FROM proxied)""").fetchall()[0]
         total, caught, mixed, mixed_caught = con.execute(f"""
             WITH ex AS (SELECT e.request_id, a.campaign, a.flagged
                         FROM read_parquet('{exchanges}') e JOIN acct a USING (account_id)),
@@ -177,6 +185,8 @@ def _exchange_recall(findings: Path, labels: Path, rows: list[dict[str, Any]]) -
         "recall": caught / total if total else 1.0,
         "in_mixed_accounts": mixed,
         "mixed_recall": mixed_caught / mixed if mixed else 1.0,
+        "legitimate_in_mixed_accounts": legit_mixed,
+        "mixed_false_positive_rate": legit_mixed_flagged / legit_mixed if legit_mixed else 0.0,
     }
 
 
@@ -253,7 +263,8 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"campaign exchanges flagged: {e['flagged']} / {e['campaign_exchanges']} "
         f"(recall {e['recall']:.4f}; in mixed accounts {e['mixed_recall']:.4f} of "
-        f"{e['in_mixed_accounts']})"
+        f"{e['in_mixed_accounts']}; their accounts' legitimate exchanges flagged "
+        f"{e['mixed_false_positive_rate']:.4f})"
     )
     if "time_to_detect_days" in report:
         lines.append("time to detect (days from campaign start to half its accounts flagged):")

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distillguard.features.capability import COT_PATTERNS
+
 NUM_PERM = 64
 ROWS = 3  # 21 bands of 3: prompts at Jaccard 0.45 share a band 87 % of the time, at
 BANDS = NUM_PERM // ROWS  # 0.2 16 %, at 0.1 2 % (1 - (1 - J**ROWS) ** BANDS)
@@ -37,6 +39,8 @@ MASKS = [  # order matters: code before quotes, quotes before numbers
     (r"[^\w<>\s]+", " "),
 ]
 
+COT_SENTENCE = r"[^.!?\n]*(" + "|".join(COT_PATTERNS) + r")[^.!?\n]*[.!?]?"
+
 _rng = np.random.default_rng(SEED)
 _A = (_rng.integers(1, 2**63, NUM_PERM, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
 _B = _rng.integers(0, 2**63, NUM_PERM, dtype=np.uint64)
@@ -44,8 +48,14 @@ _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dt
 
 
 def skeleton(texts: pa.Array) -> pa.Array:
-    """Lower-cased text with its variable parts replaced by placeholders."""
+    """Lower-cased text with its variable parts replaced by placeholders.
+
+    Requests to show the reasoning are masked too: they are stock phrases shared by
+    every harvesting template and by researchers' benchmark prompts, so left in they
+    would link unrelated groups; the chain-of-thought score measures them instead.
+    """
     out = pc.utf8_lower(texts)
+    out = pc.replace_substring_regex(out, pattern=COT_SENTENCE, replacement=" <cot> ")
     for pattern, replacement in MASKS:
         out = pc.replace_substring_regex(out, pattern=pattern, replacement=replacement)
     return out

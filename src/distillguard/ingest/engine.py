@@ -42,6 +42,7 @@ def connect(memory_limit: str, spill: Path) -> duckdb.DuckDBPyConnection:
         }
     )
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # progress is ours to show, on stderr
     return con
 
 

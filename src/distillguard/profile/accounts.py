@@ -17,12 +17,12 @@ SCRIPTED_AGENTS = (
 )
 DEPTH_CEILING = 16000  # a max_tokens at or above this is "asking for everything"
 
-PROFILE_SQL = f"""
+PROFILE_SQL = """
 WITH x AS (
     SELECT e.*, f.capability, f.cot_score, f.system_hash,
            epoch(e.ts) AS t,
            hour(e.ts) AS h
-    FROM exchanges e LEFT JOIN features f USING (request_id)
+    FROM {source} e LEFT JOIN features f USING (request_id)
 ),
 gaps AS (
     SELECT account_id, t - lag(t) OVER (PARTITION BY account_id ORDER BY t) AS gap FROM x
@@ -64,13 +64,13 @@ SELECT
     avg(x.cot_score) AS cot_mean,
     avg(CASE WHEN x.cot_score >= 0.5 THEN 1 ELSE 0 END) AS cot_share,
     sum(x.output_tokens) / nullif(sum(x.input_tokens), 0) AS output_input_ratio,
-    avg(CASE WHEN x.max_tokens >= {DEPTH_CEILING} THEN 1 ELSE 0 END) AS max_tokens_ceiling_share,
+    avg(CASE WHEN x.max_tokens >= {ceiling} THEN 1 ELSE 0 END) AS max_tokens_ceiling_share,
     avg(CASE WHEN x.reasoning_requested THEN 1 ELSE 0 END) AS reasoning_share,
     avg(CASE WHEN x.status = 429 THEN 1 ELSE 0 END) AS rate_limited_share,
     avg(coalesce(x.tools_declared, 0)) AS tools_declared_mean,
     count(DISTINCT x.ip_prefix) AS ip_prefixes,
     count(DISTINCT x.user_agent) AS user_agents,
-    avg(CASE WHEN regexp_matches(lower(x.user_agent), '{SCRIPTED_AGENTS}') THEN 1 ELSE 0 END)
+    avg(CASE WHEN regexp_matches(lower(x.user_agent), '{scripted}') THEN 1 ELSE 0 END)
         AS scripted_agent_share,
     count(DISTINCT x.end_user_id) AS end_users,
     count(DISTINCT x.system_hash) AS system_prompts,
@@ -83,20 +83,27 @@ GROUP BY x.account_id
 """
 
 
-def profile(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """Account profiles from the views `exchanges` and `features` on `con`; joined with
-    the view `accounts` (sign-up data) when the connection has one."""
+def profile(con: duckdb.DuckDBPyConnection, source: str = "exchanges") -> pa.Table:
+    """Profiles from the view `source` (exchanges, grouped by its account_id column) and
+    `features` on `con`; joined with the view `accounts` (sign-up data) when there is one.
+    A source may group sub-streams ("account|end user"): sign-up data is then that of
+    the account before the bar."""
     con.execute("SET TimeZone = 'UTC'")
-    table = con.sql(PROFILE_SQL)
+    sql = PROFILE_SQL.format(source=source, ceiling=DEPTH_CEILING, scripted=SCRIPTED_AGENTS)
     views = {
         r[0]
         for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
     }
-    if "accounts" in views:
-        table = con.sql(f"""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "accounts" in views | tables:
+        sql = f"""
             SELECT p.*, a.created_at, a.signup_channel, a.verification, a.payment_fingerprint,
                    a.email_domain, a.signup_ip_prefix,
                    epoch(p.first_seen) - epoch(a.created_at) AS seconds_signup_to_first_use
-            FROM ({PROFILE_SQL}) p LEFT JOIN accounts a USING (account_id)""")
-    result: pa.Table = table.to_arrow_table() if hasattr(table, "to_arrow_table") else table.arrow()
+            FROM ({sql}) p
+            LEFT JOIN accounts a ON a.account_id = split_part(p.account_id, '|', 1)"""
+    relation = con.sql(sql)
+    result: pa.Table = (
+        relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+    )
     return result.sort_by("account_id")

@@ -1,0 +1,237 @@
+"""`distillguard detect`: from canonical traffic to campaigns, in five steps.
+
+1. content features of every exchange, a batch at a time (features/);
+2. sub-streams: accounts carrying many end users are split by end user (link/evidence);
+3. profiles of every account and sub-stream, in SQL (profile/);
+4. the evidence graph and its Leiden communities (link/graph);
+5. scores, evidence and actions per community, written as findings (campaigns/score).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distillguard.campaigns import score as scoring
+from distillguard.errors import InputError
+from distillguard.features import featurise
+from distillguard.features.content import INPUT_COLUMNS
+from distillguard.ingest.engine import arrow_reader, connect, sql_list
+from distillguard.link import evidence, graph
+from distillguard.profile.accounts import profile
+from distillguard.schema import FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
+from distillguard.store import MANIFEST, Store, atomic_write
+
+FEATURE_BATCH = 65_536
+MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
+
+
+def inputs(path: str | Path) -> tuple[list[Path], list[Path]]:
+    """Exchange and account Parquet files of a store, a simulator folder or a file."""
+    source = Path(path)
+    if (source / MANIFEST).is_file():
+        store = Store(source)
+        return store.files("exchanges"), store.files("accounts")
+    if source.is_file():
+        return [source], []
+    if (source / "exchanges.parquet").is_file():
+        accounts = source / "accounts.parquet"
+        return [source / "exchanges.parquet"], [accounts] if accounts.is_file() else []
+    if source.is_dir():
+        files = sorted(source.rglob("*.parquet"))
+        if files:
+            return files, []
+    raise InputError(
+        f"{source}: no store, exchanges.parquet or Parquet files to read "
+        "(ingest log files first with `distillguard ingest`)"
+    )
+
+
+def detect(
+    source: str | Path,
+    out: str | Path,
+    *,
+    accounts: str | Path | None = None,
+    until: str | None = None,
+    memory_limit: str = "1GB",
+) -> dict[str, Any]:
+    exchange_files, account_files = inputs(source)
+    if accounts is not None:
+        account_files = [Path(accounts)]
+    work = Path(tempfile.mkdtemp(prefix="distillguard-detect-"))
+    try:
+        con = connect(memory_limit, work / "spill")
+        window = f"WHERE ts < TIMESTAMPTZ '{until}'" if until else ""
+        con.execute(
+            f"CREATE VIEW exchanges AS SELECT * FROM read_parquet("
+            f"{sql_list(exchange_files)}, union_by_name = true) {window}"
+        )
+        if account_files:
+            con.execute(
+                f"CREATE VIEW accounts AS SELECT * FROM read_parquet("
+                f"{sql_list(account_files)}, union_by_name = true)"
+            )
+        _features(con, work / "features")
+        con.execute(evidence.NODES_SQL)
+        con.execute(
+            "CREATE VIEW by_node AS SELECT * REPLACE (node AS account_id) FROM node_exchanges"
+        )
+        profiles = {r["account_id"]: r for r in profile(con, "by_node").to_pylist()}
+        con.execute("CREATE TEMP TABLE evidence AS " + evidence.evidence_sql(bool(account_files)))
+        g = graph.build(con)
+        groups = graph.communities(g)
+        findings = _findings(con, g, groups, profiles)
+        _write(Path(out), findings)
+        return findings["summary"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _features(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    present = {r[0] for r in con.execute("DESCRIBE exchanges").fetchall()}
+    columns = ", ".join(c for c in INPUT_COLUMNS if c in present)
+    reader = arrow_reader(con.sql(f"SELECT {columns} FROM exchanges"), FEATURE_BATCH)
+    for number, batch in enumerate(reader):
+        pq.write_table(
+            pa.Table.from_batches([featurise(batch)]), folder / f"part-{number:06d}.parquet"
+        )
+    con.execute(f"CREATE VIEW features AS SELECT * FROM read_parquet('{folder}/*.parquet')")
+
+
+def _findings(
+    con: duckdb.DuckDBPyConnection,
+    g: graph.Graph,
+    groups: dict[str, int],
+    profiles: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    members: dict[int, list[str]] = {}
+    for node, community in groups.items():
+        members.setdefault(community, []).append(node)
+    links: dict[int, Counter[str]] = {c: Counter() for c in members}
+    scored = []
+    for community, nodes in members.items():
+        if len(nodes) < MIN_GROUP:
+            continue
+        values = scoring.indicators([profiles[n] for n in nodes if n in profiles])
+        s = scoring.score(values, len(nodes))
+        scored.append((community, nodes, s, values))
+    scored.sort(key=lambda item: -item[2])
+    campaigns, node_campaign, node_score = [], {}, {}
+    for rank, (community, nodes, s, values) in enumerate(scored):
+        for node in nodes:
+            node_score[node] = s
+        if s < scoring.THRESHOLD:
+            continue
+        cid = f"campaign-{rank + 1:03d}"
+        for node in nodes:
+            node_campaign[node] = cid
+        campaigns.append(_campaign(con, cid, nodes, s, values, links[community]))
+    return {
+        "campaigns": campaigns,
+        "node_campaign": node_campaign,
+        "node_score": node_score,
+        "accounts": _account_rows(con, node_campaign, node_score),
+        "exchanges": _substream_exchanges(con, node_campaign),
+        "summary": {
+            "campaigns": len(campaigns),
+            "nodes": len(profiles),
+            "linked_nodes": len(groups),
+            "edges": len(g.edges),
+            "flagged_accounts": sum(1 for n in node_campaign if "|" not in n),
+            "flagged_substreams": sum(1 for n in node_campaign if "|" in n),
+        },
+    }
+
+
+def _campaign(
+    con: duckdb.DuckDBPyConnection,
+    cid: str,
+    nodes: list[str],
+    s: float,
+    values: dict[str, float],
+    links: Counter[str],
+) -> dict[str, Any]:
+    con.execute("CREATE OR REPLACE TEMP TABLE members AS SELECT unnest(?) AS node", [nodes])
+    stats = con.execute("""
+        SELECT count(*), strftime(min(ts), '%Y-%m-%dT%H:%M:%SZ'),
+               strftime(max(ts), '%Y-%m-%dT%H:%M:%SZ')
+        FROM node_exchanges JOIN members USING (node)""").fetchall()[0]
+    mix = con.execute("""
+        SELECT f.capability, count(*) FROM node_exchanges x JOIN members USING (node)
+        JOIN features f USING (request_id) GROUP BY 1 ORDER BY 2 DESC""").fetchall()
+    top = con.execute("""
+        SELECT kind, key, count(*) AS n FROM evidence JOIN members USING (node)
+        WHERE kind IN ('network', 'payment', 'system_prompt') GROUP BY 1, 2
+        ORDER BY n DESC LIMIT 10""").fetchall()
+    accounts = sorted(n for n in nodes if "|" not in n)
+    return {
+        "id": cid,
+        "score": round(s, 4),
+        "confidence": round(s, 4),
+        "accounts": accounts,
+        "substreams": sorted(n for n in nodes if "|" in n),
+        "exchange_count": stats[0],
+        "first_seen": stats[1],
+        "last_seen": stats[2],
+        "capability_mix": {c: n for c, n in mix},
+        "evidence": [e.__dict__ for e in scoring.explain(values, len(nodes), dict(links))],
+        "indicators": [{"kind": k, "value": v.split(":", 1)[1], "accounts": n} for k, v, n in top],
+        "recommended_action": scoring.action(s, values),
+    }
+
+
+def _account_rows(
+    con: duckdb.DuckDBPyConnection, node_campaign: dict[str, str], node_score: dict[str, float]
+) -> list[dict[str, Any]]:
+    rows = []
+    mixed = {r[0] for r in con.execute("SELECT account_id FROM mixed").fetchall()}
+    for (account,) in con.execute("SELECT DISTINCT account_id FROM exchanges").fetchall():
+        cid = None if account in mixed else node_campaign.get(account)
+        s = node_score.get(account, 0.0)
+        rows.append(
+            {
+                "account_id": account,
+                "score": round(s, 4),
+                "flagged": cid is not None,
+                "campaign_id": cid,
+                "reasons": ["linked campaign"] if cid else [],
+            }
+        )
+    return rows
+
+
+def _substream_exchanges(con: duckdb.DuckDBPyConnection, node_campaign: dict[str, str]) -> pa.Table:
+    """Exchanges of flagged sub-streams inside mixed accounts, with their campaign."""
+    flagged = [(n, c) for n, c in node_campaign.items() if "|" in n]
+    if not flagged:
+        return FINDINGS_EXCHANGES.empty_table()
+    con.register(
+        "flagged_substreams",
+        pa.table({"node": [n for n, _ in flagged], "campaign_id": [c for _, c in flagged]}),
+    )
+    relation = con.sql(
+        "SELECT request_id, campaign_id FROM node_exchanges JOIN flagged_substreams USING (node)"
+    )
+    table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+    return table.cast(FINDINGS_EXCHANGES)
+
+
+def _write(out: Path, findings: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(findings["accounts"], schema=FINDINGS_ACCOUNTS)
+    tmp = out / ".accounts.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(out / "accounts.parquet")
+    atomic_write(out / "campaigns.json", json.dumps(findings["campaigns"], indent=1).encode())
+    tmp = out / ".exchanges.parquet.tmp"
+    pq.write_table(findings["exchanges"], tmp)
+    tmp.replace(out / "exchanges.parquet")

@@ -1,0 +1,53 @@
+"""Evidence that two accounts are run together, as (node, key, kind, hits) rows.
+
+A node is an account, or, inside an account that carries many end users (a reseller, a
+gateway), one end user's sub-stream of it: that is how a campaign hidden in mixed
+traffic is separated from the customers beside it. A key is something two nodes can
+share: a template band of their prompts, an exact system prompt, a network prefix, a
+payment fingerprint, a sign-up burst. Sub-streams of one mixed account share its
+network by construction, so the network never links them. Nothing here compares
+pairs; the graph stage blocks on keys.
+"""
+
+from __future__ import annotations
+
+MIXED_END_USERS = 20  # an account with this many end users is split by end user
+
+NODES_SQL = f"""
+CREATE OR REPLACE TEMP TABLE mixed AS
+    SELECT account_id FROM exchanges GROUP BY account_id
+    HAVING count(DISTINCT end_user_id) >= {MIXED_END_USERS};
+CREATE OR REPLACE TEMP VIEW node_exchanges AS
+    SELECT e.*, CASE WHEN m.account_id IS NOT NULL AND e.end_user_id IS NOT NULL
+                     THEN e.account_id || '|' || e.end_user_id ELSE e.account_id END AS node
+    FROM exchanges e LEFT JOIN mixed m USING (account_id);
+"""
+
+EVIDENCE_SQL = """
+SELECT node, 'template' AS kind, 'tb:' || CAST(band AS VARCHAR) AS key, count(*) AS hits
+FROM (SELECT x.node, unnest(f.template_bands) AS band
+      FROM node_exchanges x JOIN features f USING (request_id))
+WHERE band <> 0 GROUP BY 1, 2, 3
+UNION ALL
+SELECT x.node, 'system_prompt', 'sp:' || f.system_hash, count(*)
+FROM node_exchanges x JOIN features f USING (request_id)
+WHERE f.system_hash IS NOT NULL GROUP BY 1, 2, 3
+UNION ALL
+SELECT node, 'network', 'ip:' || ip_prefix, count(*)
+FROM node_exchanges WHERE ip_prefix IS NOT NULL AND NOT contains(node, '|')
+GROUP BY 1, 2, 3
+"""
+
+ACCOUNT_EVIDENCE_SQL = """
+UNION ALL
+SELECT account_id, 'payment', 'pay:' || payment_fingerprint, 1
+FROM accounts WHERE payment_fingerprint IS NOT NULL
+UNION ALL
+SELECT account_id, 'signup_burst',
+       'burst:' || coalesce(signup_channel, '?') || ':' || strftime(created_at, '%Y-%m-%dT%H'), 1
+FROM accounts WHERE created_at IS NOT NULL
+"""
+
+
+def evidence_sql(with_accounts: bool) -> str:
+    return EVIDENCE_SQL + (ACCOUNT_EVIDENCE_SQL if with_accounts else "")
