@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import public_sets
 
 TEMPLATE = (
-    "Write a {lang} function that {task} using a {structure}. Include type hints "
-    "and tests. Explain your reasoning step by step before giving the final answer."
+    "Write a {lang} function that {task} using a {structure}. Include type hints, docstrings "
+    "and unit tests with pytest. Handle empty input and invalid arguments gracefully. "
+    "Explain your reasoning step by step before giving the final answer."
 )
 
 
