@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Until detection exists, the demo ingests the bundled samples (every supported log
-# format, plus a file of deliberately broken records), describes the store, and writes
-# the labelled `demo` traffic that detection will be measured on.
+# The demo ingests the bundled samples (every supported log format, plus a file of
+# deliberately broken records) and describes the store; then it simulates the labelled
+# `demo` traffic, detects campaigns in it and measures the findings against the labels.
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/distillguard ingest $(SAMPLES)/logs --store $(DEMO)/store
@@ -26,6 +26,9 @@ demo: $(STAMP)
 	$(BIN)/distillguard ingest $(SAMPLES)/accounts --store $(DEMO)/store --table accounts
 	$(BIN)/distillguard inspect $(DEMO)/store
 	$(BIN)/distillguard simulate --scenario demo --out $(DEMO)/simulated
+	$(BIN)/distillguard detect $(DEMO)/simulated --out $(DEMO)/findings
+	$(BIN)/distillguard eval --findings $(DEMO)/findings --labels $(DEMO)/simulated
+	@echo "findings: $(DEMO)/findings (accounts.parquet, campaigns.json, exchanges.parquet)"
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks
