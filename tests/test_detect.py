@@ -94,3 +94,25 @@ def test_findings_explain_themselves(traffic: Path, tmp_path: Path) -> None:
 def test_detect_refuses_an_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["detect", str(tmp_path / "empty"), "--out", str(tmp_path / "f")]) == 3
+
+
+def test_missing_optional_columns_degrade_and_required_ones_are_named(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {
+            "request_id": f"r{i}",
+            "ts": f"2026-04-22T{i % 24:02d}:00:00+00:00",
+            "account_id": f"a{i % 5}",
+            "model": "m",
+        }
+        for i in range(50)
+    ]
+    table = pa.Table.from_pylist(rows).set_column(
+        1, "ts", pa.array([r["ts"] for r in rows]).cast(pa.timestamp("us", tz="UTC"))
+    )
+    pq.write_table(table, tmp_path / "bare.parquet")
+    assert main(["detect", str(tmp_path / "bare.parquet"), "--out", str(tmp_path / "f")]) == 0
+    pq.write_table(table.drop(["model"]), tmp_path / "broken.parquet")
+    assert main(["detect", str(tmp_path / "broken.parquet"), "--out", str(tmp_path / "g")]) == 3

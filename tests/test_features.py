@@ -159,3 +159,19 @@ def test_capability_accuracy_floor_on_public_sets(name: str) -> None:
     labels, _ = classify(pa.array(texts, pa.string()))
     accuracy = sum(label == expected for label in labels.to_pylist()) / len(texts)
     assert accuracy >= FLOORS[name]
+
+
+def test_any_script_and_size_is_featurised() -> None:
+    prompts = [
+        "这是一个关于排序算法的问题，请一步一步解释。",
+        "مرحبا، كيف حالك؟ اشرح خطوة بخطوة",
+        "emoji 🚀🔥 and control \x00\x07\x1b chars",
+        "x" * 1_000_000,
+        "```python\n" + "print(1)\n" * 100_000 + "```",
+        "\u202eright-to-left override",
+    ]
+    out = featurise(
+        pa.table({"request_id": [str(i) for i in range(len(prompts))], "prompt_text": prompts})
+    )
+    assert out.num_rows == len(prompts)
+    assert out.column("prompt_chars").to_pylist()[3] == 1_000_000

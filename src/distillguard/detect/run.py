@@ -21,13 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.campaigns import score as scoring
-from distillguard.errors import InputError
+from distillguard.errors import InputError, SchemaError
 from distillguard.features import featurise
 from distillguard.features.content import INPUT_COLUMNS
 from distillguard.ingest.engine import arrow_reader, connect, sql_list
 from distillguard.link import evidence, graph
 from distillguard.profile.accounts import profile
-from distillguard.schema import FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
+from distillguard.schema import EXCHANGES, FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
 from distillguard.store import MANIFEST, Store, atomic_write
 
 FEATURE_BATCH = 65_536
@@ -70,10 +70,8 @@ def detect(
     try:
         con = connect(memory_limit, work / "spill")
         window = f"WHERE ts < TIMESTAMPTZ '{until}'" if until else ""
-        con.execute(
-            f"CREATE VIEW exchanges AS SELECT * FROM read_parquet("
-            f"{sql_list(exchange_files)}, union_by_name = true) {window}"
-        )
+        raw = f"read_parquet({sql_list(exchange_files)}, union_by_name = true)"
+        con.execute(f"CREATE VIEW exchanges AS SELECT * {_missing(con, raw)} FROM {raw} {window}")
         if account_files:
             con.execute(
                 f"CREATE VIEW accounts AS SELECT * FROM read_parquet("
@@ -93,6 +91,26 @@ def detect(
         return findings["summary"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+DUCK_TYPES = {
+    "string": "VARCHAR",
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+}
+
+
+def _missing(con: duckdb.DuckDBPyConnection, source: str) -> str:
+    """Null columns for the optional columns the input lacks (the signals that need them
+    then see nothing); a missing required column is refused, named."""
+    present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    absent = [f for f in EXCHANGES if f.name not in present]
+    required = [f.name for f in absent if not f.nullable]
+    if required:
+        raise SchemaError(f"the exchanges lack required column(s): {', '.join(required)}")
+    return "".join(f", CAST(NULL AS {DUCK_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
 
 
 def _features(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
