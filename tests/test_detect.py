@@ -116,3 +116,87 @@ def test_missing_optional_columns_degrade_and_required_ones_are_named(tmp_path: 
     assert main(["detect", str(tmp_path / "bare.parquet"), "--out", str(tmp_path / "f")]) == 0
     pq.write_table(table.drop(["model"]), tmp_path / "broken.parquet")
     assert main(["detect", str(tmp_path / "broken.parquet"), "--out", str(tmp_path / "g")]) == 3
+
+
+def _hand_built(tmp_path: Path) -> Path:
+    """Ten fresh accounts on one card sending one harvesting template around the clock,
+    and an enterprise app sending its one template for 300 end users."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from distillguard.schema import ACCOUNTS, EXCHANGES, conform
+
+    start = datetime(2026, 4, 22, tzinfo=UTC)
+    rows, accounts = [], []
+    for a in range(10):
+        accounts.append(
+            {
+                "account_id": f"farm{a}",
+                "created_at": start - timedelta(hours=3),
+                "payment_fingerprint": "card-1",
+                "signup_channel": "education",
+            }
+        )
+        for i in range(48):
+            rows.append(
+                {
+                    "request_id": f"f{a}-{i}",
+                    "ts": start + timedelta(minutes=30 * i + a),
+                    "account_id": f"farm{a}",
+                    "model": "m",
+                    "user_agent": "curl/8.5.0",
+                    "prompt_text": f"Implement solution {a * 100 + i} for the parser of "
+                    f"module {i % 7} in Rust with tests. Show your reasoning step by step.",
+                    "max_tokens": 32000,
+                    "reasoning_requested": True,
+                    "end_user_id": None,
+                    "ip_prefix": "198.51.100.0/24",
+                }
+            )
+    accounts.append(
+        {
+            "account_id": "shop",
+            "created_at": start - timedelta(days=400),
+            "payment_fingerprint": "card-2",
+            "signup_channel": "enterprise",
+        }
+    )
+    for i in range(900):
+        rows.append(
+            {
+                "request_id": f"s{i}",
+                "ts": start + timedelta(minutes=i),
+                "model": "m",
+                "account_id": "shop",
+                "user_agent": "python-requests/2.31.0",
+                "prompt_text": f"Customer #{1000 + i} asks: where is order {i}? Answer "
+                "in two sentences from the account notes.",
+                "max_tokens": 256,
+                "reasoning_requested": False,
+                "end_user_id": f"eu-{i % 300}",
+                "ip_prefix": "203.0.113.0/24",
+            }
+        )
+    pq.write_table(conform(pa.Table.from_pylist(rows), EXCHANGES), tmp_path / "exchanges.parquet")
+    pq.write_table(conform(pa.Table.from_pylist(accounts), ACCOUNTS), tmp_path / "accounts.parquet")
+    return tmp_path
+
+
+def test_ten_accounts_on_one_card_are_one_campaign_and_the_enterprise_app_is_not(
+    tmp_path: Path,
+) -> None:
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    folder = _hand_built(tmp_path / "in")
+    detect(folder, tmp_path / "f")
+    flagged = {
+        r["account_id"]: r["campaign_id"]
+        for r in pq.read_table(tmp_path / "f" / "accounts.parquet").to_pylist()
+        if r["flagged"]
+    }
+    assert set(flagged) == {f"farm{a}" for a in range(10)}
+    assert len(set(flagged.values())) == 1
+    assert pq.read_table(tmp_path / "f" / "exchanges.parquet").num_rows == 0  # no shop traffic
