@@ -322,3 +322,27 @@ def test_a_corpus_supplies_real_prompt_text(tmp_path: Path) -> None:
     real = set(corpus.texts)
     prompts = [r["prompt_text"] for r in rows(tmp_path)]
     assert sum(p in real for p in prompts) > 0.3 * len(prompts)
+
+
+@pytest.mark.parametrize("evasion", ["multi_turn", "human_timing"])
+def test_evasions_keep_the_daily_limit_and_the_window(tmp_path: Path, evasion: str) -> None:
+    campaign = Campaign(
+        id="c", accounts=10, rate_limit_per_day=30, start_day=1, duration_days=2, evasions=[evasion]
+    )
+    simulate(small(campaign, days=4), tmp_path)
+    per_day: dict[tuple[object, object], int] = {}
+    for r in campaign_rows(tmp_path, "c"):
+        key = (r["account_id"], r["ts"].date())
+        per_day[key] = per_day.get(key, 0) + 1
+        assert datetime(2026, 4, 23, tzinfo=UTC) <= r["ts"] < datetime(2026, 4, 25, tzinfo=UTC)
+    assert max(per_day.values()) <= 30
+
+
+def test_odd_scales_are_refused_and_empty_groups_stay_empty() -> None:
+    scenario = small(Campaign(id="c", accounts=1), researcher=0)
+    for factor in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ScenarioError, match="--scale"):
+            scenario.scaled(factor)
+    scaled = scenario.scaled(1.01)
+    assert [p.accounts for p in scaled.legitimate if p.population == "researcher"] == [0]
+    assert scaled.campaigns[0].accounts == 1

@@ -55,9 +55,9 @@ def _times(
         hour = rng.choices(range(24), weights)[0]
         t = day + timedelta(hours=hour - tz_offset, seconds=rng.uniform(0, 3600))
         for _ in range(size):
-            times.append(t)
+            times.append(day + timedelta(seconds=(t - day).total_seconds() % 86400))
             t += timedelta(seconds=rng.expovariate(1 / gap))
-    return times
+    return times  # wrapped into the day: a day's traffic stays in its UTC day
 
 
 def _legit_day(
@@ -162,10 +162,14 @@ def _campaign_day(
         ]
     if not ev & ROW_SHAPING and c.infrastructure != "residential_proxy":
         return _plain_rows(plan, times, rng, model, "residential_per_account" in ev)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ts in times:
-        turns = rng.randint(2, 4) if "multi_turn" in ev else 1
-        conversation = f"conv-{rng.getrandbits(48):012x}" if turns > 1 else None
+        if len(rows) >= c.rate_limit_per_day:  # wrapper turns count against the limit too
+            break
+        turns = (
+            min(rng.randint(2, 4), c.rate_limit_per_day - len(rows)) if ("multi_turn" in ev) else 1
+        )
+        conversation = f"conv-{rng.getrandbits(48):012x}" if "multi_turn" in ev else None
         for turn in range(turns):
             rows.append(
                 _campaign_row(

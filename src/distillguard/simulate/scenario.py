@@ -9,6 +9,7 @@ measured on that traffic meaningless.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
@@ -102,22 +103,26 @@ class Scenario:
 
     def scaled(self, factor: float) -> Scenario:
         """The same scenario with every account count multiplied (at least one each)."""
-        if factor <= 0:
-            raise ScenarioError(f"--scale must be positive, got {factor}")
+        if not math.isfinite(factor) or factor <= 0:
+            raise ScenarioError(f"--scale must be a positive number, got {factor}")
         needed = max((c.proxy_mix.resellers for c in self.campaigns if c.proxy_mix), default=1)
         legit = [
             Population(
                 p.population,
-                max(needed if p.population == "reseller" else 1, round(p.accounts * factor)),
+                _scale(p.accounts, factor, needed if p.population == "reseller" else 1),
             )
             for p in self.legitimate
         ]
-        campaigns = [
-            _replace(c, accounts=max(2, round(c.accounts * factor))) for c in self.campaigns
-        ]
+        campaigns = [_replace(c, accounts=_scale(c.accounts, factor, 1)) for c in self.campaigns]
         out = _replace(self, legitimate=legit, campaigns=campaigns)
         check(out)
         return out
+
+
+def _scale(count: int, factor: float, floor: int) -> int:
+    """A count times the factor; a group that exists keeps at least `floor` members and
+    an empty one stays empty."""
+    return 0 if count == 0 else max(floor, round(count * factor))
 
 
 def _replace(obj: Any, **changes: Any) -> Any:
