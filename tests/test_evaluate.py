@@ -189,3 +189,53 @@ def test_eval_cli_prints_json(case: tuple[Path, Path], tmp_path: Path) -> None:
         == 0
     )
     assert json.loads(out.read_text())["accounts"]["tp"] == 2
+
+
+def test_a_wholly_flagged_mixed_account_counts_against_its_customers(
+    case: tuple[Path, Path],
+) -> None:
+    findings, labels = case
+    _write(
+        findings,
+        "accounts.parquet",
+        [
+            {"account_id": "a1", "score": 0.9, "flagged": True, "campaign_id": "P"},
+            {"account_id": "r1", "score": 0.9, "flagged": True, "campaign_id": "P"},
+        ],
+    )
+    e = evaluate(findings, labels)["exchanges"]
+    assert e["mixed_recall"] == 1.0
+    assert e["mixed_false_positive_rate"] == 1.0  # e8, r1's own customer, is flagged too
+    # legitimate exchanges: e5 (d1) and e8 (r1); e8 is flagged through its account
+    assert e["legitimate_exchange_false_positive_rate"] == 0.5
+
+
+def test_duplicate_findings_and_empty_labels_are_refused(case: tuple[Path, Path]) -> None:
+    from distillguard.errors import InputError
+
+    findings, labels = case
+    _write(
+        findings,
+        "accounts.parquet",
+        [
+            {"account_id": "a1", "score": 0.9, "flagged": True, "campaign_id": "P"},
+            {"account_id": "a1", "score": 0.1, "flagged": False, "campaign_id": None},
+        ],
+    )
+    with pytest.raises(InputError, match="'a1' more than once"):
+        evaluate(findings, labels)
+    _write(
+        labels,
+        "labels.parquet",
+        [],
+        schema=pa.schema(
+            [("account_id", pa.string()), ("campaign_id", pa.string()), ("role", pa.string())]
+        ),
+    )
+    _write(
+        findings,
+        "accounts.parquet",
+        [{"account_id": "a1", "score": 0.9, "flagged": True, "campaign_id": "P"}],
+    )
+    with pytest.raises(InputError, match="empty"):
+        evaluate(findings, labels)

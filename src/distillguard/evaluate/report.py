@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from distillguard.errors import InputError
 from distillguard.evaluate import metrics
-from distillguard.schema import FINDINGS_ACCOUNTS, LABELS, conform
+from distillguard.schema import FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES, LABELS, conform
 
 
 def read_table(path: Path, schema: pa.Schema, name: str) -> pa.Table:
@@ -39,7 +39,14 @@ def evaluate(
     truth = read_table(labels / "labels.parquet", LABELS, "labels")
     found = read_table(findings / "accounts.parquet", FINDINGS_ACCOUNTS, "findings accounts")
     joined = _accounts(truth, found)
+    labelled = set(truth.column("account_id").to_pylist())
+    unknown = [
+        r["account_id"]
+        for r in found.to_pylist()
+        if r["flagged"] and r["account_id"] not in labelled
+    ]
     report: dict[str, Any] = {"accounts": _account_metrics(joined)}
+    report["accounts"]["flagged_but_not_labelled"] = len(unknown)
     report["false_positive_rate_by_population"] = _fpr_by_population(joined)
     report["campaigns"] = _campaign_metrics(joined)
     report["exchanges"] = _exchange_recall(findings, labels, joined)
@@ -50,7 +57,13 @@ def evaluate(
 
 def _accounts(truth: pa.Table, found: pa.Table) -> list[dict[str, Any]]:
     """One row per labelled account; accounts absent from the findings score 0."""
-    predictions = {r["account_id"]: r for r in found.to_pylist()}
+    if truth.num_rows == 0:
+        raise InputError("the labels table is empty: nothing to measure against")
+    predictions: dict[str, dict[str, Any]] = {}
+    for row in found.to_pylist():
+        if row["account_id"] in predictions:
+            raise InputError(f"the findings list account {row['account_id']!r} more than once")
+        predictions[row["account_id"]] = row
     rows = []
     for label in truth.to_pylist():
         p = predictions.get(label["account_id"], {})
@@ -58,7 +71,7 @@ def _accounts(truth: pa.Table, found: pa.Table) -> list[dict[str, Any]]:
             {
                 "account_id": label["account_id"],
                 "campaign": label["campaign_id"],
-                "role": label["role"],
+                "role": label["role"] or "unlabelled",
                 "score": p.get("score", 0.0),
                 "flagged": bool(p.get("flagged", False)),
                 "predicted": p.get("campaign_id") if p.get("flagged") else None,
@@ -148,11 +161,11 @@ def _exchange_recall(findings: Path, labels: Path, rows: list[dict[str, Any]]) -
             ),
         )
         flagged_ids = findings / "exchanges.parquet"
-        con.execute("CREATE TABLE flagged_ex (request_id VARCHAR)")
         if flagged_ids.is_file():
-            con.execute(
-                f"INSERT INTO flagged_ex SELECT request_id FROM read_parquet('{flagged_ids}')"
-            )
+            listed = read_table(flagged_ids, FINDINGS_EXCHANGES, "findings exchanges")
+        else:
+            listed = FINDINGS_EXCHANGES.empty_table()
+        con.register("flagged_ex", listed.select(["request_id"]))
         con.execute("CREATE TABLE proxied (request_id VARCHAR, campaign_id VARCHAR)")
         if proxied.is_file():
             con.execute(
@@ -162,10 +175,17 @@ def _exchange_recall(findings: Path, labels: Path, rows: list[dict[str, Any]]) -
             WITH mixed_accounts AS (
                 SELECT DISTINCT e.account_id FROM read_parquet('{exchanges}') e
                 JOIN proxied USING (request_id))
-            SELECT count(*), count(*) FILTER (WHERE request_id IN (SELECT request_id
-                                                                   FROM flagged_ex))
+            SELECT count(*), count(*) FILTER (WHERE a.flagged OR request_id IN (
+                                                  SELECT request_id FROM flagged_ex))
             FROM read_parquet('{exchanges}') e JOIN mixed_accounts USING (account_id)
+            JOIN acct a USING (account_id)
             WHERE request_id NOT IN (SELECT request_id FROM proxied)""").fetchall()[0]
+        legit_total, legit_flagged = con.execute(f"""
+            SELECT count(*), count(*) FILTER (WHERE a.flagged OR request_id IN (
+                                                  SELECT request_id FROM flagged_ex))
+            FROM read_parquet('{exchanges}') e JOIN acct a USING (account_id)
+            WHERE a.campaign IS NULL
+              AND request_id NOT IN (SELECT request_id FROM proxied)""").fetchall()[0]
         total, caught, mixed, mixed_caught = con.execute(f"""
             WITH ex AS (SELECT e.request_id, a.campaign, a.flagged
                         FROM read_parquet('{exchanges}') e JOIN acct a USING (account_id)),
@@ -187,6 +207,10 @@ def _exchange_recall(findings: Path, labels: Path, rows: list[dict[str, Any]]) -
         "mixed_recall": mixed_caught / mixed if mixed else 1.0,
         "legitimate_in_mixed_accounts": legit_mixed,
         "mixed_false_positive_rate": legit_mixed_flagged / legit_mixed if legit_mixed else 0.0,
+        "legitimate_exchanges": legit_total,
+        "legitimate_exchange_false_positive_rate": (
+            legit_flagged / legit_total if legit_total else 0.0
+        ),
     }
 
 
@@ -265,6 +289,10 @@ def render(report: dict[str, Any]) -> str:
         f"(recall {e['recall']:.4f}; in mixed accounts {e['mixed_recall']:.4f} of "
         f"{e['in_mixed_accounts']}; their accounts' legitimate exchanges flagged "
         f"{e['mixed_false_positive_rate']:.4f})"
+    )
+    lines.append(
+        f"legitimate exchanges flagged: {e['legitimate_exchange_false_positive_rate']:.5f} "
+        f"of {e['legitimate_exchanges']}"
     )
     if "time_to_detect_days" in report:
         lines.append("time to detect (days from campaign start to half its accounts flagged):")
