@@ -200,3 +200,43 @@ def test_ten_accounts_on_one_card_are_one_campaign_and_the_enterprise_app_is_not
     assert set(flagged) == {f"farm{a}" for a in range(10)}
     assert len(set(flagged.values())) == 1
     assert pq.read_table(tmp_path / "f" / "exchanges.parquet").num_rows == 0  # no shop traffic
+
+
+def test_until_and_accounts_are_checked(traffic: Path, tmp_path: Path) -> None:
+    assert (
+        main(["detect", str(traffic), "--out", str(tmp_path / "a"), "--until", "not-a-date"]) == 2
+    )
+    assert (
+        main(["detect", str(traffic), "--out", str(tmp_path / "b"), "--until", "2001-01-01"]) == 3
+    )
+    assert (
+        main(
+            [
+                "detect",
+                str(traffic),
+                "--out",
+                str(tmp_path / "c"),
+                "--accounts",
+                str(tmp_path / "absent.parquet"),
+            ]
+        )
+        == 3
+    )
+
+
+def test_account_ids_with_separators_are_accounts(tmp_path: Path) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    folder = _hand_built(tmp_path / "in")
+    for name in ("exchanges", "accounts"):
+        table = pq.read_table(folder / f"{name}.parquet")
+        ids = pc.binary_join_element_wise("org|", table.column("account_id"), "")
+        table = table.set_column(table.schema.get_field_index("account_id"), "account_id", ids)
+        pq.write_table(table, folder / f"{name}.parquet")
+    summary = detect(folder, tmp_path / "f")
+    campaigns = json.loads((tmp_path / "f" / "campaigns.json").read_text())
+    assert summary["flagged_accounts"] == 10 and summary["flagged_substreams"] == 0
+    assert len(campaigns[0]["accounts"]) == 10
+    assert any(e["signal"].startswith("linked_by_") for e in campaigns[0]["evidence"])

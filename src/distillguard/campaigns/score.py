@@ -92,7 +92,11 @@ def explain(values: dict[str, float], size: int, link_kinds: dict[str, int]) -> 
         if v > 0.2
     ]
     for kind, count in sorted(link_kinds.items(), key=lambda kv: -kv[1]):
-        items.append(Evidence(f"linked_by_{kind}", 1.0, f"{count} links between members"))
+        items.append(
+            Evidence(
+                f"linked_by_{kind}", 1.0, f"{count} {kind.replace('_', ' ')} keys shared by members"
+            )
+        )
     items.append(Evidence("group_size", min(1.0, size / 50), f"{size} linked accounts"))
     return sorted(items, key=lambda e: -e.strength)
 

@@ -21,13 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.campaigns import score as scoring
-from distillguard.errors import InputError, SchemaError
+from distillguard.errors import InputError, SchemaError, UsageError
 from distillguard.features import featurise
 from distillguard.features.content import INPUT_COLUMNS
 from distillguard.ingest.engine import arrow_reader, connect, sql_list
+from distillguard.ingest.values import to_ts
 from distillguard.link import evidence, graph
+from distillguard.link.evidence import SEPARATOR
 from distillguard.profile.accounts import profile
-from distillguard.schema import EXCHANGES, FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
+from distillguard.schema import ACCOUNTS, EXCHANGES, FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
 from distillguard.store import MANIFEST, Store, atomic_write
 
 FEATURE_BATCH = 65_536
@@ -65,7 +67,14 @@ def detect(
 ) -> dict[str, Any]:
     exchange_files, account_files = inputs(source)
     if accounts is not None:
+        if not Path(accounts).is_file():
+            raise InputError(f"{accounts}: no such accounts file")
         account_files = [Path(accounts)]
+    if until is not None:
+        try:
+            until = to_ts(until).isoformat()
+        except ValueError as exc:
+            raise UsageError(f"--until: {exc}") from None
     work = Path(tempfile.mkdtemp(prefix="distillguard-detect-"))
     try:
         con = connect(memory_limit, work / "spill")
@@ -73,10 +82,11 @@ def detect(
         raw = f"read_parquet({sql_list(exchange_files)}, union_by_name = true)"
         con.execute(f"CREATE VIEW exchanges AS SELECT * {_missing(con, raw)} FROM {raw} {window}")
         if account_files:
-            con.execute(
-                f"CREATE VIEW accounts AS SELECT * FROM read_parquet("
-                f"{sql_list(account_files)}, union_by_name = true)"
-            )
+            raw_accounts = f"read_parquet({sql_list(account_files)}, union_by_name = true)"
+            filler = _missing(con, raw_accounts, ACCOUNTS, "accounts")
+            con.execute(f"CREATE VIEW accounts AS SELECT * {filler} FROM {raw_accounts}")
+        if not con.execute("SELECT count(*) FROM exchanges").fetchall()[0][0]:
+            raise InputError("no exchanges to analyse" + (f" before {until}" if until else ""))
         _features(con, work / "features")
         con.execute(evidence.NODES_SQL)
         con.execute(
@@ -102,14 +112,19 @@ DUCK_TYPES = {
 }
 
 
-def _missing(con: duckdb.DuckDBPyConnection, source: str) -> str:
+def _missing(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    schema: pa.Schema = EXCHANGES,
+    name: str = "exchanges",
+) -> str:
     """Null columns for the optional columns the input lacks (the signals that need them
     then see nothing); a missing required column is refused, named."""
     present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    absent = [f for f in EXCHANGES if f.name not in present]
+    absent = [f for f in schema if f.name not in present]
     required = [f.name for f in absent if not f.nullable]
     if required:
-        raise SchemaError(f"the exchanges lack required column(s): {', '.join(required)}")
+        raise SchemaError(f"the {name} lack required column(s): {', '.join(required)}")
     return "".join(f", CAST(NULL AS {DUCK_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
 
 
@@ -134,7 +149,6 @@ def _findings(
     members: dict[int, list[str]] = {}
     for node, community in groups.items():
         members.setdefault(community, []).append(node)
-    links: dict[int, Counter[str]] = {c: Counter() for c in members}
     scored = []
     for community, nodes in members.items():
         if len(nodes) < MIN_GROUP:
@@ -144,7 +158,7 @@ def _findings(
         scored.append((community, nodes, s, values))
     scored.sort(key=lambda item: -item[2])
     campaigns, node_campaign, node_score = [], {}, {}
-    for rank, (community, nodes, s, values) in enumerate(scored):
+    for rank, (_community, nodes, s, values) in enumerate(scored):
         for node in nodes:
             node_score[node] = s
         if s < scoring.THRESHOLD:
@@ -152,7 +166,7 @@ def _findings(
         cid = f"campaign-{rank + 1:03d}"
         for node in nodes:
             node_campaign[node] = cid
-        campaigns.append(_campaign(con, cid, nodes, s, values, links[community]))
+        campaigns.append(_campaign(con, cid, nodes, s, values))
     return {
         "campaigns": campaigns,
         "node_campaign": node_campaign,
@@ -164,8 +178,8 @@ def _findings(
             "nodes": len(profiles),
             "linked_nodes": len(groups),
             "edges": len(g.edges),
-            "flagged_accounts": sum(1 for n in node_campaign if "|" not in n),
-            "flagged_substreams": sum(1 for n in node_campaign if "|" in n),
+            "flagged_accounts": sum(1 for n in node_campaign if SEPARATOR not in n),
+            "flagged_substreams": sum(1 for n in node_campaign if SEPARATOR in n),
         },
     }
 
@@ -176,7 +190,6 @@ def _campaign(
     nodes: list[str],
     s: float,
     values: dict[str, float],
-    links: Counter[str],
 ) -> dict[str, Any]:
     con.execute("CREATE OR REPLACE TEMP TABLE members AS SELECT unnest(?) AS node", [nodes])
     stats = con.execute("""
@@ -186,17 +199,25 @@ def _campaign(
     mix = con.execute("""
         SELECT f.capability, count(*) FROM node_exchanges x JOIN members USING (node)
         JOIN features f USING (request_id) GROUP BY 1 ORDER BY 2 DESC""").fetchall()
+    kinds = con.execute("""
+        SELECT kind, count(*) FROM (SELECT kind, key FROM evidence JOIN members USING (node)
+                                    GROUP BY 1, 2 HAVING count(*) >= 2) GROUP BY 1""").fetchall()
+    links = Counter({k: n for k, n in kinds})
     top = con.execute("""
         SELECT kind, key, count(*) AS n FROM evidence JOIN members USING (node)
         WHERE kind IN ('network', 'payment', 'system_prompt') GROUP BY 1, 2
         ORDER BY n DESC LIMIT 10""").fetchall()
-    accounts = sorted(n for n in nodes if "|" not in n)
+    accounts = sorted(n for n in nodes if SEPARATOR not in n)
     return {
         "id": cid,
         "score": round(s, 4),
         "confidence": round(s, 4),
         "accounts": accounts,
-        "substreams": sorted(n for n in nodes if "|" in n),
+        "substreams": [
+            dict(zip(("account_id", "end_user_id"), n.split(SEPARATOR), strict=True))
+            for n in sorted(nodes)
+            if SEPARATOR in n
+        ],
         "exchange_count": stats[0],
         "first_seen": stats[1],
         "last_seen": stats[2],
@@ -229,7 +250,7 @@ def _account_rows(
 
 def _substream_exchanges(con: duckdb.DuckDBPyConnection, node_campaign: dict[str, str]) -> pa.Table:
     """Exchanges of flagged sub-streams inside mixed accounts, with their campaign."""
-    flagged = [(n, c) for n, c in node_campaign.items() if "|" in n]
+    flagged = [(n, c) for n, c in node_campaign.items() if SEPARATOR in n]
     if not flagged:
         return FINDINGS_EXCHANGES.empty_table()
     con.register(

@@ -12,6 +12,7 @@ pairs; the graph stage blocks on keys.
 from __future__ import annotations
 
 MIXED_END_USERS = 20  # an account with this many end users is split by end user
+SEPARATOR = "\x1f"  # between account and end user in a sub-stream's node name
 
 NODES_SQL = f"""
 CREATE OR REPLACE TEMP TABLE mixed AS
@@ -19,7 +20,7 @@ CREATE OR REPLACE TEMP TABLE mixed AS
     HAVING count(DISTINCT end_user_id) >= {MIXED_END_USERS};
 CREATE OR REPLACE TEMP VIEW node_exchanges AS
     SELECT e.*, CASE WHEN m.account_id IS NOT NULL AND e.end_user_id IS NOT NULL
-                     THEN e.account_id || '|' || e.end_user_id ELSE e.account_id END AS node
+                     THEN e.account_id || chr(31) || e.end_user_id ELSE e.account_id END AS node
     FROM exchanges e LEFT JOIN mixed m USING (account_id);
 """
 
@@ -34,7 +35,7 @@ FROM node_exchanges x JOIN features f USING (request_id)
 WHERE f.system_hash IS NOT NULL GROUP BY 1, 2, 3
 UNION ALL
 SELECT node, 'network', 'ip:' || ip_prefix, count(*)
-FROM node_exchanges WHERE ip_prefix IS NOT NULL AND NOT contains(node, '|')
+FROM node_exchanges WHERE ip_prefix IS NOT NULL AND NOT contains(node, chr(31))
 GROUP BY 1, 2, 3
 """
 
@@ -42,10 +43,12 @@ ACCOUNT_EVIDENCE_SQL = """
 UNION ALL
 SELECT account_id, 'payment', 'pay:' || payment_fingerprint, 1
 FROM accounts WHERE payment_fingerprint IS NOT NULL
+  AND account_id IN (SELECT account_id FROM exchanges)
 UNION ALL
 SELECT account_id, 'signup_burst',
        'burst:' || coalesce(signup_channel, '?') || ':' || strftime(created_at, '%Y-%m-%dT%H'), 1
 FROM accounts WHERE created_at IS NOT NULL
+  AND account_id IN (SELECT account_id FROM exchanges)
 """
 
 

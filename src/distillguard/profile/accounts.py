@@ -86,8 +86,8 @@ GROUP BY x.account_id
 def profile(con: duckdb.DuckDBPyConnection, source: str = "exchanges") -> pa.Table:
     """Profiles from the view `source` (exchanges, grouped by its account_id column) and
     `features` on `con`; joined with the view `accounts` (sign-up data) when there is one.
-    A source may group sub-streams ("account|end user"): sign-up data is then that of
-    the account before the bar."""
+    A source may group sub-streams (account, unit separator, end user): sign-up data is
+    then that of the account."""
     con.execute("SET TimeZone = 'UTC'")
     sql = PROFILE_SQL.format(source=source, ceiling=DEPTH_CEILING, scripted=SCRIPTED_AGENTS)
     views = {
@@ -101,7 +101,7 @@ def profile(con: duckdb.DuckDBPyConnection, source: str = "exchanges") -> pa.Tab
                    a.email_domain, a.signup_ip_prefix,
                    epoch(p.first_seen) - epoch(a.created_at) AS seconds_signup_to_first_use
             FROM ({sql}) p
-            LEFT JOIN accounts a ON a.account_id = split_part(p.account_id, '|', 1)"""
+            LEFT JOIN accounts a ON a.account_id = split_part(p.account_id, chr(31), 1)"""
     relation = con.sql(sql)
     result: pa.Table = (
         relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
