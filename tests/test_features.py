@@ -175,3 +175,9 @@ def test_any_script_and_size_is_featurised() -> None:
     )
     assert out.num_rows == len(prompts)
     assert out.column("prompt_chars").to_pylist()[3] == 1_000_000
+
+
+def test_letters_of_every_script_are_kept_in_skeletons() -> None:
+    out = skeleton(pa.array(["Straße über Ça", "这是一个关于排序的问题", "мир"])).to_pylist()
+    assert "straße" in out[0] and "über" in out[0] and "ça" in out[0]
+    assert "这是一个关于排序的问题" in out[1] and "мир" in out[2]

@@ -36,7 +36,7 @@ MASKS = [  # order matters: code before quotes, quotes before numbers
     (r"\b[0-9a-f]{8,}\b", " <hex> "),
     (r"\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'", " <quote> "),
     (r"\d+(?:[.,]\d+)*", " <n> "),
-    (r"[^\w<>\s]+", " "),
+    (r"[^\p{L}\p{N}_<>\s]+", " "),  # punctuation; letters of every script stay
 ]
 
 COT_SENTENCE = r"[^.!?\n]*(" + "|".join(COT_PATTERNS) + r")[^.!?\n]*[.!?]?"
