@@ -240,3 +240,20 @@ def test_account_ids_with_separators_are_accounts(tmp_path: Path) -> None:
     assert summary["flagged_accounts"] == 10 and summary["flagged_substreams"] == 0
     assert len(campaigns[0]["accounts"]) == 10
     assert any(e["signal"].startswith("linked_by_") for e in campaigns[0]["evidence"])
+
+
+def test_missing_optional_columns_are_named_in_the_summary(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "request_id": ["a", "b", "c"],
+            "account_id": ["x", "y", "z"],
+            "model": ["m"] * 3,
+            "ts": pa.array([1776816000 * 10**6] * 3, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    pq.write_table(table, tmp_path / "bare.parquet")
+    summary = detect(tmp_path / "bare.parquet", tmp_path / "f")
+    assert "prompt_text" in summary["missing_columns"] and "ip" in summary["missing_columns"]

@@ -250,6 +250,12 @@ def _detect(args: argparse.Namespace) -> int:
         f"{summary['flagged_substreams']} sub-streams of mixed accounts flagged; "
         f"findings in {args.out}"
     )
+    if summary["missing_columns"]:
+        print(
+            "  the input has no "
+            + ", ".join(summary["missing_columns"])
+            + ": the signals that need them were skipped"
+        )
     for c in campaigns:
         mix = ", ".join(f"{k} {v}" for k, v in list(c["capability_mix"].items())[:2])
         top = ", ".join(e["signal"] for e in c["evidence"][:3])

@@ -80,7 +80,8 @@ def detect(
         con = connect(memory_limit, work / "spill")
         window = f"WHERE ts < TIMESTAMPTZ '{until}'" if until else ""
         raw = f"read_parquet({sql_list(exchange_files)}, union_by_name = true)"
-        con.execute(f"CREATE VIEW exchanges AS SELECT * {_missing(con, raw)} FROM {raw} {window}")
+        filler = _missing(con, raw)
+        con.execute(f"CREATE VIEW exchanges AS SELECT * {filler} FROM {raw} {window}")
         if account_files:
             raw_accounts = f"read_parquet({sql_list(account_files)}, union_by_name = true)"
             filler = _missing(con, raw_accounts, ACCOUNTS, "accounts")
@@ -97,6 +98,9 @@ def detect(
         g = graph.build(con)
         groups = graph.communities(g)
         findings = _findings(con, g, groups, profiles)
+        findings["summary"]["missing_columns"] = [
+            part.rsplit(" AS ", 1)[1] for part in filler.split(", ")[1:]
+        ]
         _write(Path(out), findings)
         return findings["summary"]
     finally:
