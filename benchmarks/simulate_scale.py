@@ -38,6 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="alibaba-2026")
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--days", type=int, default=None, help="override the preset's days")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     out = Path(args.workdir or tempfile.mkdtemp(prefix="dg-sim-")) / "sim"
