@@ -58,6 +58,7 @@ def main() -> int:
             str(out),
             "--json",
             "--quiet",
+            *(["--days", str(args.days)] if args.days else []),
         ],
         capture_output=True,
         text=True,
@@ -71,8 +72,9 @@ def main() -> int:
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**30
     total = summary["exchanges"]
     campaign = sum(summary["campaign_exchanges"].values())
+    preset = args.scenario + (f" ({args.days} days)" if args.days else "")
     row = (
-        f"| {datetime.now(UTC):%Y-%m-%d} | {args.scenario} | {args.scale:g} | {total:,} | "
+        f"| {datetime.now(UTC):%Y-%m-%d} | {preset} | {args.scale:g} | {total:,} | "
         f"{campaign:,} | {seconds:.0f} s | {total / seconds:,.0f} | {size:.2f} GiB | "
         f"{peak:,.0f} MiB | {'yes' if peak < 2048 else 'NO'} | {machine()} |"
     )
