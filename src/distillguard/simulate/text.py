@@ -3,8 +3,8 @@
 Every generator is the project's own. Campaign prompts come from a pool of templates
 with slots; the pool's items are numbered so that a campaign can split them between its
 accounts (complementary coverage), and an evasion can reword each account's templates.
-`Corpus` swaps the filler topics for real text from a folder of JSONL (for instance
-../shared/data) when realism matters more than self-containment.
+`Corpus` swaps the filler topics for real text from any folder of JSONL prompt sets
+when realism matters more than self-containment.
 """
 
 from __future__ import annotations
