@@ -257,3 +257,67 @@ def test_missing_optional_columns_are_named_in_the_summary(tmp_path: Path) -> No
     pq.write_table(table, tmp_path / "bare.parquet")
     summary = detect(tmp_path / "bare.parquet", tmp_path / "f")
     assert "prompt_text" in summary["missing_columns"] and "ip" in summary["missing_columns"]
+
+
+def test_copied_text_links_nobody_and_a_private_template_does(tmp_path: Path) -> None:
+    """Thirty strangers greeting the model and running one public benchmark word for word
+    are not a group; six fresh accounts filling one private template are."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from distillguard.schema import EXCHANGES, conform
+
+    start = datetime(2026, 4, 22, tzinfo=UTC)
+    rows = []
+    for a in range(30):
+        for i in range(40):
+            text = (
+                "hi! how are you today?"
+                if i % 2
+                else f"Question {i % 10}: a train leaves at {i % 10} and travels {i % 10 * 7} "
+                "km at constant speed for two hours. How far does it go? Think step by step."
+            )
+            rows.append(_row(f"u{a}-{i}", start + timedelta(hours=i + a), f"user{a}", text))
+    for a in range(6):
+        for i in range(40):
+            text = (
+                f"Refactor service {a * 1000 + i} of the billing ledger so that each handler "
+                f"validates input {i * 3} and logs step {i}; show every step of your reasoning."
+            )
+            rows.append(_row(f"f{a}-{i}", start + timedelta(minutes=37 * i + a), f"farm{a}", text))
+    pq.write_table(conform(pa.Table.from_pylist(rows), EXCHANGES), tmp_path / "x.parquet")
+    detect(tmp_path / "x.parquet", tmp_path / "f")
+    linked = {
+        r["account_id"]
+        for r in pq.read_table(tmp_path / "f" / "accounts.parquet").to_pylist()
+        if r["score"] > 0
+    }
+    assert {f"farm{a}" for a in range(6)} <= linked
+    assert not any(a.startswith("user") for a in linked)
+
+
+def _row(request: str, ts: object, account: str, prompt: str) -> dict[str, object]:
+    return {
+        "request_id": request,
+        "ts": ts,
+        "account_id": account,
+        "model": "m",
+        "prompt_text": prompt,
+        "max_tokens": 32000 if account.startswith("farm") else 512,
+        "user_agent": "python-httpx/0.27" if account.startswith("farm") else "Mozilla/5.0",
+    }
+
+
+def test_fpr_outside_zero_and_one_is_a_usage_error(traffic: Path, tmp_path: Path) -> None:
+    assert main(["detect", str(traffic), "--out", str(tmp_path / "f"), "--fpr", "0"]) == 2
+    assert main(["detect", str(traffic), "--out", str(tmp_path / "f"), "--fpr", "1.5"]) == 2
+
+
+def test_the_summary_names_the_threshold_and_how_it_was_set(traffic: Path, tmp_path: Path) -> None:
+    summary = detect(traffic, tmp_path / "f", fpr=0.01)
+    assert 0 < summary["threshold"] < 1
+    assert "0.01" in summary["calibration"]
+    strict = detect(traffic, tmp_path / "g", fpr=1e-6)
+    assert strict["threshold"] >= summary["threshold"]

@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--out", required=True, help="findings folder")
     detect.add_argument("--accounts", help="accounts table (Parquet) with sign-up data")
     detect.add_argument("--until", help="only exchanges before this time (ISO 8601)")
+    detect.add_argument(
+        "--fpr",
+        type=float,
+        default=0.001,
+        help="target false-positive rate for legitimate accounts (default 0.001); the "
+        "threshold is estimated from the linked groups in the traffic",
+    )
     detect.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit")
     detect.add_argument("--json", action="store_true", help="print the summary as JSON")
     detect.set_defaults(handler=_detect)
@@ -239,6 +246,7 @@ def _detect(args: argparse.Namespace) -> int:
         args.out,
         accounts=args.accounts,
         until=args.until,
+        fpr=args.fpr,
         memory_limit=args.memory_limit,
     )
     if args.json:
@@ -248,7 +256,7 @@ def _detect(args: argparse.Namespace) -> int:
     print(
         f"{summary['campaigns']} campaign(s); {summary['flagged_accounts']} accounts and "
         f"{summary['flagged_substreams']} sub-streams of mixed accounts flagged; "
-        f"findings in {args.out}"
+        f"findings in {args.out}\n  {summary['calibration']}"
     )
     if summary["missing_columns"]:
         print(

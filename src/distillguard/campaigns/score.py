@@ -15,15 +15,26 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-INDICATORS: dict[str, float] = {
+# What is being taken: legitimate power users (a research lab running benchmarks with
+# chain of thought from a script) show these too.
+HARVEST: dict[str, float] = {
     "reasoning_elicitation": 2.0,
+    "reasoning_effort": 0.8,
     "scripted_clients": 1.2,
-    "around_the_clock": 1.0,
-    "machine_regularity": 1.5,
-    "fresh_accounts": 1.2,
     "single_capability": 0.6,
     "token_ceiling": 0.8,
 }
+# That many accounts are one operator: its own templates, farmed accounts, a machine's
+# schedule. The group's size counts here too.
+COORDINATION: dict[str, float] = {
+    "private_templates": 1.6,
+    "fresh_accounts": 1.2,
+    "machine_regularity": 1.5,
+    "around_the_clock": 1.0,
+}
+INDICATORS = HARVEST | COORDINATION
+SIZE_WEIGHT = 0.8
+FULL_COORDINATION = 1.5  # harvest signals count in full only from this much coordination
 BIAS = 4.5
 THRESHOLD = 0.5
 
@@ -45,8 +56,9 @@ class Scored:
     evidence: list[Evidence] = field(default_factory=list)
 
 
-def indicators(profiles: list[dict[str, Any]]) -> dict[str, float]:
-    """Group means of the indicators over member profiles."""
+def indicators(profiles: list[dict[str, Any]], private_templates: float = 0.0) -> dict[str, float]:
+    """Group means of the indicators over member profiles, and the group's share of
+    template traffic on skeletons no one outside it uses (see `link.graph.exclusivity`)."""
 
     def mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else 0.0
@@ -74,13 +86,19 @@ def indicators(profiles: list[dict[str, Any]]) -> dict[str, float]:
         "fresh_accounts": mean([fresh(p) for p in profiles]),
         "single_capability": mean([p["capability_concentration"] or 0.0 for p in profiles]),
         "token_ceiling": mean([p["max_tokens_ceiling_share"] or 0.0 for p in profiles]),
+        "reasoning_effort": mean([p["reasoning_share"] or 0.0 for p in profiles]),
+        "private_templates": private_templates,
     }
 
 
 def score(values: dict[str, float], size: int) -> float:
-    """Logistic combination of the indicators; a larger coordinated group counts more."""
-    total = sum(INDICATORS[k] * v for k, v in values.items())
-    total += 0.8 * min(1.0, math.log(max(size, 1)) / math.log(50))
+    """Logistic combination of the indicators. Harvest signals count in proportion to the
+    evidence of coordination, so a few heavy legitimate users who ask for reasoning do not
+    score as a campaign, while a farm that hides its harvest still does."""
+    coordination = sum(w * values.get(k, 0.0) for k, w in COORDINATION.items())
+    coordination += SIZE_WEIGHT * min(1.0, math.log(max(size, 1)) / math.log(50))
+    harvest = sum(w * values.get(k, 0.0) for k, w in HARVEST.items())
+    total = coordination + harvest * min(1.0, coordination / FULL_COORDINATION)
     return 1 / (1 + math.exp(-(total - BIAS)))
 
 
@@ -101,12 +119,13 @@ def explain(values: dict[str, float], size: int, link_kinds: dict[str, int]) -> 
     return sorted(items, key=lambda e: -e.strength)
 
 
-def action(score_value: float, values: dict[str, float]) -> str:
-    """A recommended response, from watching to suspending."""
-    if score_value >= 0.9:
+def action(score_value: float, values: dict[str, float], threshold: float = THRESHOLD) -> str:
+    """A recommended response, from watching to suspending: the further above the
+    flagging threshold, the firmer."""
+    if score_value >= max(0.9, threshold):
         return "suspend"
-    if score_value >= 0.75:
+    if score_value >= max(0.75, threshold):
         return "withhold reasoning" if values["reasoning_elicitation"] > 0.5 else "throttle"
-    if score_value >= THRESHOLD:
+    if score_value >= threshold:
         return "step-up verification"
     return "watch"

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.campaigns import score as scoring
+from distillguard.campaigns.calibrate import Calibration, calibrate
 from distillguard.errors import InputError, SchemaError, UsageError
 from distillguard.features import featurise
 from distillguard.features.content import INPUT_COLUMNS
@@ -63,8 +64,11 @@ def detect(
     *,
     accounts: str | Path | None = None,
     until: str | None = None,
+    fpr: float = 0.001,
     memory_limit: str = "1GB",
 ) -> dict[str, Any]:
+    if not 0 < fpr < 1:
+        raise UsageError("--fpr takes a false-positive rate strictly between 0 and 1")
     exchange_files, account_files = inputs(source)
     if accounts is not None:
         if not Path(accounts).is_file():
@@ -94,10 +98,11 @@ def detect(
             "CREATE VIEW by_node AS SELECT * REPLACE (node AS account_id) FROM node_exchanges"
         )
         profiles = {r["account_id"]: r for r in profile(con, "by_node").to_pylist()}
+        con.execute(evidence.VERBATIM_SQL)
         con.execute("CREATE TEMP TABLE evidence AS " + evidence.evidence_sql(bool(account_files)))
         g = graph.build(con)
         groups = graph.communities(g)
-        findings = _findings(con, g, groups, profiles)
+        findings = _findings(con, g, groups, profiles, fpr)
         findings["summary"]["missing_columns"] = [
             part.rsplit(" AS ", 1)[1] for part in filler.split(", ")[1:]
         ]
@@ -149,28 +154,33 @@ def _findings(
     g: graph.Graph,
     groups: dict[str, int],
     profiles: dict[str, dict[str, Any]],
+    fpr: float,
 ) -> dict[str, Any]:
     members: dict[int, list[str]] = {}
     for node, community in groups.items():
         members.setdefault(community, []).append(node)
     scored = []
+    private = graph.exclusivity(con, groups)
     for community, nodes in members.items():
         if len(nodes) < MIN_GROUP:
             continue
-        values = scoring.indicators([profiles[n] for n in nodes if n in profiles])
+        values = scoring.indicators(
+            [profiles[n] for n in nodes if n in profiles], private.get(community, 0.0)
+        )
         s = scoring.score(values, len(nodes))
         scored.append((community, nodes, s, values))
     scored.sort(key=lambda item: -item[2])
+    calibration = calibrate([item[2] for item in scored], fpr)
     campaigns, node_campaign, node_score = [], {}, {}
     for rank, (_community, nodes, s, values) in enumerate(scored):
         for node in nodes:
             node_score[node] = s
-        if s < scoring.THRESHOLD:
+        if s < calibration.threshold:
             continue
         cid = f"campaign-{rank + 1:03d}"
         for node in nodes:
             node_campaign[node] = cid
-        campaigns.append(_campaign(con, cid, nodes, s, values))
+        campaigns.append(_campaign(con, cid, nodes, s, values, calibration))
     return {
         "campaigns": campaigns,
         "node_campaign": node_campaign,
@@ -184,6 +194,8 @@ def _findings(
             "edges": len(g.edges),
             "flagged_accounts": sum(1 for n in node_campaign if SEPARATOR not in n),
             "flagged_substreams": sum(1 for n in node_campaign if SEPARATOR in n),
+            "threshold": round(calibration.threshold, 4),
+            "calibration": calibration.describe(),
         },
     }
 
@@ -194,6 +206,7 @@ def _campaign(
     nodes: list[str],
     s: float,
     values: dict[str, float],
+    calibration: Calibration,
 ) -> dict[str, Any]:
     con.execute("CREATE OR REPLACE TEMP TABLE members AS SELECT unnest(?) AS node", [nodes])
     stats = con.execute("""
@@ -215,7 +228,7 @@ def _campaign(
     return {
         "id": cid,
         "score": round(s, 4),
-        "confidence": round(s, 4),
+        "confidence": round(calibration.confidence(s), 4),
         "accounts": accounts,
         "substreams": [
             dict(zip(("account_id", "end_user_id"), n.split(SEPARATOR), strict=True))
@@ -228,7 +241,7 @@ def _campaign(
         "capability_mix": {c: n for c, n in mix},
         "evidence": [e.__dict__ for e in scoring.explain(values, len(nodes), dict(links))],
         "indicators": [{"kind": k, "value": v.split(":", 1)[1], "accounts": n} for k, v, n in top],
-        "recommended_action": scoring.action(s, values),
+        "recommended_action": scoring.action(s, values, calibration.threshold),
     }
 
 

@@ -10,6 +10,9 @@ takes only columns of the canonical exchanges table and returns one row per inpu
     template_sig      MinHash signature (64 x uint32) of the prompt's skeleton
     template_bands    LSH band keys (21 x uint64); 0 means no prompt
     system_hash       hex BLAKE2b-64 of the exact system prompt, null without one
+    prompt_hash       BLAKE2b-64 of the exact prompt, null without one: text that many
+                      senders send verbatim (greetings, public benchmarks) is told apart
+                      from a template filled by one sender
     prompt_chars      length of the prompt in characters
 """
 
@@ -32,6 +35,7 @@ FEATURES = pa.schema(
         pa.field("template_sig", pa.list_(pa.uint32(), NUM_PERM)),
         pa.field("template_bands", pa.list_(pa.uint64(), BANDS)),
         pa.field("system_hash", pa.string()),
+        pa.field("prompt_hash", pa.uint64()),
         pa.field("prompt_chars", pa.int32()),
     ]
 )
@@ -70,6 +74,7 @@ def featurise(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
         pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), NUM_PERM),
         pa.FixedSizeListArray.from_arrays(pa.array(bands.ravel(), pa.uint64()), BANDS),
         _hashes(system) if system is not None else pa.nulls(batch.num_rows, pa.string()),
+        _prompt_hashes(prompts),
         pc.fill_null(pc.utf8_length(prompts), 0).cast(pa.int32()),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=FEATURES)
@@ -87,6 +92,19 @@ def _hashes(texts: pa.Array) -> pa.Array:
     table = pa.array(digests, pa.string())
     indices = encoded.indices
     return pc.take(table, indices) if len(table) else pa.nulls(len(texts), pa.string())
+
+
+def _prompt_hashes(texts: pa.Array) -> pa.Array:
+    digest = hashlib.blake2b
+    return pa.array(
+        [
+            None
+            if t is None
+            else int.from_bytes(digest(t.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+            for t in texts.to_pylist()
+        ],
+        pa.uint64(),
+    )
 
 
 def signature_matrix(features: pa.Table | pa.RecordBatch) -> np.ndarray:

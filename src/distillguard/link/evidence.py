@@ -11,6 +11,7 @@ pairs; the graph stage blocks on keys.
 
 from __future__ import annotations
 
+PUBLIC_SHARE = 0.5  # a skeleton with this share of copied texts is public content
 MIXED_END_USERS = 20  # an account with this many end users is split by end user
 SEPARATOR = "\x1f"  # between account and end user in a sub-stream's node name
 
@@ -24,11 +25,28 @@ CREATE OR REPLACE TEMP VIEW node_exchanges AS
     FROM exchanges e LEFT JOIN mixed m USING (account_id);
 """
 
+# Prompts that several nodes send word for word: public or commodity text (a greeting, a
+# benchmark question) that links nobody, and a skeleton whose traffic is mostly such
+# copies (a benchmark, a homework assignment) is public too. A campaign splits its pool,
+# so its filled templates are each sent once; what links its accounts is the skeleton.
+VERBATIM_SQL = """
+CREATE OR REPLACE TEMP TABLE verbatim AS
+    SELECT f.prompt_hash FROM node_exchanges x JOIN features f USING (request_id)
+    WHERE f.prompt_hash IS NOT NULL GROUP BY 1 HAVING min(x.node) <> max(x.node);
+"""
+
 EVIDENCE_SQL = """
-SELECT node, 'template' AS kind, 'tb:' || CAST(band AS VARCHAR) AS key, count(*) AS hits
-FROM (SELECT x.node, unnest(f.template_bands) AS band
-      FROM node_exchanges x JOIN features f USING (request_id))
-WHERE band <> 0 GROUP BY 1, 2, 3
+WITH bands AS (
+    SELECT node, band, count(*) AS hits, count(copied) AS copied
+    FROM (SELECT x.node, unnest(f.template_bands) AS band, v.prompt_hash AS copied
+          FROM node_exchanges x JOIN features f USING (request_id)
+          LEFT JOIN verbatim v ON f.prompt_hash = v.prompt_hash)
+    WHERE band <> 0 GROUP BY 1, 2
+)
+SELECT node, 'template' AS kind, 'tb:' || CAST(band AS VARCHAR) AS key, hits - copied AS hits
+FROM (SELECT *, sum(copied) OVER (PARTITION BY band) / sum(hits) OVER (PARTITION BY band)
+                AS public_share FROM bands)
+WHERE public_share < {PUBLIC_SHARE} AND hits > copied
 UNION ALL
 SELECT x.node, 'system_prompt', 'sp:' || f.system_hash, count(*)
 FROM node_exchanges x JOIN features f USING (request_id)
@@ -53,4 +71,6 @@ FROM accounts WHERE created_at IS NOT NULL
 
 
 def evidence_sql(with_accounts: bool) -> str:
-    return EVIDENCE_SQL + (ACCOUNT_EVIDENCE_SQL if with_accounts else "")
+    """The evidence query; run VERBATIM_SQL first."""
+    sql = EVIDENCE_SQL.replace("{PUBLIC_SHARE}", str(PUBLIC_SHARE))
+    return sql + (ACCOUNT_EVIDENCE_SQL if with_accounts else "")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import duckdb
 import igraph
 import numpy as np
+import pyarrow as pa
 
 PAIR_LIMIT = 60  # keys shared by more nodes are linked as a ring
 MIN_SHARE = 0.05  # a network or prompt key on less of a node's traffic is ignored
@@ -120,6 +121,39 @@ def _attach(graph: Graph, membership: list[int], share: float = 0.5) -> list[int
         if sizes[target] >= 3 and strongest >= share * sum(weights.values()):
             moved[node] = target
     return moved
+
+
+def exclusivity(con: duckdb.DuckDBPyConnection, groups: dict[str, int]) -> dict[int, float]:
+    """Per community: the share of its members' template traffic on skeletons used mostly
+    inside it (by at least three of its nodes, from at least three accounts). A campaign's
+    operator writes its own templates; legitimate groups that share templates share
+    common ones (a homework assignment, a coding tool's prompts) used far beyond them, or
+    are one account's end users."""
+    if not groups:
+        return {}
+    con.register(
+        "node_group",
+        pa.table({"node": list(groups), "community": list(groups.values())}),
+    )
+    rows = con.execute("""
+        WITH t AS (
+            SELECT k.node, k.key, k.share, g.community, d.degree,
+                   split_part(k.node, chr(31), 1) AS account
+            FROM keyed k JOIN node_group g USING (node) JOIN key_degree d USING (key, kind)
+            WHERE k.kind = 'template'
+        ),
+        inside AS (
+            SELECT community, key, count(*) AS n, count(DISTINCT account) AS accounts,
+                   any_value(degree) AS degree
+            FROM t GROUP BY 1, 2
+        )
+        SELECT t.community,
+               sum(t.share * CASE WHEN i.n >= 3 AND i.accounts >= 3 AND i.n >= 0.5 * i.degree
+                                  THEN 1 ELSE 0 END) / sum(t.share)
+        FROM t JOIN inside i USING (community, key) GROUP BY 1
+    """).fetchall()
+    con.unregister("node_group")
+    return {community: float(value or 0.0) for community, value in rows}
 
 
 def density(graph: Graph, members: list[str]) -> float:

@@ -115,6 +115,49 @@ CHIT_CHAT = [
     "good morning!",
     "what's the weather like in spring in Lisbon?",
 ]
+STYLES = [  # an operator's framing: opening and closing around every template
+    ("", ""),
+    ("### Instruction\n", "\n### Response"),
+    ("[task] ", " [/task]"),
+    ("You are an expert assistant. ", " Be complete."),
+    ("<request>\n", "\n</request>"),
+    ("Item for review. ", " Output in Markdown."),
+]
+WORDINGS = {  # per capability, the operators' different ways of asking
+    "coding": [
+        "Write a {lang} function task_{n} that {task} using a {structure}. Include type "
+        "hints and tests.",
+        "Implement, in {lang}, code (exercise {n}) that {task}; build it on a {structure} "
+        "and add unit tests.",
+        "I need production {lang} for ticket {n}: something that {task}. Use a {structure}, "
+        "test it.",
+    ],
+    "agentic": [
+        "You are an autonomous software agent with tools: {tools}. Goal: in the {domain} "
+        "codebase (issue #{n}), make the module that {task} pass its tests. Plan, call "
+        "tools, and report each step.",
+        "Tools available: {tools}. Repository: {domain}, ticket {n}. Fix the module that "
+        "{task} until the suite is green; narrate every tool call.",
+        "Act as a coding agent ({tools}). Run {n}: the {domain} project has a failing "
+        "module that {task}. Investigate, patch, verify.",
+    ],
+    "reasoning": [
+        "Problem {n}: a {structure} holds {a} items and each operation on the {domain} adds "
+        "{b}. After {c} operations, how many items?",
+        "Exercise #{n}. Start with {a} entries in a {structure} of the {domain}; every round "
+        "appends {b}. What is the count after {c} rounds?",
+        "Q{n}) The {domain} keeps {a} records in a {structure}. It gains {b} per step for "
+        "{c} steps. Final total?",
+    ],
+    "grading": [
+        "Grade the following answer for {rubric} on a scale of 1 to 10 and explain the "
+        "grade. Question: how would you {task}? Answer: {answer}.",
+        "Score this response (1-10) on {rubric}, with a rationale. Prompt: {task}. "
+        "Response: {answer}.",
+        "As a reward model, rate the reply for {rubric} from 1 to 10 and justify. Task: "
+        "{task}. Reply: {answer}.",
+    ],
+}
 SYNONYMS = {
     "Write": ["Write", "Implement", "Create", "Code up", "Produce"],
     "function": ["function", "routine", "helper", "method"],
@@ -191,14 +234,23 @@ class Prompts:
                 f"test for the module that {r.choice(TASKS)}. Use the tools."
             )
         if kind == "benchmark":
-            a, b, c = r.randint(2, 90), r.randint(2, 40), r.randint(2, 9)
-            return (
-                f"Question: {r.choice(NAMES)} has {a} marbles and buys {b} bags of {c} more. "
-                "How many marbles now?\nLet's think step by step."
-            )
+            return benchmark_item(r.randrange(BENCHMARK_SIZE))
         if kind == "reseller":
             return self.make(r.choice(["chat", "developer", "chat"]))
         return self.topic()
+
+
+BENCHMARK_SIZE = 1_000  # a public benchmark is a fixed set that every runner sends as is
+
+
+def benchmark_item(i: int) -> str:
+    """Question `i` of the simulator's public benchmark: the same text for everyone."""
+    h = (i * 2654435761) & 0xFFFFFFFF
+    a, b, c = 2 + h % 89, 2 + (h >> 8) % 39, 2 + (h >> 16) % 8
+    return (
+        f"Question: {NAMES[(h >> 24) % len(NAMES)]} has {a} marbles and buys {b} bags of "
+        f"{c} more. How many marbles now?\nLet's think step by step."
+    )
 
 
 def code_fragment(r: random.Random) -> str:
@@ -239,37 +291,26 @@ def fill_batch(template: str, r: random.Random) -> str:
 
 
 class CampaignPool:
-    """A campaign's templates and their slot values, numbered so accounts can split them."""
+    """A campaign's templates and their slot values, numbered so accounts can split them.
+    Each operator writes in a house style (its own wording and framing), so two
+    independent campaigns that target one capability do not share templates."""
 
     def __init__(self, capability: str, templates: int, r: random.Random) -> None:
         self.capability = capability
+        self.style = r.randrange(len(STYLES))
         self.templates = [self._template(capability, i, r) for i in range(templates)]
 
     def _template(self, capability: str, i: int, r: random.Random) -> str:
         cot = COT[i % len(COT)]
         if capability == "mixed":
             capability = ("coding", "agentic", "reasoning", "grading")[i % 4]
-        if capability == "coding":
-            return (
-                f"Write a {{lang}} function that {{task}} using a {{structure}}. "
-                f"Include type hints and tests. {cot}"
-            )
-        if capability == "agentic":
-            tools = ", ".join(r.sample(TOOLS, 4))
-            return (
-                f"You are an autonomous software agent with tools: {tools}. Goal: in the "
-                f"{{domain}} codebase, make the module that {{task}} pass its tests. Plan, "
-                f"call tools, and report each step. {cot}"
-            )
-        if capability == "reasoning":
-            return (
-                f"Problem {{n}}: a {{structure}} holds {{a}} items and each operation on the "
-                f"{{domain}} adds {{b}}. After {{c}} operations, how many items? {cot}"
-            )
-        return (
-            f"Grade the following answer for {r.choice(RUBRIC)} on a scale of 1 to 10 and "
-            f"explain the grade. Question: how would you {{task}}? Answer: {{answer}}. {cot}"
-        )
+        opening, closing = STYLES[self.style]
+        body = WORDINGS[capability][self.style % len(WORDINGS[capability])]
+        if "{tools}" in body:
+            body = body.replace("{tools}", ", ".join(r.sample(TOOLS, 4)))
+        if "{rubric}" in body:
+            body = body.replace("{rubric}", r.choice(RUBRIC))
+        return f"{opening}{body} {cot}{closing}"
 
     def item(self, k: int, template_of: list[str] | None = None) -> str:
         """Pool item `k`: a template and its slot values, all derived from `k` alone
