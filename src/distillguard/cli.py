@@ -173,6 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--json", action="store_true", help="print the summary as JSON")
     detect.set_defaults(handler=_detect)
 
+    risk = commands.add_parser(
+        "signup-risk",
+        help="score new accounts from sign-up data",
+        description="Score accounts from sign-up data alone (bursts per channel, e-mail "
+        "domains, card reuse, sign-up networks) and recommend a verification tier.",
+    )
+    risk.add_argument("--accounts", required=True, help="accounts (Parquet, CSV or JSONL)")
+    risk.add_argument("--out", help="write scores, tiers and reasons here (Parquet)")
+    risk.add_argument("--top", type=int, default=10, help="riskiest accounts to list")
+    risk.add_argument("--json", action="store_true", help="print the summary as JSON")
+    risk.set_defaults(handler=_signup_risk)
+
     evaluate = commands.add_parser(
         "eval",
         help="measure findings against labels",
@@ -273,6 +285,41 @@ def _detect(args: argparse.Namespace) -> int:
             f"      capability: {mix}\n      evidence: {top}\n"
             f"      action: {c['recommended_action']}"
         )
+    return OK
+
+
+def _signup_risk(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from distillguard.signup import TIERS, read_accounts, signup_risk
+    from distillguard.store import atomic_write
+
+    scored = signup_risk(read_accounts(args.accounts))
+    if args.out:
+        sink = pa.BufferOutputStream()
+        pq.write_table(scored, sink)
+        atomic_write(Path(args.out), sink.getvalue().to_pybytes())
+    tiers = Counter(scored.column("tier").to_pylist())
+    top = sorted(scored.to_pylist(), key=lambda r: -r["score"])[: max(args.top, 0)]
+    summary = {
+        "accounts": scored.num_rows,
+        "tiers": {name: tiers.get(name, 0) for _, name in TIERS},
+        "riskiest": [
+            {k: r[k] for k in ("account_id", "score", "tier", "reasons")} for r in top
+        ],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return OK
+    print(f"{scored.num_rows:,} accounts" + (f"; scores in {args.out}" if args.out else ""))
+    for name, n in summary["tiers"].items():
+        print(f"  {name:<34} {n:>8,}")
+    for r in summary["riskiest"]:
+        reasons = ", ".join(r["reasons"]) or "-"
+        print(f"  {r['account_id']}  {r['score']:.3f}  {r['tier']}  ({reasons})")
     return OK
 
 

@@ -1,0 +1,5 @@
+"""Sign-up risk: score new accounts from sign-up data alone, before their first exchange."""
+
+from distillguard.signup.risk import TIERS, read_accounts, signup_risk
+
+__all__ = ["TIERS", "read_accounts", "signup_risk"]

@@ -1,0 +1,161 @@
+"""Sign-up risk on hand-built account tables whose answers are known."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distillguard.cli import main
+from distillguard.schema import ACCOUNTS, conform
+from distillguard.signup import read_accounts, signup_risk
+from distillguard.signup.risk import TIERS, tier
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _accounts() -> list[dict[str, object]]:
+    """400 ordinary sign-ups spread over 200 days, a company's four accounts on one card
+    over a year, and a farm: 25 accounts in one hour through the education channel on
+    two cards, one uncommon domain and one /24."""
+    rows: list[dict[str, object]] = []
+    providers = ["gmail.com", "outlook.com", "icloud.com", "yahoo.com"]
+    for i in range(400):
+        rows.append(
+            {
+                "account_id": f"person{i}",
+                "created_at": START + timedelta(hours=12 * i + (i * 7) % 5),
+                "payment_fingerprint": f"card-p{i}",
+                "email_domain": providers[i % 4],
+                "signup_ip": f"{20 + i % 200}.{i % 250}.{(i * 3) % 250}.7",
+                "signup_channel": ["self-serve", "education"][i % 2],
+                "verification": "email",
+            }
+        )
+    for i in range(4):
+        rows.append(
+            {
+                "account_id": f"company{i}",
+                "created_at": START + timedelta(days=90 * i),
+                "payment_fingerprint": "card-company",
+                "email_domain": "example-corp.com",
+                "signup_ip": "203.0.113.10",
+                "signup_channel": "self-serve",
+                "verification": "kyc",
+            }
+        )
+    for i in range(25):
+        rows.append(
+            {
+                "account_id": f"farm{i}",
+                "created_at": START + timedelta(days=100, minutes=2 * i),
+                "payment_fingerprint": f"card-farm{i % 2}",
+                "email_domain": "student-x1.edu",
+                "signup_ip": f"198.51.100.{10 + i}",
+                "signup_channel": "education",
+                "verification": "email",
+            }
+        )
+    return rows
+
+
+def _scored() -> dict[str, dict[str, object]]:
+    table = conform(pa.Table.from_pylist(_accounts()), ACCOUNTS)
+    return {r["account_id"]: r for r in signup_risk(table).to_pylist()}
+
+
+def test_a_farmed_burst_is_held_for_review_and_ordinary_sign_ups_are_not() -> None:
+    scored = _scored()
+    farm = [scored[f"farm{i}"] for i in range(25)]
+    assert all(r["tier"] == TIERS[-1][1] for r in farm)
+    assert set(farm[0]["reasons"]) == {
+        "burst",
+        "domain_cluster",
+        "payment_reuse",
+        "shared_network",
+    }
+    people = [scored[f"person{i}"] for i in range(400)]
+    assert all(r["tier"] == "standard" for r in people)
+    assert all(scored[f"company{i}"]["tier"] == "standard" for i in range(4))
+
+
+def test_missing_sign_up_data_gives_no_signal_rather_than_an_error() -> None:
+    table = conform(pa.Table.from_pylist([{"account_id": "a"}, {"account_id": "b"}]), ACCOUNTS)
+    rows = signup_risk(table).to_pylist()
+    assert [r["reasons"] for r in rows] == [[], []]
+    assert all(r["tier"] == "standard" for r in rows)
+
+
+@given(st.floats(0.0, 1.0))
+def test_every_score_has_exactly_one_tier(score: float) -> None:
+    assert tier(score) in {name for _, name in TIERS}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(3, 40))
+def test_a_bigger_burst_never_scores_lower(size: int) -> None:
+    base = [r for r in _accounts() if not str(r["account_id"]).startswith("farm")]
+
+    def farm_score(n: int) -> float:
+        farm = [
+            {
+                "account_id": f"f{i}",
+                "created_at": START + timedelta(days=100, minutes=i),
+                "signup_channel": "education",
+                "email_domain": "rare.example",
+                "verification": "email",
+            }
+            for i in range(n)
+        ]
+        table = conform(pa.Table.from_pylist(base + farm), ACCOUNTS)
+        return next(r["score"] for r in signup_risk(table).to_pylist() if r["account_id"] == "f0")
+
+    assert farm_score(size + 5) >= farm_score(size)
+
+
+def test_the_command_writes_scores_and_reads_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = conform(pa.Table.from_pylist(_accounts()), ACCOUNTS)
+    pq.write_table(table, tmp_path / "accounts.parquet")
+    out = tmp_path / "risk.parquet"
+    assert (
+        main(
+            [
+                "signup-risk",
+                "--accounts",
+                str(tmp_path / "accounts.parquet"),
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["tiers"][TIERS[-1][1]] == 25
+    assert pq.read_table(out).num_rows == 429
+    import pyarrow.csv as pcsv
+
+    pcsv.write_csv(table, tmp_path / "accounts.csv")
+    assert read_accounts(tmp_path / "accounts.csv").num_rows == 429
+
+
+def test_bad_accounts_files_are_refused_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["signup-risk", "--accounts", str(tmp_path / "absent.parquet")]) == 3
+    (tmp_path / "a.txt").write_text("hello")
+    assert main(["signup-risk", "--accounts", str(tmp_path / "a.txt")]) == 3
+    (tmp_path / "b.csv").write_text("created_at,email_domain\n2026-01-01,x.com\n")
+    assert main(["signup-risk", "--accounts", str(tmp_path / "b.csv")]) == 3
+    (tmp_path / "c.parquet").write_bytes(b"not parquet")
+    assert main(["signup-risk", "--accounts", str(tmp_path / "c.parquet")]) == 3
+    err = capsys.readouterr().err
+    assert "account_id" in err and "Traceback" not in err
