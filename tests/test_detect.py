@@ -321,3 +321,42 @@ def test_the_summary_names_the_threshold_and_how_it_was_set(traffic: Path, tmp_p
     assert "0.01" in summary["calibration"]
     strict = detect(traffic, tmp_path / "g", fpr=1e-6)
     assert strict["threshold"] >= summary["threshold"]
+
+
+def test_one_account_harvesting_alone_is_a_campaign_and_power_users_are_not(
+    tmp_path: Path,
+) -> None:
+    import pyarrow.parquet as pq
+
+    people = {"coding_agent": 6, "batch_job": 1, "researcher": 4, "developer": 30, "chat": 60}
+    scenario = Scenario(
+        name="solo",
+        seed=5,
+        days=3,
+        legitimate=[Population(k, v) for k, v in people.items()],
+        campaigns=[
+            Campaign(
+                id="solo",
+                accounts=1,
+                capability="coding",
+                exchanges_per_account_day=2_000,
+                rate_limit_per_day=3_000,
+            )
+        ],
+    )
+    simulate(scenario, tmp_path / "t")
+    detect(tmp_path / "t", tmp_path / "f")
+    solo = next(
+        r["account_id"]
+        for r in pq.read_table(tmp_path / "t" / "labels.parquet").to_pylist()
+        if r["campaign_id"]
+    )
+    flagged = [
+        r["account_id"]
+        for r in pq.read_table(tmp_path / "f" / "accounts.parquet").to_pylist()
+        if r["flagged"]
+    ]
+    assert flagged == [solo]
+    (campaign,) = json.loads((tmp_path / "f" / "campaigns.json").read_text())
+    assert campaign["accounts"] == [solo]
+    assert "single_account" in {e["signal"] for e in campaign["evidence"]}

@@ -307,9 +307,7 @@ def _signup_risk(args: argparse.Namespace) -> int:
     summary = {
         "accounts": scored.num_rows,
         "tiers": {name: tiers.get(name, 0) for _, name in TIERS},
-        "riskiest": [
-            {k: r[k] for k in ("account_id", "score", "tier", "reasons")} for r in top
-        ],
+        "riskiest": [{k: r[k] for k in ("account_id", "score", "tier", "reasons")} for r in top],
     }
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -115,7 +115,10 @@ def explain(values: dict[str, float], size: int, link_kinds: dict[str, int]) -> 
                 f"linked_by_{kind}", 1.0, f"{count} {kind.replace('_', ' ')} keys shared by members"
             )
         )
-    items.append(Evidence("group_size", min(1.0, size / 50), f"{size} linked accounts"))
+    if size > 1:
+        items.append(Evidence("group_size", min(1.0, size / 50), f"{size} linked accounts"))
+    else:
+        items.append(Evidence("single_account", 1.0, "one account harvesting at volume alone"))
     return sorted(items, key=lambda e: -e.strength)
 
 

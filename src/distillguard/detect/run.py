@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from distillguard.store import MANIFEST, Store, atomic_write
 
 FEATURE_BATCH = 65_536
 MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
+SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
 
 
 def inputs(path: str | Path) -> tuple[list[Path], list[Path]]:
@@ -171,21 +173,29 @@ def _findings(
         scored.append((community, nodes, s, values))
     scored.sort(key=lambda item: -item[2])
     calibration = calibrate([item[2] for item in scored], fpr)
+    solos, solo_calibration = _solos(members, profiles, fpr)
     campaigns, node_campaign, node_score = [], {}, {}
-    for rank, (_community, nodes, s, values) in enumerate(scored):
+    ranked = sorted(scored + solos, key=lambda item: -item[2])
+    for rank, (_community, nodes, s, values) in enumerate(ranked):
         for node in nodes:
             node_score[node] = s
-        if s < calibration.threshold:
+        fitted = calibration if len(nodes) > 1 else solo_calibration
+        if s < fitted.threshold:
             continue
         cid = f"campaign-{rank + 1:03d}"
         for node in nodes:
             node_campaign[node] = cid
-        campaigns.append(_campaign(con, cid, nodes, s, values, calibration))
+        campaigns.append(_campaign(con, cid, nodes, s, values, fitted))
     return {
         "campaigns": campaigns,
         "node_campaign": node_campaign,
         "node_score": node_score,
-        "accounts": _account_rows(con, node_campaign, node_score),
+        "accounts": _account_rows(
+            con,
+            node_campaign,
+            node_score,
+            {c["id"]: [e["signal"] for e in c["evidence"][:4]] for c in campaigns},
+        ),
         "exchanges": _substream_exchanges(con, node_campaign),
         "summary": {
             "campaigns": len(campaigns),
@@ -196,8 +206,26 @@ def _findings(
             "flagged_substreams": sum(1 for n in node_campaign if SEPARATOR in n),
             "threshold": round(calibration.threshold, 4),
             "calibration": calibration.describe(),
+            "single_account_calibration": solo_calibration.describe(),
         },
     }
+
+
+def _solos(
+    members: dict[int, list[str]], profiles: dict[str, dict[str, Any]], fpr: float
+) -> tuple[list[tuple[int, list[str], float, dict[str, float]]], Calibration]:
+    """Accounts outside every group that harvest at volume on their own, scored alone.
+    Their threshold is the calibrated one for lone accounts, never below the default:
+    one account has no linkage to corroborate it."""
+    grouped = {n for nodes in members.values() if len(nodes) >= MIN_GROUP for n in nodes}
+    solos = []
+    for node, p in profiles.items():
+        if node in grouped or (p["exchanges"] or 0) < SOLO_EXCHANGES:
+            continue
+        values = scoring.indicators([p])
+        solos.append((-1, [node], scoring.score(values, 1), values))
+    fitted = calibrate([item[2] for item in solos], fpr)
+    return solos, replace(fitted, threshold=max(fitted.threshold, scoring.THRESHOLD))
 
 
 def _campaign(
@@ -246,8 +274,13 @@ def _campaign(
 
 
 def _account_rows(
-    con: duckdb.DuckDBPyConnection, node_campaign: dict[str, str], node_score: dict[str, float]
+    con: duckdb.DuckDBPyConnection,
+    node_campaign: dict[str, str],
+    node_score: dict[str, float],
+    reasons: dict[str, list[str]],
 ) -> list[dict[str, Any]]:
+    """One row per account; a flagged one carries its campaign's strongest evidence.
+    A mixed account is never flagged whole: its flagged sub-streams are in exchanges."""
     rows = []
     mixed = {r[0] for r in con.execute("SELECT account_id FROM mixed").fetchall()}
     for (account,) in con.execute("SELECT DISTINCT account_id FROM exchanges").fetchall():
@@ -259,7 +292,7 @@ def _account_rows(
                 "score": round(s, 4),
                 "flagged": cid is not None,
                 "campaign_id": cid,
-                "reasons": ["linked campaign"] if cid else [],
+                "reasons": reasons[cid] if cid else [],
             }
         )
     return rows

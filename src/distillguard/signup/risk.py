@@ -122,9 +122,11 @@ def signup_risk(accounts: pa.Table) -> pa.Table:
             con.close()
     rows = signals.to_pylist()
     scores = [_score(r) for r in rows]
-    return signals.append_column("score", pa.array(scores, pa.float64())).append_column(
-        "tier", pa.array([tier(s) for s in scores], pa.string())
-    ).append_column("reasons", pa.array([_reasons(r) for r in rows], pa.list_(pa.string())))
+    return (
+        signals.append_column("score", pa.array(scores, pa.float64()))
+        .append_column("tier", pa.array([tier(s) for s in scores], pa.string()))
+        .append_column("reasons", pa.array([_reasons(r) for r in rows], pa.list_(pa.string())))
+    )
 
 
 def tier(score: float) -> str:

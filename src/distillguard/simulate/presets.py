@@ -139,6 +139,23 @@ def hard_negatives() -> Scenario:
     )
 
 
+def lone_harvesters() -> Scenario:
+    """Three accounts that each harvest at volume on their own, amid the hard negatives:
+    campaigns of one account must surface without linkage to corroborate them."""
+    solo = {"accounts": 1, "exchanges_per_account_day": 2_500.0, "rate_limit_per_day": 3_000}
+    return Scenario(
+        name="lone-harvesters",
+        seed=19,
+        days=7,
+        legitimate=hard_negatives().legitimate,
+        campaigns=[
+            Campaign(id="solo-coding", capability="coding", start_day=1, **solo),  # type: ignore[arg-type]
+            Campaign(id="solo-cot", capability="reasoning", start_day=2, **solo),  # type: ignore[arg-type]
+            Campaign(id="solo-agent", capability="agentic", start_day=0, **solo),  # type: ignore[arg-type]
+        ],
+    )
+
+
 def alibaba_2026() -> Scenario:
     """The reported campaign: 25,000 accounts, 28.8M exchanges in 45 days (22 April to
     5 June), about 26 a day each, aimed at coding and agentic skills, moving to a new
@@ -178,5 +195,6 @@ PRESETS: dict[str, Callable[[], Scenario]] = {
     "evasive": evasive,
     "mixed-proxy": mixed_proxy,
     "hard-negatives": hard_negatives,
+    "lone-harvesters": lone_harvesters,
     "alibaba-2026": alibaba_2026,
 }
