@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(BIN)/distillguard ingest $(SAMPLES)/accounts --store $(DEMO)/store --table accounts
 	$(BIN)/distillguard inspect $(DEMO)/store
 	$(BIN)/distillguard simulate --scenario demo --out $(DEMO)/simulated
+	$(BIN)/distillguard signup-risk --accounts $(DEMO)/simulated/accounts.parquet --top 5
 	$(BIN)/distillguard detect $(DEMO)/simulated --out $(DEMO)/findings
 	$(BIN)/distillguard eval --findings $(DEMO)/findings --labels $(DEMO)/simulated
 	@echo "findings: $(DEMO)/findings (accounts.parquet, campaigns.json, exchanges.parquet)"

@@ -268,9 +268,18 @@ def _campaign(
         "last_seen": stats[2],
         "capability_mix": {c: n for c, n in mix},
         "evidence": [e.__dict__ for e in scoring.explain(values, len(nodes), dict(links))],
-        "indicators": [{"kind": k, "value": v.split(":", 1)[1], "accounts": n} for k, v, n in top],
+        "indicators": [_indicator(k, v, n) for k, v, n in top],
         "recommended_action": scoring.action(s, values, calibration.threshold),
     }
+
+
+def _indicator(kind: str, key: str, accounts: int) -> dict[str, Any]:
+    """A shared key as an analyst reads it; a network key is a prefix and a client."""
+    value = key.split(":", 1)[1]
+    if kind == "network":
+        prefix, agent = value.split("|", 1)
+        return {"kind": kind, "value": prefix, "user_agent": agent or None, "accounts": accounts}
+    return {"kind": kind, "value": value, "accounts": accounts}
 
 
 def _account_rows(

@@ -3,9 +3,11 @@
 A node is an account, or, inside an account that carries many end users (a reseller, a
 gateway), one end user's sub-stream of it: that is how a campaign hidden in mixed
 traffic is separated from the customers beside it. A key is something two nodes can
-share: a template band of their prompts, an exact system prompt, a network prefix, a
-payment fingerprint, a sign-up burst. Sub-streams of one mixed account share its
-network by construction, so the network never links them. Nothing here compares
+share: a template band of their prompts; an exact system prompt; a network prefix with
+the same client (people behind one office network use different clients, a farm's
+scripts share theirs); a payment fingerprint; a sign-up burst; synchrony, after
+SynchroTrap: one skeleton sent in the same hour. Sub-streams of one mixed account share
+its network by construction, so the network never links them. Nothing here compares
 pairs; the graph stage blocks on keys.
 """
 
@@ -48,11 +50,17 @@ FROM (SELECT *, sum(copied) OVER (PARTITION BY band) / sum(hits) OVER (PARTITION
                 AS public_share FROM bands)
 WHERE public_share < {PUBLIC_SHARE} AND hits > copied
 UNION ALL
+SELECT x.node, 'synchrony', 'sync:' || CAST(f.template_bands[1] AS VARCHAR) || ':'
+       || strftime(x.ts, '%Y-%m-%dT%H'), count(*)
+FROM node_exchanges x JOIN features f USING (request_id)
+ANTI JOIN verbatim v ON f.prompt_hash = v.prompt_hash
+WHERE f.template_bands[1] <> 0 GROUP BY 1, 2, 3
+UNION ALL
 SELECT x.node, 'system_prompt', 'sp:' || f.system_hash, count(*)
 FROM node_exchanges x JOIN features f USING (request_id)
 WHERE f.system_hash IS NOT NULL GROUP BY 1, 2, 3
 UNION ALL
-SELECT node, 'network', 'ip:' || ip_prefix, count(*)
+SELECT node, 'network', 'ip:' || ip_prefix || '|' || coalesce(user_agent, ''), count(*)
 FROM node_exchanges WHERE ip_prefix IS NOT NULL AND NOT contains(node, chr(31))
 GROUP BY 1, 2, 3
 """

@@ -29,6 +29,7 @@ KIND_WEIGHT = {
     "network": 0.6,
     "payment": 2.0,
     "signup_burst": 1.0,
+    "synchrony": 0.5,
 }
 RESOLUTION = 0.05  # CPM resolution: the edge weight density a community must exceed
 

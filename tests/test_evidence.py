@@ -1,0 +1,85 @@
+"""Evidence keys on hand-built exchanges: what links two nodes and what does not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+
+from distillguard.features import featurise
+from distillguard.ingest.engine import connect
+from distillguard.link import evidence
+from distillguard.schema import EXCHANGES, conform
+
+START = datetime(2026, 4, 22, tzinfo=UTC)
+
+
+def _keys(tmp_path: Path, rows: list[dict[str, object]]) -> dict[str, set[str]]:
+    """kind -> keys held by two or more nodes."""
+    table = conform(pa.Table.from_pylist(rows), EXCHANGES)
+    con = connect("256MB", tmp_path / "spill")
+    con.register("exchanges", table)
+    con.register("features", pa.Table.from_batches([featurise(table)]))
+    con.execute(evidence.NODES_SQL)
+    con.execute(evidence.VERBATIM_SQL)
+    shared = con.execute(
+        "SELECT kind, key FROM (" + evidence.evidence_sql(False) + ") "
+        "GROUP BY 1, 2 HAVING count(DISTINCT node) > 1"
+    ).fetchall()
+    result: dict[str, set[str]] = {}
+    for kind, key in shared:
+        result.setdefault(kind, set()).add(key)
+    return result
+
+
+def _row(i: int, account: str, prompt: str, agent: str, minutes: int) -> dict[str, object]:
+    return {
+        "request_id": f"{account}-{i}",
+        "ts": START + timedelta(minutes=minutes),
+        "account_id": account,
+        "model": "m",
+        "prompt_text": prompt,
+        "user_agent": agent,
+        "ip_prefix": "198.51.100.0/24",
+    }
+
+
+def test_one_office_network_with_different_clients_is_no_link(tmp_path: Path) -> None:
+    rows = [
+        _row(i, f"person{p}", f"note {p} {i} about lunch plans", f"Mozilla/5.0 ({p})", 300 * i)
+        for p in range(2)
+        for i in range(5)
+    ]
+    assert "network" not in _keys(tmp_path, rows)
+
+
+def test_a_shared_prefix_and_client_links(tmp_path: Path) -> None:
+    rows = [
+        _row(i, f"farm{p}", f"note {p} {i} about lunch plans", "python-httpx/0.27", 300 * i)
+        for p in range(2)
+        for i in range(5)
+    ]
+    assert _keys(tmp_path, rows)["network"] == {"ip:198.51.100.0/24|python-httpx/0.27"}
+
+
+def test_one_skeleton_in_the_same_hour_is_synchrony_and_copies_are_not(tmp_path: Path) -> None:
+    template = (
+        "Implement solver {n} for the inventory ledger in Rust; reconcile batch {n} and "
+        "explain every step of the reasoning behind the design in full detail please."
+    )
+    rows = [
+        _row(i, f"farm{p}", template.format(n=100 * p + i), "a", 5 * i + p)
+        for p in range(2)
+        for i in range(6)
+    ]
+    rows += [
+        _row(i, f"fan{p}", "hi! how are you today? tell me something nice", "b", 5 * i + p)
+        for p in range(2)
+        for i in range(6)
+    ]
+    keys = _keys(tmp_path, rows)
+    assert keys["synchrony"]  # the farm's skeleton in the same hour
+    assert keys["template"]  # and by template
+    fans = [r for r in rows if str(r["account_id"]).startswith("fan")]
+    assert set(_keys(tmp_path / "fans", fans)) == {"network"}  # a copied greeting links nobody
