@@ -360,3 +360,35 @@ def test_one_account_harvesting_alone_is_a_campaign_and_power_users_are_not(
     (campaign,) = json.loads((tmp_path / "f" / "campaigns.json").read_text())
     assert campaign["accounts"] == [solo]
     assert "single_account" in {e["signal"] for e in campaign["evidence"]}
+
+
+def test_a_pool_of_workers_finds_exactly_what_one_process_finds(
+    traffic: Path, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    from distillguard.detect import run
+
+    small = run.FEATURE_BATCH
+    run.FEATURE_BATCH = 4_096  # several batches, so the pool has work to share
+    try:
+        detect(traffic, tmp_path / "one", workers=1)
+        detect(traffic, tmp_path / "two", workers=2)
+    finally:
+        run.FEATURE_BATCH = small
+    for name in ("accounts.parquet", "exchanges.parquet"):
+        one = pq.read_table(tmp_path / "one" / name).sort_by(
+            [("account_id", "ascending")]
+            if name == "accounts.parquet"
+            else [("request_id", "ascending")]
+        )
+        two = pq.read_table(tmp_path / "two" / name).sort_by(
+            [("account_id", "ascending")]
+            if name == "accounts.parquet"
+            else [("request_id", "ascending")]
+        )
+        assert one.equals(two)
+    assert (tmp_path / "one" / "campaigns.json").read_text() == (
+        tmp_path / "two" / "campaigns.json"
+    ).read_text()
+    assert main(["detect", str(traffic), "--out", str(tmp_path / "x"), "--workers", "0"]) == 2

@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "threshold is estimated from the linked groups in the traffic",
     )
     detect.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit")
+    detect.add_argument(
+        "--workers", type=int, help="processes for content features (default: one per core)"
+    )
     detect.add_argument("--json", action="store_true", help="print the summary as JSON")
     detect.set_defaults(handler=_detect)
 
@@ -260,6 +263,7 @@ def _detect(args: argparse.Namespace) -> int:
         until=args.until,
         fpr=args.fpr,
         memory_limit=args.memory_limit,
+        workers=args.workers,
     )
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -24,8 +25,8 @@ import pyarrow.parquet as pq
 from distillguard.campaigns import score as scoring
 from distillguard.campaigns.calibrate import Calibration, calibrate
 from distillguard.errors import InputError, SchemaError, UsageError
-from distillguard.features import featurise
 from distillguard.features.content import INPUT_COLUMNS
+from distillguard.features.pool import default_workers, featurise_to
 from distillguard.ingest.engine import arrow_reader, connect, sql_list
 from distillguard.ingest.values import to_ts
 from distillguard.link import evidence, graph
@@ -68,9 +69,12 @@ def detect(
     until: str | None = None,
     fpr: float = 0.001,
     memory_limit: str = "1GB",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     if not 0 < fpr < 1:
         raise UsageError("--fpr takes a false-positive rate strictly between 0 and 1")
+    if workers is not None and workers < 1:
+        raise UsageError("--workers takes a positive number of processes")
     exchange_files, account_files = inputs(source)
     if accounts is not None:
         if not Path(accounts).is_file():
@@ -82,6 +86,7 @@ def detect(
         except ValueError as exc:
             raise UsageError(f"--until: {exc}") from None
     work = Path(tempfile.mkdtemp(prefix="distillguard-detect-"))
+    clock = Stopwatch()
     try:
         con = connect(memory_limit, work / "spill")
         window = f"WHERE ts < TIMESTAMPTZ '{until}'" if until else ""
@@ -90,28 +95,47 @@ def detect(
         con.execute(f"CREATE VIEW exchanges AS SELECT * {filler} FROM {raw} {window}")
         if account_files:
             raw_accounts = f"read_parquet({sql_list(account_files)}, union_by_name = true)"
-            filler = _missing(con, raw_accounts, ACCOUNTS, "accounts")
-            con.execute(f"CREATE VIEW accounts AS SELECT * {filler} FROM {raw_accounts}")
+            account_filler = _missing(con, raw_accounts, ACCOUNTS, "accounts")
+            con.execute(f"CREATE VIEW accounts AS SELECT * {account_filler} FROM {raw_accounts}")
         if not con.execute("SELECT count(*) FROM exchanges").fetchall()[0][0]:
             raise InputError("no exchanges to analyse" + (f" before {until}" if until else ""))
-        _features(con, work / "features")
+        _features(con, work / "features", workers or default_workers())
+        clock.lap("features")
         con.execute(evidence.NODES_SQL)
         con.execute(
             "CREATE VIEW by_node AS SELECT * REPLACE (node AS account_id) FROM node_exchanges"
         )
         profiles = {r["account_id"]: r for r in profile(con, "by_node").to_pylist()}
+        clock.lap("profiles")
         con.execute(evidence.VERBATIM_SQL)
         con.execute("CREATE TEMP TABLE evidence AS " + evidence.evidence_sql(bool(account_files)))
+        clock.lap("evidence")
         g = graph.build(con)
         groups = graph.communities(g)
+        clock.lap("graph")
         findings = _findings(con, g, groups, profiles, fpr)
         findings["summary"]["missing_columns"] = [
             part.rsplit(" AS ", 1)[1] for part in filler.split(", ")[1:]
         ]
         _write(Path(out), findings)
+        clock.lap("campaigns")
+        findings["summary"]["seconds"] = clock.laps
         return findings["summary"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class Stopwatch:
+    """Seconds spent per stage, for the summary and the performance notes."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = round(now - self._last, 2)
+        self._last = now
 
 
 DUCK_TYPES = {
@@ -139,15 +163,11 @@ def _missing(
     return "".join(f", CAST(NULL AS {DUCK_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
 
 
-def _features(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
-    folder.mkdir(parents=True)
+def _features(con: duckdb.DuckDBPyConnection, folder: Path, workers: int) -> None:
     present = {r[0] for r in con.execute("DESCRIBE exchanges").fetchall()}
     columns = ", ".join(c for c in INPUT_COLUMNS if c in present)
     reader = arrow_reader(con.sql(f"SELECT {columns} FROM exchanges"), FEATURE_BATCH)
-    for number, batch in enumerate(reader):
-        pq.write_table(
-            pa.Table.from_batches([featurise(batch)]), folder / f"part-{number:06d}.parquet"
-        )
+    featurise_to(reader, folder, workers)
     con.execute(f"CREATE VIEW features AS SELECT * FROM read_parquet('{folder}/*.parquet')")
 
 

@@ -1,0 +1,57 @@
+"""Content features of a stream of record batches, in parallel, in bounded memory.
+
+Featurisation is the hot stage (regular expressions, MinHash) and is a pure function of
+one batch, so batches go to a pool of worker processes and each worker writes its
+batch's features to its own Parquet file; only file names come back. At most two
+batches per worker are in flight, so memory does not grow with the input. Workers are
+spawned, never forked: the parent holds a DuckDB connection and its threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distillguard.features.content import featurise
+
+IN_FLIGHT_PER_WORKER = 2
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def featurise_to(batches: Iterable[pa.RecordBatch], folder: Path, workers: int) -> int:
+    """Write the features of every batch to folder/part-NNNNNN.parquet; the number of
+    parts written. With one worker everything runs in this process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if workers <= 1:
+        count = 0
+        for count, batch in enumerate(batches, start=1):
+            _write(batch, folder / f"part-{count:06d}.parquet")
+        return count
+    context = multiprocessing.get_context("spawn")
+    pending: deque[Future[str]] = deque()
+    count = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for count, batch in enumerate(batches, start=1):
+            if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+                pending.popleft().result()
+            pending.append(pool.submit(_write, batch, folder / f"part-{count:06d}.parquet"))
+        while pending:
+            pending.popleft().result()
+    return count
+
+
+def _write(batch: pa.RecordBatch, path: Path) -> str:
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(pa.Table.from_batches([featurise(batch)]), tmp)
+    tmp.replace(path)
+    return str(path)
