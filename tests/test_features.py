@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,11 +70,33 @@ def test_signatures_are_deterministic_and_equal_for_equal_skeletons(texts: list[
             assert (first[i] == EMPTY).all()
 
 
-def test_a_chunk_boundary_does_not_change_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_boundary_does_not_change_signatures() -> None:
     texts = pa.array([f"{TEMPLATE} variant {i} " * (1 + i % 5) for i in range(300)])
     whole = signatures(skeleton(texts))
-    monkeypatch.setattr("distillguard.features.template.CHUNK_SHINGLES", 37)
-    assert np.array_equal(whole, signatures(skeleton(texts)))
+    parts = [signatures(skeleton(texts.slice(a, 37))) for a in range(0, 300, 37)]
+    assert np.array_equal(whole, np.concatenate(parts))
+
+
+def test_signatures_match_a_plain_reference_minhash() -> None:
+    """The compiled loop against the definition: per permutation, the minimum over the
+    prompt's shingles of the high word of a * shingle + b (mod 2**64)."""
+    from distillguard.features import template
+
+    texts = pa.array(["alpha beta gamma delta", "one", "", "x y x y x y"])
+    got = signatures(texts)
+    tokens = pc.utf8_split_whitespace(texts).to_pylist()
+    for row, words in enumerate(tokens):
+        words = [w for w in words if w]
+        if not words:
+            assert (got[row] == template.EMPTY).all()
+            continue
+        hashes = template._token_hashes(pa.array(words))
+        shingles, _ = template._shingles(hashes, np.array([len(words)]))
+        for p in range(template.NUM_PERM):
+            values = [
+                (int(template._A[p]) * int(s) + int(template._B[p])) % 2**64 >> 32 for s in shingles
+            ]
+            assert got[row, p] == min(values)
 
 
 def test_signature_agreement_estimates_jaccard() -> None:

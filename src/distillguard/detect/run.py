@@ -263,15 +263,16 @@ def _campaign(
         FROM node_exchanges JOIN members USING (node)""").fetchall()[0]
     mix = con.execute("""
         SELECT f.capability, count(*) FROM node_exchanges x JOIN members USING (node)
-        JOIN features f USING (request_id) GROUP BY 1 ORDER BY 2 DESC""").fetchall()
+        JOIN features f USING (request_id) GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
     kinds = con.execute("""
         SELECT kind, count(*) FROM (SELECT kind, key FROM evidence JOIN members USING (node)
-                                    GROUP BY 1, 2 HAVING count(*) >= 2) GROUP BY 1""").fetchall()
+                                    GROUP BY 1, 2 HAVING count(*) >= 2)
+        GROUP BY 1 ORDER BY 1""").fetchall()
     links = Counter({k: n for k, n in kinds})
     top = con.execute("""
         SELECT kind, key, count(*) AS n FROM evidence JOIN members USING (node)
         WHERE kind IN ('network', 'payment', 'system_prompt') GROUP BY 1, 2
-        ORDER BY n DESC LIMIT 10""").fetchall()
+        ORDER BY n DESC, kind, key LIMIT 10""").fetchall()
     accounts = sorted(n for n in nodes if SEPARATOR not in n)
     return {
         "id": cid,
