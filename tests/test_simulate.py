@@ -346,3 +346,16 @@ def test_odd_scales_are_refused_and_empty_groups_stay_empty() -> None:
     scaled = scenario.scaled(1.01)
     assert [p.accounts for p in scaled.legitimate if p.population == "researcher"] == [0]
     assert scaled.campaigns[0].accounts == 1
+
+
+def test_a_shorter_run_drops_what_falls_outside_it() -> None:
+    from distillguard.simulate import load
+    from distillguard.simulate.scenario import check
+
+    short = load("alibaba-2026").truncated(3)
+    check(short)
+    assert short.days == 3
+    assert all(c.model_switch is None for c in short.campaigns)
+    later = load("demo").truncated(1)
+    assert all(c.start_day < 1 for c in later.campaigns)
+    assert len(later.campaigns) < len(load("demo").campaigns)

@@ -213,7 +213,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.seed is not None:
         scenario = replace(scenario, seed=args.seed)
     if args.days is not None:
-        scenario = replace(scenario, days=args.days)
+        scenario = scenario.truncated(args.days)
         check(scenario)
     if args.scale != 1.0:
         scenario = scenario.scaled(args.scale)

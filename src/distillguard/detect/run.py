@@ -13,7 +13,6 @@ import json
 import shutil
 import tempfile
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ import pyarrow.parquet as pq
 
 from distillguard.campaigns import score as scoring
 from distillguard.campaigns.calibrate import Calibration, calibrate
+from distillguard.campaigns.facts import campaign_facts
+from distillguard.campaigns.merge import parts_to_join
 from distillguard.errors import InputError, SchemaError, UsageError
 from distillguard.features.content import INPUT_COLUMNS
 from distillguard.features.pool import default_workers, featurise_to
@@ -194,18 +195,25 @@ def _findings(
     scored.sort(key=lambda item: -item[2])
     calibration = calibrate([item[2] for item in scored], fpr)
     solos, solo_calibration = _solos(members, profiles, fpr)
-    campaigns, node_campaign, node_score = [], {}, {}
-    ranked = sorted(scored + solos, key=lambda item: -item[2])
-    for rank, (_community, nodes, s, values) in enumerate(ranked):
+    node_score: dict[str, float] = {}
+    parts = []
+    for _community, nodes, s, values in scored + solos:
         for node in nodes:
             node_score[node] = s
         fitted = calibration if len(nodes) > 1 else solo_calibration
-        if s < fitted.threshold:
-            continue
-        cid = f"campaign-{rank + 1:03d}"
+        if s >= fitted.threshold:
+            parts.append((nodes, s, values, fitted))
+    flagged = _join_parts(con, parts, profiles)
+    node_campaign: dict[str, str] = {}
+    for rank, (nodes, s, _values, _fitted) in enumerate(flagged):
         for node in nodes:
-            node_campaign[node] = cid
-        campaigns.append(_campaign(con, cid, nodes, s, values, fitted))
+            node_campaign[node] = f"campaign-{rank + 1:03d}"
+            node_score[node] = max(node_score[node], s)
+    facts = campaign_facts(con, node_campaign)
+    campaigns = [
+        _campaign(facts[f"campaign-{rank + 1:03d}"], f"campaign-{rank + 1:03d}", *part)
+        for rank, part in enumerate(flagged)
+    ]
     return {
         "campaigns": campaigns,
         "node_campaign": node_campaign,
@@ -231,6 +239,32 @@ def _findings(
     }
 
 
+Part = tuple[list[str], float, dict[str, float], Calibration]
+
+
+def _join_parts(
+    con: duckdb.DuckDBPyConnection, parts: list[Part], profiles: dict[str, dict[str, Any]]
+) -> list[Part]:
+    """Flagged parts joined into campaigns (campaigns/merge.py), strongest first. A
+    joined campaign is scored on all its members; it keeps its strongest part's score
+    if that is higher."""
+    roots = parts_to_join(con, {n: i for i, part in enumerate(parts) for n in part[0]})
+    joined: dict[int, list[int]] = {}
+    for i, root in enumerate(roots):
+        joined.setdefault(root, []).append(i)
+    result = []
+    for members in joined.values():
+        if len(members) == 1:
+            result.append(parts[members[0]])
+            continue
+        nodes = sorted(n for i in members for n in parts[i][0])
+        private = sum(parts[i][2]["private_templates"] * len(parts[i][0]) for i in members)
+        values = scoring.indicators([profiles[n] for n in nodes], private / len(nodes))
+        s = max([scoring.score(values, len(nodes))] + [parts[i][1] for i in members])
+        result.append((nodes, s, values, parts[members[0]][3]))
+    return sorted(result, key=lambda part: (-part[1], part[0][0]))
+
+
 def _solos(
     members: dict[int, list[str]], profiles: dict[str, dict[str, Any]], fpr: float
 ) -> tuple[list[tuple[int, list[str], float, dict[str, float]]], Calibration]:
@@ -249,30 +283,13 @@ def _solos(
 
 
 def _campaign(
-    con: duckdb.DuckDBPyConnection,
+    facts: dict[str, Any],
     cid: str,
     nodes: list[str],
     s: float,
     values: dict[str, float],
     calibration: Calibration,
 ) -> dict[str, Any]:
-    con.execute("CREATE OR REPLACE TEMP TABLE members AS SELECT unnest(?) AS node", [nodes])
-    stats = con.execute("""
-        SELECT count(*), strftime(min(ts), '%Y-%m-%dT%H:%M:%SZ'),
-               strftime(max(ts), '%Y-%m-%dT%H:%M:%SZ')
-        FROM node_exchanges JOIN members USING (node)""").fetchall()[0]
-    mix = con.execute("""
-        SELECT f.capability, count(*) FROM node_exchanges x JOIN members USING (node)
-        JOIN features f USING (request_id) GROUP BY 1 ORDER BY 2 DESC, 1""").fetchall()
-    kinds = con.execute("""
-        SELECT kind, count(*) FROM (SELECT kind, key FROM evidence JOIN members USING (node)
-                                    GROUP BY 1, 2 HAVING count(*) >= 2)
-        GROUP BY 1 ORDER BY 1""").fetchall()
-    links = Counter({k: n for k, n in kinds})
-    top = con.execute("""
-        SELECT kind, key, count(*) AS n FROM evidence JOIN members USING (node)
-        WHERE kind IN ('network', 'payment', 'system_prompt') GROUP BY 1, 2
-        ORDER BY n DESC, kind, key LIMIT 10""").fetchall()
     accounts = sorted(n for n in nodes if SEPARATOR not in n)
     return {
         "id": cid,
@@ -284,12 +301,12 @@ def _campaign(
             for n in sorted(nodes)
             if SEPARATOR in n
         ],
-        "exchange_count": stats[0],
-        "first_seen": stats[1],
-        "last_seen": stats[2],
-        "capability_mix": {c: n for c, n in mix},
-        "evidence": [e.__dict__ for e in scoring.explain(values, len(nodes), dict(links))],
-        "indicators": [_indicator(k, v, n) for k, v, n in top],
+        "exchange_count": facts["exchanges"],
+        "first_seen": facts["first_seen"],
+        "last_seen": facts["last_seen"],
+        "capability_mix": facts["mix"],
+        "evidence": [e.__dict__ for e in scoring.explain(values, len(nodes), facts["links"])],
+        "indicators": [_indicator(k, v, n) for k, v, n in facts.get("top", [])],
         "recommended_action": scoring.action(s, values, calibration.threshold),
     }
 

@@ -18,6 +18,7 @@ import duckdb
 import igraph
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 PAIR_LIMIT = 60  # keys shared by more nodes are linked as a ring
 MIN_SHARE = 0.05  # a network or prompt key on less of a node's traffic is ignored
@@ -36,9 +37,17 @@ RESOLUTION = 0.05  # CPM resolution: the edge weight density a community must ex
 
 @dataclass
 class Graph:
+    """Nodes by name; edges as two index arrays and a weight array (NumPy, so a graph
+    of millions of edges stays compact)."""
+
     nodes: list[str]
-    edges: list[tuple[int, int]]
-    weights: list[float]
+    sources: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def edges(self) -> list[tuple[int, int]]:
+        return list(zip(self.sources.tolist(), self.targets.tolist(), strict=True))
 
 
 def build(con: duckdb.DuckDBPyConnection) -> Graph:
@@ -60,7 +69,7 @@ def build(con: duckdb.DuckDBPyConnection) -> Graph:
         INSERT INTO kind_weight VALUES {kinds};
     """)
     total_nodes = con.execute("SELECT count(DISTINCT node) FROM evidence").fetchall()[0][0]
-    rows = con.execute(f"""
+    relation = con.sql(f"""
         WITH members AS (
             SELECT k.node, k.key, k.kind, k.share, d.degree,
                    row_number() OVER (PARTITION BY k.key ORDER BY hash(k.node)) AS pos
@@ -80,18 +89,33 @@ def build(con: duckdb.DuckDBPyConnection) -> Graph:
                sum(w.weight * s * pow(ln(1 + {total_nodes} / degree) / ln(1 + {total_nodes}),
                                       CASE WHEN kind = 'template' THEN 2 ELSE 1 END))
         FROM pairs JOIN kind_weight w USING (kind) WHERE a <> b GROUP BY 1, 2
-    """).fetchall()
-    nodes = sorted({r[0] for r in rows} | {r[1] for r in rows})
-    index = {n: i for i, n in enumerate(nodes)}
-    return Graph(nodes, [(index[a], index[b]) for a, b, _ in rows], [float(w) for *_, w in rows])
+    """)
+    table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_batches(table)
+    a, b = table.column(0), table.column(1)
+    names = pc.unique(pa.chunked_array(a.chunks + b.chunks, pa.string())).sort()
+    nodes = [str(n) for n in names.to_pylist()]
+    return Graph(
+        nodes,
+        _positions(a, names),
+        _positions(b, names),
+        table.column(2).to_numpy().astype(np.float64),
+    )
+
+
+def _positions(values: pa.ChunkedArray, names: pa.Array) -> np.ndarray:
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    return pc.index_in(values, value_set=names).to_numpy().astype(np.int64)
 
 
 def communities(graph: Graph, seed: int = 7) -> dict[str, int]:
     """Leiden communities (CPM, weighted) of the graph's nodes; singletons are left out."""
-    if not graph.edges:
+    if not len(graph.sources):
         return {}
-    g = igraph.Graph(n=len(graph.nodes), edges=graph.edges)
-    g.es["weight"] = graph.weights
+    g = igraph.Graph(n=len(graph.nodes), edges=np.column_stack([graph.sources, graph.targets]))
+    g.es["weight"] = graph.weights.tolist()
     import random
 
     random.seed(seed)
@@ -110,14 +134,21 @@ def _attach(graph: Graph, membership: list[int], share: float = 0.5) -> list[int
     inside a reseller account is linked to the campaign by a few strong edges; CPM alone
     leaves it outside a large community, whose threshold grows with its size."""
     sizes = np.bincount(membership)
-    weight_to: list[dict[int, float]] = [{} for _ in graph.nodes]
-    for (a, b), w in zip(graph.edges, graph.weights, strict=True):
-        weight_to[a][membership[b]] = weight_to[a].get(membership[b], 0.0) + w
-        weight_to[b][membership[a]] = weight_to[b].get(membership[a], 0.0) + w
+    small = sizes[np.asarray(membership)] < 3
+    touching = small[graph.sources] | small[graph.targets]  # only these edges matter
+    weight_to: dict[int, dict[int, float]] = {}
+    for a, b, w in zip(
+        graph.sources[touching].tolist(),
+        graph.targets[touching].tolist(),
+        graph.weights[touching].tolist(),
+        strict=True,
+    ):
+        for node, other in ((a, b), (b, a)):
+            if small[node]:
+                to = weight_to.setdefault(node, {})
+                to[membership[other]] = to.get(membership[other], 0.0) + w
     moved = list(membership)
-    for node, weights in enumerate(weight_to):
-        if sizes[membership[node]] >= 3 or not weights:
-            continue
+    for node, weights in weight_to.items():
         target, strongest = max(weights.items(), key=lambda kv: kv[1])
         if sizes[target] >= 3 and strongest >= share * sum(weights.values()):
             moved[node] = target
@@ -160,12 +191,10 @@ def exclusivity(con: duckdb.DuckDBPyConnection, groups: dict[str, int]) -> dict[
 def density(graph: Graph, members: list[str]) -> float:
     """Sum of edge weight inside a group over its possible pairs (a camouflage-resistant
     density in the spirit of FRAUDAR: added legitimate neighbours dilute it)."""
-    inside = set(members)
-    weight = sum(
-        w
-        for (a, b), w in zip(graph.edges, graph.weights, strict=True)
-        if graph.nodes[a] in inside and graph.nodes[b] in inside
-    )
+    index = {n: i for i, n in enumerate(graph.nodes)}
+    mask = np.zeros(len(graph.nodes), dtype=bool)
+    mask[[index[m] for m in members if m in index]] = True
+    weight = float(graph.weights[mask[graph.sources] & mask[graph.targets]].sum())
     n = len(members)
     return weight / (n * (n - 1) / 2) if n > 1 else 0.0
 

@@ -10,7 +10,7 @@ measured on that traffic meaningless.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,22 @@ class Scenario:
     @property
     def legitimate_accounts(self) -> int:
         return sum(p.accounts for p in self.legitimate)
+
+    def truncated(self, days: int) -> Scenario:
+        """The first `days` days of the scenario: campaigns that would start later and
+        model releases that would come later are left out (a shorter run of the same
+        world, not an invalid one)."""
+        campaigns = [
+            replace(
+                c,
+                model_switch=c.model_switch
+                if c.model_switch and c.model_switch.release_day < days
+                else None,
+            )
+            for c in self.campaigns
+            if c.start_day < days
+        ]
+        return replace(self, days=days, campaigns=campaigns)
 
     def scaled(self, factor: float) -> Scenario:
         """The same scenario with every account count multiplied (at least one each)."""

@@ -1,0 +1,66 @@
+"""What each flagged campaign did, for all campaigns in one pass over the traffic:
+exchange count and window, capability mix, the kinds of evidence its members share,
+and the shared keys an analyst can act on (prefixes, cards, system prompts).
+
+Per-campaign queries would re-read the exchanges once per campaign; a large campaign
+that Leiden splits into many parts would make that quadratic in practice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+TOP_KEYS = 10
+ACTIONABLE = ("network", "payment", "system_prompt")
+
+
+def campaign_facts(
+    con: duckdb.DuckDBPyConnection, node_campaign: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Per campaign id: exchanges, first_seen, last_seen, mix, links, top keys. Uses the
+    `node_exchanges`, `features` and `evidence` relations on `con`."""
+    facts: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"exchanges": 0, "first_seen": None, "last_seen": None, "mix": {}, "links": {}}
+    )
+    if not node_campaign:
+        return {}
+    con.register(
+        "flagged_nodes",
+        pa.table({"node": list(node_campaign), "campaign_id": list(node_campaign.values())}),
+    )
+    try:
+        for cid, n, first, last in con.execute("""
+            SELECT campaign_id, count(*), strftime(min(ts), '%Y-%m-%dT%H:%M:%SZ'),
+                   strftime(max(ts), '%Y-%m-%dT%H:%M:%SZ')
+            FROM node_exchanges JOIN flagged_nodes USING (node) GROUP BY 1""").fetchall():
+            facts[cid].update(exchanges=n, first_seen=first, last_seen=last)
+        for cid, capability, n in con.execute("""
+            SELECT campaign_id, f.capability, count(*)
+            FROM node_exchanges x JOIN flagged_nodes USING (node)
+            JOIN features f USING (request_id) GROUP BY 1, 2
+            ORDER BY 1, 3 DESC, 2""").fetchall():
+            facts[cid]["mix"][capability] = n
+        for cid, kind, n in con.execute("""
+            SELECT campaign_id, kind, count(*) FROM (
+                SELECT campaign_id, kind, key FROM evidence JOIN flagged_nodes USING (node)
+                GROUP BY 1, 2, 3 HAVING count(*) >= 2)
+            GROUP BY 1, 2 ORDER BY 1, 2""").fetchall():
+            facts[cid]["links"][kind] = n
+        kinds = ", ".join(f"'{k}'" for k in ACTIONABLE)
+        top = con.execute(f"""
+            SELECT campaign_id, kind, key, n FROM (
+                SELECT campaign_id, kind, key, count(*) AS n,
+                       row_number() OVER (PARTITION BY campaign_id
+                                          ORDER BY count(*) DESC, kind, key) AS rank
+                FROM evidence JOIN flagged_nodes USING (node)
+                WHERE kind IN ({kinds}) GROUP BY 1, 2, 3)
+            WHERE rank <= {TOP_KEYS} ORDER BY campaign_id, rank""").fetchall()
+        for cid, kind, key, n in top:
+            facts[cid].setdefault("top", []).append((kind, key, n))
+    finally:
+        con.unregister("flagged_nodes")
+    return dict(facts)

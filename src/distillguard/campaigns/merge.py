@@ -1,0 +1,57 @@
+"""Join flagged communities that are parts of one campaign.
+
+Community detection can cut a very large campaign (tens of thousands of accounts, linked
+sparsely so the graph stays small) into many parts, each flagged on its own. Parts that
+share the campaign's own keys (a template band, a payment card) held mostly by flagged
+nodes are one operation and are reported as one. Keys that legitimate users share too
+(a common phrase, a provider's network) never join anything.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+KINDS = ("template", "payment")
+MOSTLY_FLAGGED = 0.8
+
+
+def parts_to_join(con: duckdb.DuckDBPyConnection, node_part: dict[str, int]) -> list[int]:
+    """For each part (0..n-1), the part it is joined into (its own index if none). Uses
+    the `keyed` table (node, kind, key) on `con`."""
+    count = max(node_part.values(), default=-1) + 1
+    parent = list(range(count))
+    if count < 2:
+        return parent
+    con.register(
+        "flagged_parts", pa.table({"node": list(node_part), "part": list(node_part.values())})
+    )
+    kinds = ", ".join(f"'{k}'" for k in KINDS)
+    try:
+        rows = con.execute(f"""
+            WITH holders AS (
+                SELECT kind, key, count(*) AS total FROM keyed WHERE kind IN ({kinds})
+                GROUP BY 1, 2 HAVING count(*) > 1
+            )
+            SELECT list(DISTINCT part ORDER BY part)
+            FROM keyed JOIN flagged_parts USING (node) JOIN holders USING (kind, key)
+            GROUP BY kind, key, total
+            HAVING count(*) >= {MOSTLY_FLAGGED} * total AND count(DISTINCT part) > 1
+        """).fetchall()
+    finally:
+        con.unregister("flagged_parts")
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for (parts,) in rows:
+        first = root(parts[0])
+        for other in parts[1:]:
+            r = root(other)
+            if r != first:
+                parent[max(r, first)] = min(r, first)
+                first = min(r, first)
+    return [root(i) for i in range(count)]
