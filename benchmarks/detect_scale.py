@@ -1,0 +1,176 @@
+"""Detection at scale: end-to-end exchanges per second and peak memory on simulated
+`alibaba-2026` traffic (about a million exchanges per simulated day), against the scan
+floor, plus template signatures per second against datasketch.
+
+    .venv/bin/python benchmarks/detect_scale.py [--days 1,3,10,30] [--workdir DIR]
+
+The scan floor is reading the input Parquet and hashing its prompt column (DuckDB, all
+cores): no detection can be faster than reading its input. Peak RSS is sampled over the
+whole process tree (detect and its feature workers) every 0.2 s. Issue 5's targets:
+>= 50,000 exchanges/s end to end, <= 4x the scan floor, peak RSS < 4 GB at 30M, MinHash
+>= 40x datasketch. Results go to benchmarks/results/scale.md with the machine described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import psutil
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest_memory import machine
+
+from distillguard.features.template import SHINGLE, signatures, skeleton
+
+HEADER = """# Detection at scale
+
+Command: `.venv/bin/python benchmarks/detect_scale.py --days D`. Input: `alibaba-2026`
+simulated for D days. Scan floor: read the Parquet input and hash its prompt column.
+Peak RSS: the detect process tree (with its feature workers), sampled every 0.2 s.
+
+"""
+COLUMNS = [
+    "date",
+    "exchanges",
+    "detect",
+    "exchanges/s",
+    "scan floor",
+    "ratio",
+    "peak RSS",
+    "stages (s)",
+    "campaigns",
+    "flagged",
+    "machine",
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", default="1,3")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--minhash-sample", type=int, default=20_000)
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dg-scale-"))
+    results = Path(__file__).parent / "results" / "scale.md"
+    if not results.exists():
+        results.write_text(
+            HEADER + "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
+        )
+    for days in [int(d) for d in args.days.split(",")]:
+        traffic = work / f"alibaba-{days}d"
+        if not (traffic / "exchanges.parquet").exists():
+            _run(
+                [
+                    "simulate",
+                    "--scenario",
+                    "alibaba-2026",
+                    "--days",
+                    str(days),
+                    "--out",
+                    str(traffic),
+                    "--quiet",
+                ]
+            )
+        rows = pq.ParquetFile(traffic / "exchanges.parquet").metadata.num_rows
+        floor = scan_floor(traffic / "exchanges.parquet")
+        seconds, peak, summary = timed_detect(traffic, work / f"findings-{days}d")
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items())
+        row = (
+            f"| {datetime.now(UTC):%Y-%m-%d} | {rows:,} | {seconds:.0f} s | "
+            f"{rows / seconds:,.0f} | {floor:.1f} s | {seconds / floor:.1f}x | "
+            f"{peak / 2**20:,.0f} MiB | {stages} | {summary['campaigns']} | "
+            f"{summary['flagged_accounts']:,} | {machine()} |"
+        )
+        print(row, flush=True)
+        with results.open("a") as handle:
+            handle.write(row + "\n")
+        sample = pq.read_table(traffic / "exchanges.parquet", columns=["prompt_text"])
+        note = minhash_against_datasketch(sample.column(0).slice(0, args.minhash_sample))
+        print(note, flush=True)
+        with results.open("a") as handle:
+            handle.write(f"\n{note}\n\n" if days == int(args.days.split(",")[-1]) else "")
+    return 0
+
+
+def _run(command: list[str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "distillguard.cli", *command], capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    return done.stdout
+
+
+def scan_floor(path: Path) -> float:
+    started = time.perf_counter()
+    con = duckdb.connect(config={"threads": psutil.cpu_count() or 2})
+    con.execute(f"SELECT sum(hash(prompt_text)) FROM read_parquet('{path}')").fetchall()
+    return time.perf_counter() - started
+
+
+def timed_detect(traffic: Path, out: Path) -> tuple[float, int, dict]:
+    command = [
+        sys.executable,
+        "-m",
+        "distillguard.cli",
+        "detect",
+        str(traffic),
+        "--out",
+        str(out),
+        "--json",
+    ]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    watched = psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            tree = [watched, *watched.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    stdout, stderr = process.communicate()
+    if process.returncode:
+        raise SystemExit(stderr)
+    return time.perf_counter() - started, peak, json.loads(stdout)
+
+
+def minhash_against_datasketch(prompts) -> str:  # type: ignore[no-untyped-def]
+    """Template signatures per second: ours (skeleton, words, bigram shingles, 64
+    permutations) against datasketch's MinHash(num_perm=64) on the same skeletons'
+    bigrams, one process each."""
+    from datasketch import MinHash
+
+    skeletons = skeleton(prompts.combine_chunks())
+    signatures(skeletons.slice(0, 10))  # compile once, outside the timing
+    started = time.perf_counter()
+    signatures(skeletons)
+    ours = len(skeletons) / (time.perf_counter() - started)
+    texts = [t or "" for t in skeletons.to_pylist()]
+    started = time.perf_counter()
+    for text in texts:
+        words = text.split()
+        shingles = [" ".join(words[i : i + SHINGLE]) for i in range(max(1, len(words) - 1))]
+        m = MinHash(num_perm=64)
+        m.update_batch([s.encode() for s in shingles])
+        m.digest()
+    theirs = len(texts) / (time.perf_counter() - started)
+    return (
+        f"Template signatures on {len(texts):,} prompts: {ours:,.0f} a second (ours, skeletons "
+        f"given) against {theirs:,.0f} (datasketch MinHash, num_perm 64, update_batch): "
+        f"{ours / theirs:.1f}x."
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
