@@ -4,7 +4,9 @@ Featurisation is the hot stage (regular expressions, MinHash) and is a pure func
 one batch, so batches go to a pool of worker processes and each worker writes its
 batch's features to its own Parquet file; only file names come back. At most two
 batches per worker are in flight, so memory does not grow with the input. Workers are
-spawned, never forked: the parent holds a DuckDB connection and its threads.
+spawned, never forked: the parent holds a DuckDB connection and its threads. Python's
+rule for spawned workers applies to scripts that call `detect()`: guard the script's
+entry with `if __name__ == "__main__":` or pass `workers=1`.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ KIND_WEIGHT = {
     "synchrony": 0.5,
 }
 RESOLUTION = 0.05  # CPM resolution: the edge weight density a community must exceed
+LEIDEN_ITERATIONS = 2  # igraph's default; to convergence took 55 s against 17 s at 1M exchanges
 
 
 @dataclass
@@ -121,7 +122,10 @@ def communities(graph: Graph, seed: int = 7) -> dict[str, int]:
     random.seed(seed)
     igraph.set_random_number_generator(random)
     parts = g.community_leiden(
-        objective_function="CPM", weights="weight", resolution=RESOLUTION, n_iterations=-1
+        objective_function="CPM",
+        weights="weight",
+        resolution=RESOLUTION,
+        n_iterations=LEIDEN_ITERATIONS,
     )
     membership = _attach(graph, list(parts.membership))
     sizes = np.bincount(membership)
