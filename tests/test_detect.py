@@ -392,3 +392,20 @@ def test_a_pool_of_workers_finds_exactly_what_one_process_finds(
         tmp_path / "two" / "campaigns.json"
     ).read_text()
     assert main(["detect", str(traffic), "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
+
+
+def test_a_script_without_a_main_guard_still_gets_findings(traffic: Path, tmp_path: Path) -> None:
+    """Spawned feature workers re-import an unguarded script and fail; detection says so
+    and featurises in one process instead of failing."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from distillguard.detect import detect\n"
+        f"print(detect({str(traffic)!r}, {str(tmp_path / 'f')!r})['campaigns'])\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert int(done.stdout.strip()) >= 2
+    assert "continuing in one process" in done.stderr

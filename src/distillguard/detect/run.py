@@ -167,8 +167,11 @@ def _missing(
 def _features(con: duckdb.DuckDBPyConnection, folder: Path, workers: int) -> None:
     present = {r[0] for r in con.execute("DESCRIBE exchanges").fetchall()}
     columns = ", ".join(c for c in INPUT_COLUMNS if c in present)
-    reader = arrow_reader(con.sql(f"SELECT {columns} FROM exchanges"), FEATURE_BATCH)
-    featurise_to(reader, folder, workers)
+    featurise_to(
+        lambda: arrow_reader(con.sql(f"SELECT {columns} FROM exchanges"), FEATURE_BATCH),
+        folder,
+        workers,
+    )
     con.execute(f"CREATE VIEW features AS SELECT * FROM read_parquet('{folder}/*.parquet')")
 
 

@@ -5,17 +5,21 @@ one batch, so batches go to a pool of worker processes and each worker writes it
 batch's features to its own Parquet file; only file names come back. At most two
 batches per worker are in flight, so memory does not grow with the input. Workers are
 spawned, never forked: the parent holds a DuckDB connection and its threads. Python's
-rule for spawned workers applies to scripts that call `detect()`: guard the script's
-entry with `if __name__ == "__main__":` or pass `workers=1`.
+rule for spawned workers applies to scripts that call `detect()`: their entry needs
+`if __name__ == "__main__":`. Without it the workers cannot start; we then say so on
+stderr and featurise in this process instead of failing.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,15 +34,30 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def featurise_to(batches: Iterable[pa.RecordBatch], folder: Path, workers: int) -> int:
-    """Write the features of every batch to folder/part-NNNNNN.parquet; the number of
-    parts written. With one worker everything runs in this process."""
+def featurise_to(
+    batches: Callable[[], Iterable[pa.RecordBatch]], folder: Path, workers: int
+) -> int:
+    """Write the features of every batch from `batches()` to folder/part-NNNNNN.parquet;
+    the number of parts written. With one worker everything runs in this process."""
     folder.mkdir(parents=True, exist_ok=True)
-    if workers <= 1:
-        count = 0
-        for count, batch in enumerate(batches, start=1):
-            _write(batch, folder / f"part-{count:06d}.parquet")
-        return count
+    if workers > 1:
+        try:
+            return _in_pool(batches(), folder, workers)
+        except BrokenProcessPool:
+            print(
+                "distillguard: feature workers could not start (a script that calls "
+                'detect() needs `if __name__ == "__main__":`); continuing in one process',
+                file=sys.stderr,
+            )
+            shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+    count = 0
+    for count, batch in enumerate(batches(), start=1):
+        _write(batch, folder / f"part-{count:06d}.parquet")
+    return count
+
+
+def _in_pool(batches: Iterable[pa.RecordBatch], folder: Path, workers: int) -> int:
     context = multiprocessing.get_context("spawn")
     pending: deque[Future[str]] = deque()
     count = 0
