@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--scenario",
         required=True,
-        help="a preset (demo, evasive, mixed-proxy, hard-negatives, "
+        help="a preset (demo, evasive, mixed-proxy, hard-negatives, lone-harvesters, "
         "alibaba-2026) or a scenario YAML file",
     )
     simulate.add_argument("--out", required=True, help="output folder")

@@ -195,7 +195,6 @@ def _findings(
         )
         s = scoring.score(values, len(nodes))
         scored.append((community, nodes, s, values))
-    scored.sort(key=lambda item: -item[2])
     calibration = calibrate([item[2] for item in scored], fpr)
     solos, solo_calibration = _solos(members, profiles, fpr)
     node_score: dict[str, float] = {}
@@ -207,16 +206,14 @@ def _findings(
         if s >= fitted.threshold:
             parts.append((nodes, s, values, fitted))
     flagged = _join_parts(con, parts, profiles)
+    ids = [f"campaign-{rank + 1:03d}" for rank in range(len(flagged))]
     node_campaign: dict[str, str] = {}
-    for rank, (nodes, s, _values, _fitted) in enumerate(flagged):
+    for cid, (nodes, s, _values, _fitted) in zip(ids, flagged, strict=True):
         for node in nodes:
-            node_campaign[node] = f"campaign-{rank + 1:03d}"
+            node_campaign[node] = cid
             node_score[node] = max(node_score[node], s)
     facts = campaign_facts(con, node_campaign)
-    campaigns = [
-        _campaign(facts[f"campaign-{rank + 1:03d}"], f"campaign-{rank + 1:03d}", *part)
-        for rank, part in enumerate(flagged)
-    ]
+    campaigns = [_campaign(facts[cid], cid, *part) for cid, part in zip(ids, flagged, strict=True)]
     return {
         "campaigns": campaigns,
         "node_campaign": node_campaign,
@@ -232,7 +229,7 @@ def _findings(
             "campaigns": len(campaigns),
             "nodes": len(profiles),
             "linked_nodes": len(groups),
-            "edges": len(g.edges),
+            "edges": len(g.sources),
             "flagged_accounts": sum(1 for n in node_campaign if SEPARATOR not in n),
             "flagged_substreams": sum(1 for n in node_campaign if SEPARATOR in n),
             "threshold": round(calibration.threshold, 4),

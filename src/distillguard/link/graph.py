@@ -11,7 +11,6 @@ template pool do.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import duckdb
@@ -45,10 +44,6 @@ class Graph:
     sources: np.ndarray
     targets: np.ndarray
     weights: np.ndarray
-
-    @property
-    def edges(self) -> list[tuple[int, int]]:
-        return list(zip(self.sources.tolist(), self.targets.tolist(), strict=True))
 
 
 def build(con: duckdb.DuckDBPyConnection) -> Graph:
@@ -192,15 +187,4 @@ def exclusivity(con: duckdb.DuckDBPyConnection, groups: dict[str, int]) -> dict[
     return {community: float(value or 0.0) for community, value in rows}
 
 
-def density(graph: Graph, members: list[str]) -> float:
-    """Sum of edge weight inside a group over its possible pairs (a camouflage-resistant
-    density in the spirit of FRAUDAR: added legitimate neighbours dilute it)."""
-    index = {n: i for i, n in enumerate(graph.nodes)}
-    mask = np.zeros(len(graph.nodes), dtype=bool)
-    mask[[index[m] for m in members if m in index]] = True
-    weight = float(graph.weights[mask[graph.sources] & mask[graph.targets]].sum())
-    n = len(members)
-    return weight / (n * (n - 1) / 2) if n > 1 else 0.0
-
-
-__all__ = ["Graph", "build", "communities", "density", "math"]
+__all__ = ["Graph", "build", "communities", "exclusivity"]
