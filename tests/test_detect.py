@@ -367,15 +367,15 @@ def test_a_pool_of_workers_finds_exactly_what_one_process_finds(
 ) -> None:
     import pyarrow.parquet as pq
 
-    from distillguard.detect import run
+    from distillguard.engines import duck
 
-    small = run.FEATURE_BATCH
-    run.FEATURE_BATCH = 4_096  # several batches, so the pool has work to share
+    small = duck.FEATURE_BATCH
+    duck.FEATURE_BATCH = 4_096  # several batches, so the pool has work to share
     try:
         detect(traffic, tmp_path / "one", workers=1)
         detect(traffic, tmp_path / "two", workers=2)
     finally:
-        run.FEATURE_BATCH = small
+        duck.FEATURE_BATCH = small
     for name in ("accounts.parquet", "exchanges.parquet"):
         one = pq.read_table(tmp_path / "one" / name).sort_by(
             [("account_id", "ascending")]

@@ -8,6 +8,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from distillguard.engines.duck import DuckEngine
 from distillguard.features import featurise
 from distillguard.profile.accounts import profile
 from distillguard.schema import EXCHANGES, conform
@@ -74,7 +75,7 @@ def test_profile_of_a_bot_and_a_person() -> None:
             }
         ),
     )
-    rows = {r["account_id"]: r for r in profile(con).to_pylist()}
+    rows = {r["account_id"]: r for r in profile(DuckEngine(con)).to_pylist()}
     bot, human = rows["bot"], rows["human"]
     assert (bot["exchanges"], bot["active_days"], bot["exchanges_per_active_day"]) == (24, 1, 24)
     assert bot["hour_entropy"] == pytest.approx(1.0) and bot["interarrival_cv"] == pytest.approx(0)

@@ -13,6 +13,7 @@ USAGE = 2
 INPUT = 3
 BAD_RATIO = 4
 STORE = 5
+ENGINE = 6
 
 EXIT_CODES = {
     OK: "success",
@@ -21,6 +22,7 @@ EXIT_CODES = {
     INPUT: "input error: a path does not exist or nothing in it could be read",
     BAD_RATIO: "too many bad records: the quarantined share exceeded --max-bad-ratio",
     STORE: "store error: locked by another writer, from an incompatible version, or key mismatch",
+    ENGINE: "engine error: the engine could not start (no Java, no pyspark, no cluster)",
 }
 
 
@@ -48,3 +50,7 @@ class StoreError(DistillguardError):
 
 class BadRatioError(DistillguardError):
     exit_code = BAD_RATIO
+
+
+class EngineError(DistillguardError):
+    exit_code = ENGINE

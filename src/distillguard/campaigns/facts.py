@@ -9,58 +9,61 @@ that Leiden splits into many parts would make that quadratic in practice.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
 import pyarrow as pa
+
+from distillguard.engines import Engine
 
 TOP_KEYS = 10
 ACTIONABLE = ("network", "payment", "system_prompt")
 
 
-def campaign_facts(
-    con: duckdb.DuckDBPyConnection, node_campaign: dict[str, str]
-) -> dict[str, dict[str, Any]]:
+def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Per campaign id: exchanges, first_seen, last_seen, mix, links, top keys. Uses the
-    `node_exchanges`, `features` and `evidence` relations on `con`."""
+    `node_exchanges`, `features` and `evidence` relations."""
     facts: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"exchanges": 0, "first_seen": None, "last_seen": None, "mix": {}, "links": {}}
     )
     if not node_campaign:
         return {}
-    con.register(
+    engine.register(
         "flagged_nodes",
         pa.table({"node": list(node_campaign), "campaign_id": list(node_campaign.values())}),
     )
     try:
-        for cid, n, first, last in con.execute("""
-            SELECT campaign_id, count(*), strftime(min(ts), '%Y-%m-%dT%H:%M:%SZ'),
-                   strftime(max(ts), '%Y-%m-%dT%H:%M:%SZ')
-            FROM node_exchanges JOIN flagged_nodes USING (node) GROUP BY 1""").fetchall():
-            facts[cid].update(exchanges=n, first_seen=first, last_seen=last)
-        for cid, capability, n in con.execute("""
+        for cid, n, first, last in engine.rows("""
+            SELECT campaign_id, count(*), min(epoch_us(ts)), max(epoch_us(ts))
+            FROM node_exchanges JOIN flagged_nodes USING (node) GROUP BY 1"""):
+            facts[cid].update(exchanges=n, first_seen=_iso(first), last_seen=_iso(last))
+        for cid, capability, n in engine.rows("""
             SELECT campaign_id, f.capability, count(*)
             FROM node_exchanges x JOIN flagged_nodes USING (node)
             JOIN features f USING (request_id) GROUP BY 1, 2
-            ORDER BY 1, 3 DESC, 2""").fetchall():
+            ORDER BY 1, 3 DESC, 2"""):
             facts[cid]["mix"][capability] = n
-        for cid, kind, n in con.execute("""
+        for cid, kind, n in engine.rows("""
             SELECT campaign_id, kind, count(*) FROM (
                 SELECT campaign_id, kind, key FROM evidence JOIN flagged_nodes USING (node)
                 GROUP BY 1, 2, 3 HAVING count(*) >= 2)
-            GROUP BY 1, 2 ORDER BY 1, 2""").fetchall():
+            GROUP BY 1, 2 ORDER BY 1, 2"""):
             facts[cid]["links"][kind] = n
         kinds = ", ".join(f"'{k}'" for k in ACTIONABLE)
-        top = con.execute(f"""
+        top = engine.rows(f"""
             SELECT campaign_id, kind, key, n FROM (
                 SELECT campaign_id, kind, key, count(*) AS n,
                        row_number() OVER (PARTITION BY campaign_id
                                           ORDER BY count(*) DESC, kind, key) AS rank
                 FROM evidence JOIN flagged_nodes USING (node)
                 WHERE kind IN ({kinds}) GROUP BY 1, 2, 3)
-            WHERE rank <= {TOP_KEYS} ORDER BY campaign_id, rank""").fetchall()
+            WHERE rank <= {TOP_KEYS} ORDER BY campaign_id, rank""")
         for cid, kind, key, n in top:
             facts[cid].setdefault("top", []).append((kind, key, n))
     finally:
-        con.unregister("flagged_nodes")
+        engine.unregister("flagged_nodes")
     return dict(facts)
+
+
+def _iso(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

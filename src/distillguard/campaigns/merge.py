@@ -9,37 +9,38 @@ nodes are one operation and are reported as one. Keys that legitimate users shar
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
+
+from distillguard.engines import Engine
 
 KINDS = ("template", "payment")
 MOSTLY_FLAGGED = 0.8
 
 
-def parts_to_join(con: duckdb.DuckDBPyConnection, node_part: dict[str, int]) -> list[int]:
+def parts_to_join(engine: Engine, node_part: dict[str, int]) -> list[int]:
     """For each part (0..n-1), the part it is joined into (its own index if none). Uses
-    the `keyed` table (node, kind, key) on `con`."""
+    the `keyed` table (node, kind, key)."""
     count = max(node_part.values(), default=-1) + 1
     parent = list(range(count))
     if count < 2:
         return parent
-    con.register(
+    engine.register(
         "flagged_parts", pa.table({"node": list(node_part), "part": list(node_part.values())})
     )
     kinds = ", ".join(f"'{k}'" for k in KINDS)
     try:
-        rows = con.execute(f"""
+        rows = engine.rows(f"""
             WITH holders AS (
                 SELECT kind, key, count(*) AS total FROM keyed WHERE kind IN ({kinds})
                 GROUP BY 1, 2 HAVING count(*) > 1
             )
-            SELECT list(DISTINCT part ORDER BY part)
+            SELECT list_sort(list(DISTINCT part))
             FROM keyed JOIN flagged_parts USING (node) JOIN holders USING (kind, key)
             GROUP BY kind, key, total
             HAVING count(*) >= {MOSTLY_FLAGGED} * total AND count(DISTINCT part) > 1
-        """).fetchall()
+        """)
     finally:
-        con.unregister("flagged_parts")
+        engine.unregister("flagged_parts")
 
     def root(i: int) -> int:
         while parent[i] != i:

@@ -14,10 +14,10 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -25,10 +25,10 @@ from distillguard.campaigns import score as scoring
 from distillguard.campaigns.calibrate import Calibration, calibrate
 from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
+from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, SchemaError, UsageError
 from distillguard.features.content import INPUT_COLUMNS
-from distillguard.features.pool import default_workers, featurise_to
-from distillguard.ingest.engine import arrow_reader, connect, sql_list
+from distillguard.features.pool import default_workers
 from distillguard.ingest.values import to_ts
 from distillguard.link import evidence, graph
 from distillguard.link.evidence import SEPARATOR
@@ -36,7 +36,7 @@ from distillguard.profile.accounts import profile
 from distillguard.schema import ACCOUNTS, EXCHANGES, FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
 from distillguard.store import MANIFEST, Store, atomic_write
 
-FEATURE_BATCH = 65_536
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
 SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
 
@@ -71,11 +71,16 @@ def detect(
     fpr: float = 0.001,
     memory_limit: str = "1GB",
     workers: int | None = None,
+    engine: str = "duckdb",
+    engine_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Find campaigns in the traffic at `source`; findings go to `out`. Returns the
+    summary. `engine` is duckdb (one machine) or spark (`engine_options`: master, conf)."""
     if not 0 < fpr < 1:
         raise UsageError("--fpr takes a false-positive rate strictly between 0 and 1")
     if workers is not None and workers < 1:
         raise UsageError("--workers takes a positive number of processes")
+    workers = workers or default_workers()
     exchange_files, account_files = inputs(source)
     if accounts is not None:
         if not Path(accounts).is_file():
@@ -88,41 +93,45 @@ def detect(
             raise UsageError(f"--until: {exc}") from None
     work = Path(tempfile.mkdtemp(prefix="distillguard-detect-"))
     clock = Stopwatch()
+    db: Engine | None = None
     try:
-        con = connect(memory_limit, work / "spill")
-        window = f"WHERE ts < TIMESTAMPTZ '{until}'" if until else ""
-        raw = f"read_parquet({sql_list(exchange_files)}, union_by_name = true)"
-        filler = _missing(con, raw)
-        con.execute(f"CREATE VIEW exchanges AS SELECT * {filler} FROM {raw} {window}")
+        db = open_engine(engine, work, memory_limit, cores=workers, **(engine_options or {}))
+        missing = _load(db, "exchanges", exchange_files, EXCHANGES, until)
         if account_files:
-            raw_accounts = f"read_parquet({sql_list(account_files)}, union_by_name = true)"
-            account_filler = _missing(con, raw_accounts, ACCOUNTS, "accounts")
-            con.execute(f"CREATE VIEW accounts AS SELECT * {account_filler} FROM {raw_accounts}")
-        if not con.execute("SELECT count(*) FROM exchanges").fetchall()[0][0]:
+            _load(db, "accounts", account_files, ACCOUNTS)
+        if not db.rows("SELECT count(*) FROM exchanges")[0][0]:
             raise InputError("no exchanges to analyse" + (f" before {until}" if until else ""))
-        _features(con, work / "features", workers or default_workers())
+        present = db.columns("exchanges")
+        db.featurise([c for c in INPUT_COLUMNS if c in present], work / "features", workers)
         clock.lap("features")
-        con.execute(evidence.NODES_SQL)
-        con.execute(
-            "CREATE VIEW by_node AS SELECT * REPLACE (node AS account_id) FROM node_exchanges"
+        db.run(evidence.NODES_SQL)
+        others = ", ".join(
+            c for c in db.columns("node_exchanges") if c not in ("account_id", "node")
         )
-        profiles = {r["account_id"]: r for r in profile(con, "by_node").to_pylist()}
+        db.run(
+            f"CREATE OR REPLACE TEMP VIEW by_node AS "
+            f"SELECT {others}, node AS account_id FROM node_exchanges"
+        )
+        profiles = {r["account_id"]: r for r in profile(db, "by_node").to_pylist()}
         clock.lap("profiles")
-        con.execute(evidence.VERBATIM_SQL)
-        con.execute("CREATE TEMP TABLE evidence AS " + evidence.evidence_sql(bool(account_files)))
+        db.run(evidence.VERBATIM_SQL)
+        db.run(
+            "CREATE OR REPLACE TEMP TABLE evidence AS " + evidence.evidence_sql(bool(account_files))
+        )
         clock.lap("evidence")
-        g = graph.build(con)
+        g = graph.build(db)
         groups = graph.communities(g)
         clock.lap("graph")
-        findings = _findings(con, g, groups, profiles, fpr)
-        findings["summary"]["missing_columns"] = [
-            part.rsplit(" AS ", 1)[1] for part in filler.split(", ")[1:]
-        ]
+        findings = _findings(db, g, groups, profiles, fpr)
+        findings["summary"]["missing_columns"] = missing
+        findings["summary"]["engine"] = db.name
         _write(Path(out), findings)
         clock.lap("campaigns")
         findings["summary"]["seconds"] = clock.laps
         return findings["summary"]
     finally:
+        if db is not None:
+            db.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -139,44 +148,40 @@ class Stopwatch:
         self._last = now
 
 
-DUCK_TYPES = {
+SQL_TYPES = {
     "string": "VARCHAR",
     "int64": "BIGINT",
     "int32": "INTEGER",
     "double": "DOUBLE",
     "bool": "BOOLEAN",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
 }
 
 
-def _missing(
-    con: duckdb.DuckDBPyConnection,
-    source: str,
-    schema: pa.Schema = EXCHANGES,
-    name: str = "exchanges",
-) -> str:
-    """Null columns for the optional columns the input lacks (the signals that need them
-    then see nothing); a missing required column is refused, named."""
-    present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+def _load(
+    db: Engine, name: str, files: list[Path], schema: pa.Schema, until: str | None = None
+) -> list[str]:
+    """The view `name` over Parquet files, with null columns for the optional columns
+    the input lacks (the signals that need them then see nothing), and only exchanges
+    before `until`; a missing required column is refused, named. Returns the missing."""
+    db.parquet_view(f"raw_{name}", files)
+    present = set(db.columns(f"raw_{name}"))
     absent = [f for f in schema if f.name not in present]
     required = [f.name for f in absent if not f.nullable]
     if required:
         raise SchemaError(f"the {name} lack required column(s): {', '.join(required)}")
-    return "".join(f", CAST(NULL AS {DUCK_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
+    filler = "".join(f", CAST(NULL AS {SQL_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
+    window = f" WHERE epoch_us(ts) < {_micros(until)}" if until else ""
+    db.run(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT *{filler} FROM raw_{name}{window}")
+    return [f.name for f in absent]
 
 
-def _features(con: duckdb.DuckDBPyConnection, folder: Path, workers: int) -> None:
-    present = {r[0] for r in con.execute("DESCRIBE exchanges").fetchall()}
-    columns = ", ".join(c for c in INPUT_COLUMNS if c in present)
-    featurise_to(
-        lambda: arrow_reader(con.sql(f"SELECT {columns} FROM exchanges"), FEATURE_BATCH),
-        folder,
-        workers,
-    )
-    con.execute(f"CREATE VIEW features AS SELECT * FROM read_parquet('{folder}/*.parquet')")
+def _micros(moment: str) -> int:
+    return (datetime.fromisoformat(moment) - EPOCH) // timedelta(microseconds=1)
 
 
 def _findings(
-    con: duckdb.DuckDBPyConnection,
+    db: Engine,
     g: graph.Graph,
     groups: dict[str, int],
     profiles: dict[str, dict[str, Any]],
@@ -186,7 +191,7 @@ def _findings(
     for node, community in groups.items():
         members.setdefault(community, []).append(node)
     scored = []
-    private = graph.exclusivity(con, groups)
+    private = graph.exclusivity(db, groups)
     for community, nodes in members.items():
         if len(nodes) < MIN_GROUP:
             continue
@@ -205,26 +210,26 @@ def _findings(
         fitted = calibration if len(nodes) > 1 else solo_calibration
         if s >= fitted.threshold:
             parts.append((nodes, s, values, fitted))
-    flagged = _join_parts(con, parts, profiles)
+    flagged = _join_parts(db, parts, profiles)
     ids = [f"campaign-{rank + 1:03d}" for rank in range(len(flagged))]
     node_campaign: dict[str, str] = {}
     for cid, (nodes, s, _values, _fitted) in zip(ids, flagged, strict=True):
         for node in nodes:
             node_campaign[node] = cid
             node_score[node] = max(node_score[node], s)
-    facts = campaign_facts(con, node_campaign)
+    facts = campaign_facts(db, node_campaign)
     campaigns = [_campaign(facts[cid], cid, *part) for cid, part in zip(ids, flagged, strict=True)]
     return {
         "campaigns": campaigns,
         "node_campaign": node_campaign,
         "node_score": node_score,
         "accounts": _account_rows(
-            con,
+            db,
             node_campaign,
             node_score,
             {c["id"]: [e["signal"] for e in c["evidence"][:4]] for c in campaigns},
         ),
-        "exchanges": _substream_exchanges(con, node_campaign),
+        "exchanges": _substream_exchanges(db, node_campaign),
         "summary": {
             "campaigns": len(campaigns),
             "nodes": len(profiles),
@@ -242,13 +247,11 @@ def _findings(
 Part = tuple[list[str], float, dict[str, float], Calibration]
 
 
-def _join_parts(
-    con: duckdb.DuckDBPyConnection, parts: list[Part], profiles: dict[str, dict[str, Any]]
-) -> list[Part]:
+def _join_parts(db: Engine, parts: list[Part], profiles: dict[str, dict[str, Any]]) -> list[Part]:
     """Flagged parts joined into campaigns (campaigns/merge.py), strongest first. A
     joined campaign is scored on all its members; it keeps its strongest part's score
     if that is higher."""
-    roots = parts_to_join(con, {n: i for i, part in enumerate(parts) for n in part[0]})
+    roots = parts_to_join(db, {n: i for i, part in enumerate(parts) for n in part[0]})
     joined: dict[int, list[int]] = {}
     for i, root in enumerate(roots):
         joined.setdefault(root, []).append(i)
@@ -321,7 +324,7 @@ def _indicator(kind: str, key: str, accounts: int) -> dict[str, Any]:
 
 
 def _account_rows(
-    con: duckdb.DuckDBPyConnection,
+    db: Engine,
     node_campaign: dict[str, str],
     node_score: dict[str, float],
     reasons: dict[str, list[str]],
@@ -329,8 +332,8 @@ def _account_rows(
     """One row per account; a flagged one carries its campaign's strongest evidence.
     A mixed account is never flagged whole: its flagged sub-streams are in exchanges."""
     rows = []
-    mixed = {r[0] for r in con.execute("SELECT account_id FROM mixed").fetchall()}
-    for (account,) in con.execute("SELECT DISTINCT account_id FROM exchanges").fetchall():
+    mixed = {r[0] for r in db.rows("SELECT account_id FROM mixed")}
+    for (account,) in db.rows("SELECT DISTINCT account_id FROM exchanges ORDER BY 1"):
         cid = None if account in mixed else node_campaign.get(account)
         s = node_score.get(account, 0.0)
         rows.append(
@@ -345,19 +348,20 @@ def _account_rows(
     return rows
 
 
-def _substream_exchanges(con: duckdb.DuckDBPyConnection, node_campaign: dict[str, str]) -> pa.Table:
+def _substream_exchanges(db: Engine, node_campaign: dict[str, str]) -> pa.Table:
     """Exchanges of flagged sub-streams inside mixed accounts, with their campaign."""
     flagged = [(n, c) for n, c in node_campaign.items() if SEPARATOR in n]
     if not flagged:
         return FINDINGS_EXCHANGES.empty_table()
-    con.register(
+    db.register(
         "flagged_substreams",
         pa.table({"node": [n for n, _ in flagged], "campaign_id": [c for _, c in flagged]}),
     )
-    relation = con.sql(
+    table = db.arrow(
         "SELECT request_id, campaign_id FROM node_exchanges JOIN flagged_substreams USING (node)"
+        " ORDER BY request_id"
     )
-    table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+    db.unregister("flagged_substreams")
     return table.cast(FINDINGS_EXCHANGES)
 
 

@@ -51,7 +51,7 @@ FROM (SELECT *, sum(copied) OVER (PARTITION BY band) / sum(hits) OVER (PARTITION
 WHERE public_share < {PUBLIC_SHARE} AND hits > copied
 UNION ALL
 SELECT x.node, 'synchrony', 'sync:' || CAST(f.template_bands[1] AS VARCHAR) || ':'
-       || strftime(x.ts, '%Y-%m-%dT%H'), count(*)
+       || CAST(date_trunc('hour', x.ts) AS VARCHAR), count(*)
 FROM node_exchanges x JOIN features f USING (request_id)
 ANTI JOIN verbatim v ON f.prompt_hash = v.prompt_hash
 WHERE f.template_bands[1] <> 0 GROUP BY 1, 2, 3
@@ -72,7 +72,8 @@ FROM accounts WHERE payment_fingerprint IS NOT NULL
   AND account_id IN (SELECT account_id FROM exchanges)
 UNION ALL
 SELECT account_id, 'signup_burst',
-       'burst:' || coalesce(signup_channel, '?') || ':' || strftime(created_at, '%Y-%m-%dT%H'), 1
+       'burst:' || coalesce(signup_channel, '?') || ':'
+       || CAST(date_trunc('hour', created_at) AS VARCHAR), 1
 FROM accounts WHERE created_at IS NOT NULL
   AND account_id IN (SELECT account_id FROM exchanges)
 """

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 import igraph
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from distillguard.engines import Engine
 
 PAIR_LIMIT = 60  # keys shared by more nodes are linked as a ring
 MIN_SHARE = 0.05  # a network or prompt key on less of a node's traffic is ignored
@@ -46,10 +47,14 @@ class Graph:
     weights: np.ndarray
 
 
-def build(con: duckdb.DuckDBPyConnection) -> Graph:
-    """Edges between nodes from the `evidence` table (node, kind, key, hits) on `con`."""
-    kinds = ", ".join(f"('{k}', {w})" for k, w in KIND_WEIGHT.items())
-    con.execute(f"""
+def build(engine: Engine) -> Graph:
+    """Edges between nodes from the `evidence` table (node, kind, key, hits). Edges are
+    sorted and weights rounded, so the communities do not depend on the order an engine
+    returns rows in or on the order it summed them."""
+    engine.register(
+        "kind_weight", pa.table({"kind": list(KIND_WEIGHT), "weight": list(KIND_WEIGHT.values())})
+    )
+    engine.run(f"""
         CREATE OR REPLACE TEMP TABLE node_totals AS
             SELECT node, kind, sum(hits) / CASE WHEN kind = 'template' THEN {BANDS} ELSE 1 END
                    AS total
@@ -61,14 +66,12 @@ def build(con: duckdb.DuckDBPyConnection) -> Graph:
                OR (e.kind <> 'template' AND e.hits / t.total >= {MIN_SHARE});
         CREATE OR REPLACE TEMP TABLE key_degree AS
             SELECT key, kind, count(*) AS degree FROM keyed GROUP BY 1, 2 HAVING count(*) > 1;
-        CREATE OR REPLACE TEMP TABLE kind_weight(kind VARCHAR, weight DOUBLE);
-        INSERT INTO kind_weight VALUES {kinds};
     """)
-    total_nodes = con.execute("SELECT count(DISTINCT node) FROM evidence").fetchall()[0][0]
-    relation = con.sql(f"""
+    total_nodes = engine.rows("SELECT count(DISTINCT node) FROM evidence")[0][0]
+    table = engine.arrow(f"""
         WITH members AS (
             SELECT k.node, k.key, k.kind, k.share, d.degree,
-                   row_number() OVER (PARTITION BY k.key ORDER BY hash(k.node)) AS pos
+                   row_number() OVER (PARTITION BY k.key ORDER BY md5(k.node)) AS pos
             FROM keyed k JOIN key_degree d USING (key, kind)
         ),
         pairs AS (
@@ -81,23 +84,20 @@ def build(con: duckdb.DuckDBPyConnection) -> Graph:
                  AND b.pos = CASE WHEN a.pos = a.degree THEN 1 ELSE a.pos + 1 END
             WHERE a.degree > {PAIR_LIMIT}
         )
-        SELECT least(a, b), greatest(a, b),
+        SELECT least(a, b) AS a, greatest(a, b) AS b,
                sum(w.weight * s * pow(ln(1 + {total_nodes} / degree) / ln(1 + {total_nodes}),
                                       CASE WHEN kind = 'template' THEN 2 ELSE 1 END))
+              AS weight
         FROM pairs JOIN kind_weight w USING (kind) WHERE a <> b GROUP BY 1, 2
     """)
-    table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
-    if not isinstance(table, pa.Table):
-        table = pa.Table.from_batches(table)
+    engine.unregister("kind_weight")
     a, b = table.column(0), table.column(1)
     names = pc.unique(pa.chunked_array(a.chunks + b.chunks, pa.string())).sort()
     nodes = [str(n) for n in names.to_pylist()]
-    return Graph(
-        nodes,
-        _positions(a, names),
-        _positions(b, names),
-        table.column(2).to_numpy().astype(np.float64),
-    )
+    sources, targets = _positions(a, names), _positions(b, names)
+    order = np.lexsort((targets, sources))
+    weights = table.column(2).to_numpy().astype(np.float64)
+    return Graph(nodes, sources[order], targets[order], np.round(weights[order], 9))
 
 
 def _positions(values: pa.ChunkedArray, names: pa.Array) -> np.ndarray:
@@ -154,7 +154,7 @@ def _attach(graph: Graph, membership: list[int], share: float = 0.5) -> list[int
     return moved
 
 
-def exclusivity(con: duckdb.DuckDBPyConnection, groups: dict[str, int]) -> dict[int, float]:
+def exclusivity(engine: Engine, groups: dict[str, int]) -> dict[int, float]:
     """Per community: the share of its members' template traffic on skeletons used mostly
     inside it (by at least three of its nodes, from at least three accounts). A campaign's
     operator writes its own templates; legitimate groups that share templates share
@@ -162,11 +162,11 @@ def exclusivity(con: duckdb.DuckDBPyConnection, groups: dict[str, int]) -> dict[
     are one account's end users."""
     if not groups:
         return {}
-    con.register(
+    engine.register(
         "node_group",
         pa.table({"node": list(groups), "community": list(groups.values())}),
     )
-    rows = con.execute("""
+    rows = engine.rows("""
         WITH t AS (
             SELECT k.node, k.key, k.share, g.community, d.degree,
                    split_part(k.node, chr(31), 1) AS account
@@ -182,8 +182,8 @@ def exclusivity(con: duckdb.DuckDBPyConnection, groups: dict[str, int]) -> dict[
                sum(t.share * CASE WHEN i.n >= 3 AND i.accounts >= 3 AND i.n >= 0.5 * i.degree
                                   THEN 1 ELSE 0 END) / sum(t.share)
         FROM t JOIN inside i USING (community, key) GROUP BY 1
-    """).fetchall()
-    con.unregister("node_group")
+    """)
+    engine.unregister("node_group")
     return {community: float(value or 0.0) for community, value in rows}
 
 

@@ -9,8 +9,9 @@ accounts share the same unusual values at once (the linkage stage's job).
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
+
+from distillguard.engines import Engine
 
 SCRIPTED_AGENTS = (
     r"^(python-requests|python-httpx|curl|go-http-client|aiohttp|node-fetch|wget|okhttp|java)"
@@ -20,7 +21,7 @@ DEPTH_CEILING = 16000  # a max_tokens at or above this is "asking for everything
 PROFILE_SQL = """
 WITH x AS (
     SELECT e.*, f.capability, f.cot_score, f.system_hash,
-           epoch(e.ts) AS t,
+           epoch_us(e.ts) / 1000000.0 AS t,
            hour(e.ts) AS h
     FROM {source} e LEFT JOIN features f USING (request_id)
 ),
@@ -83,27 +84,18 @@ GROUP BY x.account_id
 """
 
 
-def profile(con: duckdb.DuckDBPyConnection, source: str = "exchanges") -> pa.Table:
+def profile(engine: Engine, source: str = "exchanges") -> pa.Table:
     """Profiles from the view `source` (exchanges, grouped by its account_id column) and
-    `features` on `con`; joined with the view `accounts` (sign-up data) when there is one.
-    A source may group sub-streams (account, unit separator, end user): sign-up data is
+    `features`; joined with the view `accounts` (sign-up data) when there is one. A
+    source may group sub-streams (account, unit separator, end user): sign-up data is
     then that of the account."""
-    con.execute("SET TimeZone = 'UTC'")
     sql = PROFILE_SQL.format(source=source, ceiling=DEPTH_CEILING, scripted=SCRIPTED_AGENTS)
-    views = {
-        r[0]
-        for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
-    }
-    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if "accounts" in views | tables:
+    if engine.has("accounts"):
         sql = f"""
             SELECT p.*, a.created_at, a.signup_channel, a.verification, a.payment_fingerprint,
                    a.email_domain, a.signup_ip_prefix,
-                   epoch(p.first_seen) - epoch(a.created_at) AS seconds_signup_to_first_use
+                   (epoch_us(p.first_seen) - epoch_us(a.created_at)) / 1000000.0
+                       AS seconds_signup_to_first_use
             FROM ({sql}) p
             LEFT JOIN accounts a ON a.account_id = split_part(p.account_id, chr(31), 1)"""
-    relation = con.sql(sql)
-    result: pa.Table = (
-        relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
-    )
-    return result.sort_by("account_id")
+    return engine.arrow(sql).sort_by("account_id")

