@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := src/distillguard/samples
 DEMO   := demo-out
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test java lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 2; }
@@ -31,7 +31,14 @@ demo: $(STAMP)
 	$(BIN)/distillguard eval --findings $(DEMO)/findings --labels $(DEMO)/simulated
 	@echo "findings: $(DEMO)/findings (accounts.parquet, campaigns.json, exchanges.parquet)"
 
-test: $(STAMP)
+# The Spark engine's tests need Java 17+; Debian's headless JRE when there is none.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "installing Java for the Spark tests (openjdk-17-jre-headless)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null; } \
+	  || { echo "error: no Java; install a JDK 17 or 21 (or set JAVA_HOME) for the Spark tests" >&2; exit 2; }; }
+
+test: $(STAMP) java
 	$(BIN)/python -m ruff check src tests benchmarks
 	$(BIN)/python -m ruff format --check src tests benchmarks
 	$(BIN)/python -m mypy

@@ -169,9 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="target false-positive rate for legitimate accounts (default 0.001); the "
         "threshold is estimated from the linked groups in the traffic",
     )
-    detect.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit")
+    detect.add_argument(
+        "--memory-limit", default="1GB", help="engine memory limit (Spark: driver memory)"
+    )
     detect.add_argument(
         "--workers", type=int, help="processes for content features (default: one per core)"
+    )
+    detect.add_argument(
+        "--engine",
+        choices=("duckdb", "spark"),
+        default="duckdb",
+        help="duckdb (one machine, default) or spark (needs distillguard[spark])",
+    )
+    detect.add_argument("--spark-master", help="Spark master URL (default local[N], N = --workers)")
+    detect.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting, repeatable (e.g. spark.executor.memory=8g)",
     )
     detect.add_argument("--json", action="store_true", help="print the summary as JSON")
     detect.set_defaults(handler=_detect)
@@ -256,6 +272,12 @@ def _detect(args: argparse.Namespace) -> int:
     from distillguard.ingest.engine import check_memory_limit
 
     check_memory_limit(args.memory_limit)
+    conf = {}
+    for setting in args.spark_conf:
+        key, equals, value = setting.partition("=")
+        if not equals or not key.strip():
+            raise UsageError(f"--spark-conf takes KEY=VALUE, not {setting!r}")
+        conf[key.strip()] = value.strip()
     summary = detect(
         args.input,
         args.out,
@@ -264,6 +286,10 @@ def _detect(args: argparse.Namespace) -> int:
         fpr=args.fpr,
         memory_limit=args.memory_limit,
         workers=args.workers,
+        engine=args.engine,
+        engine_options={"master": args.spark_master, "conf": conf}
+        if args.engine == "spark"
+        else None,
     )
     if args.json:
         print(json.dumps(summary, indent=2))

