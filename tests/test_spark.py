@@ -48,7 +48,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_spark_local_mode_finds_what_duckdb_finds(store: Path, tmp_path: Path) -> None:
     duck = detect(store, tmp_path / "duckdb")
-    spark = detect(store, tmp_path / "spark", engine="spark")
+    scratch = tmp_path / "scratch"  # as a cluster's shared storage would be named
+    scratch.mkdir()
+    spark = detect(
+        store, tmp_path / "spark", engine="spark", engine_options={"scratch": scratch.as_uri()}
+    )
+    assert not any(scratch.iterdir())  # intermediate files are removed
     assert spark["engine"] == "spark" and duck["engine"] == "duckdb"
     assert duck["campaigns"] >= 2 and duck["flagged_substreams"] > 0
     assert (tmp_path / "spark" / "campaigns.json").read_text() == (
@@ -97,6 +102,7 @@ def test_spark_without_java_says_what_is_missing(
 def test_a_bad_spark_setting_is_a_usage_error(store: Path, tmp_path: Path) -> None:
     args = ["detect", str(store), "--out", str(tmp_path / "f"), "--engine", "spark"]
     assert main([*args, "--spark-conf", "no-equals-sign"]) == 2
+    assert main(["detect", "s3a://bucket/logs/", "--out", str(tmp_path / "f")]) == 2
     with pytest.raises(SystemExit) as exit_:
         main(["detect", str(store), "--out", str(tmp_path / "f"), "--engine", "flink"])
     assert exit_.value.code == 2

@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument("--spark-master", help="Spark master URL (default local[N], N = --workers)")
     detect.add_argument(
+        "--spark-scratch",
+        metavar="URI",
+        help="where Spark writes intermediate files; on a cluster, storage every "
+        "executor reaches (hdfs://..., s3a://...)",
+    )
+    detect.add_argument(
         "--spark-conf",
         action="append",
         default=[],
@@ -287,7 +293,7 @@ def _detect(args: argparse.Namespace) -> int:
         memory_limit=args.memory_limit,
         workers=args.workers,
         engine=args.engine,
-        engine_options={"master": args.spark_master, "conf": conf}
+        engine_options={"master": args.spark_master, "conf": conf, "scratch": args.spark_scratch}
         if args.engine == "spark"
         else None,
     )

@@ -41,12 +41,15 @@ MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
 SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
 
 
-def inputs(path: str | Path) -> tuple[list[Path], list[Path]]:
-    """Exchange and account Parquet files of a store, a simulator folder or a file."""
+def inputs(path: str | Path) -> tuple[list[Path | str], list[Path | str]]:
+    """Exchange and account Parquet files of a store, a simulator folder or a file; an
+    object-storage URI (s3a://, gs://, abfss://, hdfs://) is passed to the engine as is."""
+    if _is_uri(path):
+        return [str(path)], []
     source = Path(path)
     if (source / MANIFEST).is_file():
         store = Store(source)
-        return store.files("exchanges"), store.files("accounts")
+        return [*store.files("exchanges")], [*store.files("accounts")]
     if source.is_file():
         return [source], []
     if (source / "exchanges.parquet").is_file():
@@ -55,7 +58,7 @@ def inputs(path: str | Path) -> tuple[list[Path], list[Path]]:
     if source.is_dir():
         files = sorted(source.rglob("*.parquet"))
         if files:
-            return files, []
+            return [*files], []
     raise InputError(
         f"{source}: no store, exchanges.parquet or Parquet files to read "
         "(ingest log files first with `distillguard ingest`)"
@@ -82,10 +85,12 @@ def detect(
         raise UsageError("--workers takes a positive number of processes")
     workers = workers or default_workers()
     exchange_files, account_files = inputs(source)
+    if engine != "spark" and (_is_uri(source) or (accounts and _is_uri(accounts))):
+        raise UsageError("object-storage paths are read by --engine spark; copy them locally")
     if accounts is not None:
-        if not Path(accounts).is_file():
+        if not _is_uri(accounts) and not Path(accounts).is_file():
             raise InputError(f"{accounts}: no such accounts file")
-        account_files = [Path(accounts)]
+        account_files = [accounts if _is_uri(accounts) else Path(accounts)]
     if until is not None:
         try:
             until = to_ts(until).isoformat()
@@ -135,6 +140,10 @@ def detect(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _is_uri(path: str | Path) -> bool:
+    return isinstance(path, str) and "://" in path
+
+
 class Stopwatch:
     """Seconds spent per stage, for the summary and the performance notes."""
 
@@ -159,7 +168,7 @@ SQL_TYPES = {
 
 
 def _load(
-    db: Engine, name: str, files: list[Path], schema: pa.Schema, until: str | None = None
+    db: Engine, name: str, files: list[Path | str], schema: pa.Schema, until: str | None = None
 ) -> list[str]:
     """The view `name` over Parquet files, with null columns for the optional columns
     the input lacks (the signals that need them then see nothing), and only exchanges

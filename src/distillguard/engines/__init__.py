@@ -44,7 +44,7 @@ class Engine(Protocol):
 
     def columns(self, relation: str) -> list[str]: ...
 
-    def parquet_view(self, name: str, files: list[Path]) -> None:
+    def parquet_view(self, name: str, files: list[Path | str]) -> None:
         """A view over Parquet files whose schemas may differ (columns matched by name)."""
 
     def featurise(self, columns: list[str], folder: Path, workers: int) -> None:

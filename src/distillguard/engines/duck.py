@@ -54,7 +54,7 @@ class DuckEngine:
     def columns(self, relation: str) -> list[str]:
         return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
 
-    def parquet_view(self, name: str, files: list[Path]) -> None:
+    def parquet_view(self, name: str, files: list[Path | str]) -> None:
         self.con.execute(
             f"CREATE OR REPLACE VIEW {name} AS "
             f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name = true)"

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,12 @@ class SparkEngine:
         master: str | None = None,
         conf: dict[str, str] | None = None,
         cores: int = 2,
+        scratch: str | None = None,
     ) -> None:
-        self.work = work
         self.spark = _session(master or f"local[{cores}]", memory_limit, work, conf or {})
+        # Intermediate files every executor can reach: the local work folder in local
+        # mode, shared storage (hdfs://, s3a://, ...) on a cluster.
+        self.scratch = f"{scratch.rstrip('/')}/distillguard-{uuid.uuid4().hex}" if scratch else None
 
     def _sql(self, statement: exp.Expression) -> Any:
         return self.spark.sql(statement.sql(dialect="spark"))
@@ -135,7 +139,7 @@ class SparkEngine:
     def columns(self, relation: str) -> list[str]:
         return list(self._query(f"SELECT * FROM {relation} LIMIT 0").columns)
 
-    def parquet_view(self, name: str, files: list[Path]) -> None:
+    def parquet_view(self, name: str, files: list[Path | str]) -> None:
         paths = [str(f) for f in files]
         frame = self.spark.read.option("mergeSchema", "true").parquet(*paths)
         frame.createOrReplaceTempView(name)
@@ -143,11 +147,18 @@ class SparkEngine:
     def featurise(self, columns: list[str], folder: Path, workers: int) -> None:
         frame = self._query(f"SELECT {', '.join(columns)} FROM exchanges")
         schema = self.spark.createDataFrame(SPARK_FEATURES.empty_table()).schema
-        frame.mapInArrow(featurise_signed, schema).write.mode("overwrite").parquet(str(folder))
-        self.parquet_view("features", [folder])
+        target = f"{self.scratch}/features" if self.scratch else str(folder)
+        frame.mapInArrow(featurise_signed, schema).write.mode("overwrite").parquet(target)
+        self.parquet_view("features", [target])
 
     def close(self) -> None:
-        self.spark.stop()
+        try:
+            if self.scratch:
+                context = self.spark.sparkContext
+                path = context._jvm.org.apache.hadoop.fs.Path(self.scratch)
+                path.getFileSystem(context._jsc.hadoopConfiguration()).delete(path, True)
+        finally:
+            self.spark.stop()
 
 
 def _session(master: str, memory_limit: str, work: Path, conf: dict[str, str]) -> Any:

@@ -8,7 +8,7 @@ under a memory limit, so the input size never decides the memory used.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -54,7 +54,7 @@ def _glob(folder: Path, pattern: str = "*.parquet") -> str:
     return "'" + str(folder / pattern).replace("'", "''") + "'"
 
 
-def sql_list(files: list[Path]) -> str:
+def sql_list(files: Sequence[Path | str]) -> str:
     return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
 
 
