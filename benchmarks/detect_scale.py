@@ -2,7 +2,8 @@
 `alibaba-2026` traffic (about a million exchanges per simulated day), against the scan
 floor, plus template signatures per second against datasketch.
 
-    .venv/bin/python benchmarks/detect_scale.py [--days 1,3,10,30] [--workdir DIR]
+    .venv/bin/python benchmarks/detect_scale.py [--days 1,3,10,30] [--spark-days 1]
+        [--workdir DIR]
 
 The scan floor is reading the input Parquet and hashing its prompt column (DuckDB, all
 cores): no detection can be faster than reading its input. Peak RSS is sampled over the
@@ -58,6 +59,12 @@ def main() -> int:
     parser.add_argument("--days", default="1,3")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--minhash-sample", type=int, default=20_000)
+    parser.add_argument(
+        "--spark-days",
+        type=int,
+        default=None,
+        help="also run the Spark engine (local mode) on this many days, against DuckDB",
+    )
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dg-scale-"))
     results = Path(__file__).parent / "results" / "scale.md"
@@ -98,7 +105,35 @@ def main() -> int:
         print(note, flush=True)
         with results.open("a") as handle:
             handle.write(f"\n{note}\n\n" if days == int(args.days.split(",")[-1]) else "")
+        if days == args.spark_days:
+            engines(traffic, rows, seconds, summary, work / f"findings-{days}d")
     return 0
+
+
+def engines(traffic: Path, rows: int, duck_seconds: float, duck: dict, duck_out: Path) -> None:
+    """DuckDB against Spark local mode on the same input; the findings must agree."""
+    out = duck_out.with_name(duck_out.name + "-spark")
+    seconds, peak, summary = timed_detect(traffic, out, ["--engine", "spark"])
+    same = (out / "campaigns.json").read_text() == (duck_out / "campaigns.json").read_text()
+    path = Path(__file__).parent / "results" / "engines.md"
+    if not path.exists():
+        path.write_text(
+            "# DuckDB against Spark local mode\n\n"
+            "Command: `.venv/bin/python benchmarks/detect_scale.py --days D --spark-days D`.\n"
+            "Both engines on the same input and machine; Spark in local mode with as many\n"
+            "cores as DuckDB uses. Peak RSS includes Spark's JVM.\n\n"
+            "| date | exchanges | DuckDB | Spark local | Spark / DuckDB | Spark peak RSS "
+            "| Spark stages (s) | same findings | machine |\n" + "|---" * 9 + "|\n"
+        )
+    stages = ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items())
+    row = (
+        f"| {datetime.now(UTC):%Y-%m-%d} | {rows:,} | {duck_seconds:.0f} s | {seconds:.0f} s | "
+        f"{seconds / duck_seconds:.1f}x | {peak / 2**20:,.0f} MiB | {stages} | "
+        f"{'yes' if same else 'NO'} | {machine()} |"
+    )
+    print(row, flush=True)
+    with path.open("a") as handle:
+        handle.write(row + "\n")
 
 
 def _run(command: list[str]) -> str:
@@ -117,7 +152,9 @@ def scan_floor(path: Path) -> float:
     return time.perf_counter() - started
 
 
-def timed_detect(traffic: Path, out: Path) -> tuple[float, int, dict]:
+def timed_detect(
+    traffic: Path, out: Path, extra: tuple[str, ...] | list[str] = ()
+) -> tuple[float, int, dict]:
     command = [
         sys.executable,
         "-m",
@@ -127,6 +164,7 @@ def timed_detect(traffic: Path, out: Path) -> tuple[float, int, dict]:
         "--out",
         str(out),
         "--json",
+        *extra,
     ]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

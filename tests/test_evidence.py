@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from distillguard.features import featurise
+from distillguard.features.digest import digest
 from distillguard.ingest.engine import connect
 from distillguard.link import evidence
 from distillguard.schema import EXCHANGES, conform
@@ -19,8 +19,7 @@ def _keys(tmp_path: Path, rows: list[dict[str, object]]) -> dict[str, set[str]]:
     """kind -> keys held by two or more nodes."""
     table = conform(pa.Table.from_pylist(rows), EXCHANGES)
     con = connect("256MB", tmp_path / "spill")
-    con.register("exchanges", table)
-    con.register("features", pa.Table.from_batches([featurise(table)]))
+    con.register("exchanges", digest(table.combine_chunks().to_batches()[0]))
     con.execute(evidence.NODES_SQL)
     con.execute(evidence.VERBATIM_SQL)
     shared = con.execute(

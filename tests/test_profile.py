@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from distillguard.engines.duck import DuckEngine
-from distillguard.features import featurise
+from distillguard.features.digest import digest
 from distillguard.profile.accounts import profile
 from distillguard.schema import EXCHANGES, conform
 
@@ -59,8 +59,7 @@ def _exchanges() -> pa.Table:
 def test_profile_of_a_bot_and_a_person() -> None:
     exchanges = _exchanges()
     con = duckdb.connect()
-    con.register("exchanges", exchanges)
-    con.register("features", featurise(exchanges))
+    con.register("exchanges", digest(exchanges.combine_chunks().to_batches()[0]))
     con.register(
         "accounts",
         pa.table(

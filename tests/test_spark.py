@@ -9,8 +9,8 @@ import pytest
 
 from distillguard.cli import main
 from distillguard.detect import detect
-from distillguard.engines.spark import SPARK_FEATURES, featurise_signed, translate
-from distillguard.features.content import featurise
+from distillguard.engines.spark import SPARK_DIGEST, digest_signed, translate
+from distillguard.features.digest import digest
 from distillguard.ingest import Options, ingest
 from distillguard.simulate import simulate
 from distillguard.simulate.scenario import Campaign, Population, ProxyMix, Scenario
@@ -67,17 +67,24 @@ def test_spark_local_mode_finds_what_duckdb_finds(store: Path, tmp_path: Path) -
     assert {k: spark[k] for k in same} == {k: duck[k] for k in same}
 
 
-def test_the_spark_feature_function_keeps_every_hash_bit(store: Path) -> None:
+def test_the_spark_digest_keeps_every_hash_bit(store: Path) -> None:
     """Spark has no unsigned integers: the same 64 bits travel as int64."""
-    batch = pq.read_table(next(store.rglob("day=*/*.parquet"))).slice(0, 200)
-    plain = featurise(batch)
-    (signed,) = featurise_signed(iter([batch]))
-    assert signed.schema == SPARK_FEATURES
+    table = pq.read_table(next(store.rglob("day=*/*.parquet"))).slice(0, 200)
+    batch = table.combine_chunks().to_batches()[0]
+    plain = digest(batch)
+    (signed,) = digest_signed(iter([batch]))
+    assert signed.schema == SPARK_DIGEST
+
+    def as_signed(v: int | None) -> int | None:
+        return None if v is None else (v - 2**64 if v >= 2**63 else v)
+
     assert signed.column("prompt_hash").to_pylist() == [
-        None if v is None else (v - 2**64 if v >= 2**63 else v)
-        for v in plain.column("prompt_hash").to_pylist()
+        as_signed(v) for v in plain.column("prompt_hash").to_pylist()
     ]
-    assert signed.column("template_sig").to_pylist() == plain.column("template_sig").to_pylist()
+    assert signed.column("template_bands").to_pylist() == [
+        [as_signed(v) for v in bands] for bands in plain.column("template_bands").to_pylist()
+    ]
+    assert any(v >= 2**63 for v in plain.column("prompt_hash").to_pylist() if v is not None)
 
 
 def test_our_sql_translates_for_spark() -> None:

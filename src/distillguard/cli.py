@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="processes for content features (default: one per core)"
     )
     detect.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="keep the digests of input files here; a later run over the same input "
+        "re-reads only new or changed files (one cache per input)",
+    )
+    detect.add_argument(
         "--engine",
         choices=("duckdb", "spark"),
         default="duckdb",
@@ -293,6 +299,7 @@ def _detect(args: argparse.Namespace) -> int:
         memory_limit=args.memory_limit,
         workers=args.workers,
         engine=args.engine,
+        cache=args.cache,
         engine_options={"master": args.spark_master, "conf": conf, "scratch": args.spark_scratch}
         if args.engine == "spark"
         else None,

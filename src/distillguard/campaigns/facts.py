@@ -22,7 +22,7 @@ ACTIONABLE = ("network", "payment", "system_prompt")
 
 def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Per campaign id: exchanges, first_seen, last_seen, mix, links, top keys. Uses the
-    `node_exchanges`, `features` and `evidence` relations."""
+    `node_exchanges` and `evidence` relations."""
     facts: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"exchanges": 0, "first_seen": None, "last_seen": None, "mix": {}, "links": {}}
     )
@@ -38,9 +38,8 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
             FROM node_exchanges JOIN flagged_nodes USING (node) GROUP BY 1"""):
             facts[cid].update(exchanges=n, first_seen=_iso(first), last_seen=_iso(last))
         for cid, capability, n in engine.rows("""
-            SELECT campaign_id, f.capability, count(*)
-            FROM node_exchanges x JOIN flagged_nodes USING (node)
-            JOIN features f USING (request_id) GROUP BY 1, 2
+            SELECT campaign_id, capability, count(*)
+            FROM node_exchanges JOIN flagged_nodes USING (node) GROUP BY 1, 2
             ORDER BY 1, 3 DESC, 2"""):
             facts[cid]["mix"][capability] = n
         for cid, kind, n in engine.rows("""

@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,44 +24,20 @@ from distillguard.campaigns import score as scoring
 from distillguard.campaigns.calibrate import Calibration, calibrate
 from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
+from distillguard.detect.inputs import digests, inputs, is_uri, load
 from distillguard.engines import Engine, open_engine
-from distillguard.errors import InputError, SchemaError, UsageError
-from distillguard.features.content import INPUT_COLUMNS
+from distillguard.errors import InputError, UsageError
+from distillguard.features.digest import DIGEST
 from distillguard.features.pool import default_workers
 from distillguard.ingest.values import to_ts
 from distillguard.link import evidence, graph
 from distillguard.link.evidence import SEPARATOR
 from distillguard.profile.accounts import profile
-from distillguard.schema import ACCOUNTS, EXCHANGES, FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
-from distillguard.store import MANIFEST, Store, atomic_write
+from distillguard.schema import ACCOUNTS, FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
+from distillguard.store import atomic_write
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
 SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
-
-
-def inputs(path: str | Path) -> tuple[list[Path | str], list[Path | str]]:
-    """Exchange and account Parquet files of a store, a simulator folder or a file; an
-    object-storage URI (s3a://, gs://, abfss://, hdfs://) is passed to the engine as is."""
-    if _is_uri(path):
-        return [str(path)], []
-    source = Path(path)
-    if (source / MANIFEST).is_file():
-        store = Store(source)
-        return [*store.files("exchanges")], [*store.files("accounts")]
-    if source.is_file():
-        return [source], []
-    if (source / "exchanges.parquet").is_file():
-        accounts = source / "accounts.parquet"
-        return [source / "exchanges.parquet"], [accounts] if accounts.is_file() else []
-    if source.is_dir():
-        files = sorted(source.rglob("*.parquet"))
-        if files:
-            return [*files], []
-    raise InputError(
-        f"{source}: no store, exchanges.parquet or Parquet files to read "
-        "(ingest log files first with `distillguard ingest`)"
-    )
 
 
 def detect(
@@ -76,21 +51,25 @@ def detect(
     workers: int | None = None,
     engine: str = "duckdb",
     engine_options: dict[str, Any] | None = None,
+    cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Find campaigns in the traffic at `source`; findings go to `out`. Returns the
-    summary. `engine` is duckdb (one machine) or spark (`engine_options`: master, conf)."""
+    summary. `engine` is duckdb (one machine) or spark (`engine_options`: master, conf,
+    scratch). With `cache`, the digests of input files are kept there for the next run."""
     if not 0 < fpr < 1:
         raise UsageError("--fpr takes a false-positive rate strictly between 0 and 1")
     if workers is not None and workers < 1:
         raise UsageError("--workers takes a positive number of processes")
     workers = workers or default_workers()
+    if cache is not None and Path(cache).exists() and not Path(cache).is_dir():
+        raise UsageError(f"--cache {cache}: not a folder")
     exchange_files, account_files = inputs(source)
-    if engine != "spark" and (_is_uri(source) or (accounts and _is_uri(accounts))):
+    if engine != "spark" and (is_uri(source) or (accounts and is_uri(accounts))):
         raise UsageError("object-storage paths are read by --engine spark; copy them locally")
     if accounts is not None:
-        if not _is_uri(accounts) and not Path(accounts).is_file():
+        if not is_uri(accounts) and not Path(accounts).is_file():
             raise InputError(f"{accounts}: no such accounts file")
-        account_files = [accounts if _is_uri(accounts) else Path(accounts)]
+        account_files = [accounts if is_uri(accounts) else Path(accounts)]
     if until is not None:
         try:
             until = to_ts(until).isoformat()
@@ -101,13 +80,13 @@ def detect(
     db: Engine | None = None
     try:
         db = open_engine(engine, work, memory_limit, cores=workers, **(engine_options or {}))
-        missing = _load(db, "exchanges", exchange_files, EXCHANGES, until)
+        cache = Path(cache) if cache is not None else None
+        folders, missing, reuse = digests(db, exchange_files, work, cache, workers)
+        load(db, "exchanges", folders, DIGEST, until)
         if account_files:
-            _load(db, "accounts", account_files, ACCOUNTS)
+            load(db, "accounts", account_files, ACCOUNTS)
         if not db.rows("SELECT count(*) FROM exchanges")[0][0]:
             raise InputError("no exchanges to analyse" + (f" before {until}" if until else ""))
-        present = db.columns("exchanges")
-        db.featurise([c for c in INPUT_COLUMNS if c in present], work / "features", workers)
         clock.lap("features")
         db.run(evidence.NODES_SQL)
         others = ", ".join(
@@ -129,6 +108,7 @@ def detect(
         clock.lap("graph")
         findings = _findings(db, g, groups, profiles, fpr)
         findings["summary"]["missing_columns"] = missing
+        findings["summary"].update(reuse)
         findings["summary"]["engine"] = db.name
         _write(Path(out), findings)
         clock.lap("campaigns")
@@ -138,10 +118,6 @@ def detect(
         if db is not None:
             db.close()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _is_uri(path: str | Path) -> bool:
-    return isinstance(path, str) and "://" in path
 
 
 class Stopwatch:
@@ -155,38 +131,6 @@ class Stopwatch:
         now = time.perf_counter()
         self.laps[stage] = round(now - self._last, 2)
         self._last = now
-
-
-SQL_TYPES = {
-    "string": "VARCHAR",
-    "int64": "BIGINT",
-    "int32": "INTEGER",
-    "double": "DOUBLE",
-    "bool": "BOOLEAN",
-    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
-}
-
-
-def _load(
-    db: Engine, name: str, files: list[Path | str], schema: pa.Schema, until: str | None = None
-) -> list[str]:
-    """The view `name` over Parquet files, with null columns for the optional columns
-    the input lacks (the signals that need them then see nothing), and only exchanges
-    before `until`; a missing required column is refused, named. Returns the missing."""
-    db.parquet_view(f"raw_{name}", files)
-    present = set(db.columns(f"raw_{name}"))
-    absent = [f for f in schema if f.name not in present]
-    required = [f.name for f in absent if not f.nullable]
-    if required:
-        raise SchemaError(f"the {name} lack required column(s): {', '.join(required)}")
-    filler = "".join(f", CAST(NULL AS {SQL_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
-    window = f" WHERE epoch_us(ts) < {_micros(until)}" if until else ""
-    db.run(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT *{filler} FROM raw_{name}{window}")
-    return [f.name for f in absent]
-
-
-def _micros(moment: str) -> int:
-    return (datetime.fromisoformat(moment) - EPOCH) // timedelta(microseconds=1)
 
 
 def _findings(

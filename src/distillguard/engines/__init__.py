@@ -1,10 +1,11 @@
 """The engines the relational stages run on, behind one small interface.
 
-Detection is SQL over a few named relations (exchanges, features, evidence, ...). The
+Detection is SQL over a few named relations (exchange digests, evidence, ...). The
 SQL is written once, in DuckDB's dialect; DuckDB runs it as written, and the Spark
 engine translates each statement with SQLGlot, so both engines run the same code.
-Content features are the one stage that is not SQL: a pure function of a record batch,
-run in a local process pool (DuckDB) or through `mapInArrow` (Spark).
+Content features are the one stage that is not SQL: a pure function of a record batch
+(the exchange's digest), run in a local process pool (DuckDB) or through `mapInArrow`
+(Spark).
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ class Engine(Protocol):
     def parquet_view(self, name: str, files: list[Path | str]) -> None:
         """A view over Parquet files whose schemas may differ (columns matched by name)."""
 
-    def featurise(self, columns: list[str], folder: Path, workers: int) -> None:
-        """Content features of `exchanges` (the named columns in), written under
-        `folder` and queryable as `features`."""
+    def digest(self, relation: str, folder: Path | str, workers: int) -> None:
+        """Digests (features/digest.py) of the rows of `relation`, written as Parquet
+        under `folder`."""
+
+    def scratch_folder(self, name: str, local: Path) -> str:
+        """Where intermediate files called `name` go (`local` unless the engine has
+        shared scratch storage)."""
 
     def close(self) -> None: ...
 

@@ -8,6 +8,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from distillguard.errors import InputError
+from distillguard.features.digest import READ, digest
 from distillguard.features.pool import featurise_to
 from distillguard.ingest.engine import arrow_reader, connect, sql_list
 
@@ -55,15 +57,30 @@ class DuckEngine:
         return [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
 
     def parquet_view(self, name: str, files: list[Path | str]) -> None:
+        """Folders stand for the Parquet files in them."""
+        paths = [
+            part
+            for f in files
+            for part in (sorted(Path(f).glob("*.parquet")) if Path(f).is_dir() else [f])
+        ]
+        if not paths:
+            raise InputError("no exchanges to analyse: the input holds no rows")
         self.con.execute(
             f"CREATE OR REPLACE VIEW {name} AS "
-            f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name = true)"
+            f"SELECT * FROM read_parquet({sql_list(paths)}, union_by_name = true)"
         )
 
-    def featurise(self, columns: list[str], folder: Path, workers: int) -> None:
-        select = f"SELECT {', '.join(columns)} FROM exchanges"
-        featurise_to(lambda: arrow_reader(self.con.sql(select), FEATURE_BATCH), folder, workers)
-        self.parquet_view("features", [folder / "*.parquet"])
+    def scratch_folder(self, name: str, local: Path) -> str:
+        return str(local)
+
+    def digest(self, relation: str, folder: Path | str, workers: int) -> None:
+        select = f"SELECT {', '.join(READ)} FROM {relation}"
+        featurise_to(
+            lambda: arrow_reader(self.con.sql(select), FEATURE_BATCH),
+            Path(folder),
+            workers,
+            digest,
+        )
 
     def close(self) -> None:
         self.con.close()

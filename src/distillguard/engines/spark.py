@@ -26,7 +26,7 @@ import sqlglot
 from sqlglot import exp
 
 from distillguard.errors import EngineError, UsageError
-from distillguard.features.content import FEATURES, featurise
+from distillguard.features.digest import DIGEST, READ, digest
 
 DIALECT = "duckdb"  # the dialect our SQL is written in
 RENAMES = {"epoch_us": "unix_micros"}  # functions SQLGlot does not map
@@ -41,16 +41,16 @@ def _signed(field: pa.Field) -> pa.Field:
     return field
 
 
-SPARK_FEATURES = pa.schema([_signed(f) for f in FEATURES])
+SPARK_DIGEST = pa.schema([_signed(f) for f in DIGEST])
 
 
-def featurise_signed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """`featurise` for `mapInArrow`: unsigned columns reinterpreted as int64."""
+def digest_signed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """`digest` for `mapInArrow`: unsigned columns reinterpreted as int64."""
     for batch in batches:
-        out = featurise(batch)
+        out = digest(batch)
         yield pa.RecordBatch.from_arrays(
-            [_reinterpret(out.column(i), f.type) for i, f in enumerate(SPARK_FEATURES)],
-            schema=SPARK_FEATURES,
+            [_reinterpret(out.column(i), f.type) for i, f in enumerate(SPARK_DIGEST)],
+            schema=SPARK_DIGEST,
         )
 
 
@@ -144,12 +144,14 @@ class SparkEngine:
         frame = self.spark.read.option("mergeSchema", "true").parquet(*paths)
         frame.createOrReplaceTempView(name)
 
-    def featurise(self, columns: list[str], folder: Path, workers: int) -> None:
-        frame = self._query(f"SELECT {', '.join(columns)} FROM exchanges")
-        schema = self.spark.createDataFrame(SPARK_FEATURES.empty_table()).schema
-        target = f"{self.scratch}/features" if self.scratch else str(folder)
-        frame.mapInArrow(featurise_signed, schema).write.mode("overwrite").parquet(target)
-        self.parquet_view("features", [target])
+    def digest(self, relation: str, folder: Path | str, workers: int) -> None:
+        frame = self._query(f"SELECT {', '.join(READ)} FROM {relation}")
+        schema = self.spark.createDataFrame(SPARK_DIGEST.empty_table()).schema
+        frame.mapInArrow(digest_signed, schema).write.mode("overwrite").parquet(str(folder))
+
+    def scratch_folder(self, name: str, local: Path) -> str:
+        """Where intermediate `name` goes: under --spark-scratch, else the local folder."""
+        return f"{self.scratch}/{name}" if self.scratch else str(local)
 
     def close(self) -> None:
         try:

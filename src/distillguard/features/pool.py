@@ -34,15 +34,22 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
+
+
 def featurise_to(
-    batches: Callable[[], Iterable[pa.RecordBatch]], folder: Path, workers: int
+    batches: Callable[[], Iterable[pa.RecordBatch]],
+    folder: Path,
+    workers: int,
+    function: Transform = featurise,
 ) -> int:
-    """Write the features of every batch from `batches()` to folder/part-NNNNNN.parquet;
-    the number of parts written. With one worker everything runs in this process."""
+    """Write `function` (a pure, module-level function; content features by default) of
+    every batch from `batches()` to folder/part-NNNNNN.parquet; the number of parts
+    written. With one worker everything runs in this process."""
     folder.mkdir(parents=True, exist_ok=True)
     if workers > 1:
         try:
-            return _in_pool(batches(), folder, workers)
+            return _in_pool(batches(), folder, workers, function)
         except BrokenProcessPool:
             print(
                 "distillguard: feature workers could not start (a script that calls "
@@ -53,11 +60,13 @@ def featurise_to(
             folder.mkdir(parents=True)
     count = 0
     for count, batch in enumerate(batches(), start=1):
-        _write(batch, folder / f"part-{count:06d}.parquet")
+        _write(batch, folder / f"part-{count:06d}.parquet", function)
     return count
 
 
-def _in_pool(batches: Iterable[pa.RecordBatch], folder: Path, workers: int) -> int:
+def _in_pool(
+    batches: Iterable[pa.RecordBatch], folder: Path, workers: int, function: Transform
+) -> int:
     context = multiprocessing.get_context("spawn")
     pending: deque[Future[str]] = deque()
     count = 0
@@ -65,14 +74,15 @@ def _in_pool(batches: Iterable[pa.RecordBatch], folder: Path, workers: int) -> i
         for count, batch in enumerate(batches, start=1):
             if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
                 pending.popleft().result()
-            pending.append(pool.submit(_write, batch, folder / f"part-{count:06d}.parquet"))
+            part = folder / f"part-{count:06d}.parquet"
+            pending.append(pool.submit(_write, batch, part, function))
         while pending:
             pending.popleft().result()
     return count
 
 
-def _write(batch: pa.RecordBatch, path: Path) -> str:
+def _write(batch: pa.RecordBatch, path: Path, function: Transform) -> str:
     tmp = path.with_suffix(".tmp")
-    pq.write_table(pa.Table.from_batches([featurise(batch)]), tmp)
+    pq.write_table(pa.Table.from_batches([function(batch)]), tmp)
     tmp.replace(path)
     return str(path)

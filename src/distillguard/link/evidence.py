@@ -33,16 +33,15 @@ CREATE OR REPLACE TEMP VIEW node_exchanges AS
 # so its filled templates are each sent once; what links its accounts is the skeleton.
 VERBATIM_SQL = """
 CREATE OR REPLACE TEMP TABLE verbatim AS
-    SELECT f.prompt_hash FROM node_exchanges x JOIN features f USING (request_id)
-    WHERE f.prompt_hash IS NOT NULL GROUP BY 1 HAVING min(x.node) <> max(x.node);
+    SELECT prompt_hash FROM node_exchanges
+    WHERE prompt_hash IS NOT NULL GROUP BY 1 HAVING min(node) <> max(node);
 """
 
 EVIDENCE_SQL = """
 WITH bands AS (
     SELECT node, band, count(*) AS hits, count(copied) AS copied
-    FROM (SELECT x.node, unnest(f.template_bands) AS band, v.prompt_hash AS copied
-          FROM node_exchanges x JOIN features f USING (request_id)
-          LEFT JOIN verbatim v ON f.prompt_hash = v.prompt_hash)
+    FROM (SELECT x.node, unnest(x.template_bands) AS band, v.prompt_hash AS copied
+          FROM node_exchanges x LEFT JOIN verbatim v ON x.prompt_hash = v.prompt_hash)
     WHERE band <> 0 GROUP BY 1, 2
 )
 SELECT node, 'template' AS kind, 'tb:' || CAST(band AS VARCHAR) AS key, hits - copied AS hits
@@ -50,15 +49,13 @@ FROM (SELECT *, sum(copied) OVER (PARTITION BY band) / sum(hits) OVER (PARTITION
                 AS public_share FROM bands)
 WHERE public_share < {PUBLIC_SHARE} AND hits > copied
 UNION ALL
-SELECT x.node, 'synchrony', 'sync:' || CAST(f.template_bands[1] AS VARCHAR) || ':'
+SELECT x.node, 'synchrony', 'sync:' || CAST(x.template_bands[1] AS VARCHAR) || ':'
        || CAST(date_trunc('hour', x.ts) AS VARCHAR), count(*)
-FROM node_exchanges x JOIN features f USING (request_id)
-ANTI JOIN verbatim v ON f.prompt_hash = v.prompt_hash
-WHERE f.template_bands[1] <> 0 GROUP BY 1, 2, 3
+FROM node_exchanges x ANTI JOIN verbatim v ON x.prompt_hash = v.prompt_hash
+WHERE x.template_bands[1] <> 0 GROUP BY 1, 2, 3
 UNION ALL
-SELECT x.node, 'system_prompt', 'sp:' || f.system_hash, count(*)
-FROM node_exchanges x JOIN features f USING (request_id)
-WHERE f.system_hash IS NOT NULL GROUP BY 1, 2, 3
+SELECT node, 'system_prompt', 'sp:' || system_hash, count(*)
+FROM node_exchanges WHERE system_hash IS NOT NULL GROUP BY 1, 2, 3
 UNION ALL
 SELECT node, 'network', 'ip:' || ip_prefix || '|' || coalesce(user_agent, ''), count(*)
 FROM node_exchanges WHERE ip_prefix IS NOT NULL AND NOT contains(node, chr(31))

@@ -1,7 +1,7 @@
 """Account profiles: the behaviour of each account over its exchanges, in SQL.
 
 One row per account, computed by the engine from the exchanges and their content
-features (joined on request_id) plus the optional accounts table. Each column is a
+features (digests, features/digest.py) plus the optional accounts table. Each column is a
 behaviour the design brief names; none decides anything alone. A farmed account looks
 like a light user on most of them; what gives a campaign away is that hundreds of
 accounts share the same unusual values at once (the linkage stage's job).
@@ -20,10 +20,7 @@ DEPTH_CEILING = 16000  # a max_tokens at or above this is "asking for everything
 
 PROFILE_SQL = """
 WITH x AS (
-    SELECT e.*, f.capability, f.cot_score, f.system_hash,
-           epoch_us(e.ts) / 1000000.0 AS t,
-           hour(e.ts) AS h
-    FROM {source} e LEFT JOIN features f USING (request_id)
+    SELECT *, epoch_us(ts) / 1000000.0 AS t, hour(ts) AS h FROM {source}
 ),
 gaps AS (
     SELECT account_id, t - lag(t) OVER (PARTITION BY account_id ORDER BY t) AS gap FROM x
@@ -59,7 +56,7 @@ SELECT
     any_value(timing.gap_sd / nullif(timing.gap_mean, 0)) AS interarrival_cv,
     avg(CASE WHEN coalesce(x.turn_index, 0) = 0 THEN 1 ELSE 0 END) AS single_turn_share,
     avg(coalesce(x.turn_index, 0)) AS mean_turn_index,
-    count(DISTINCT x.prompt_text) / count(*) AS prompt_diversity,
+    count(DISTINCT x.prompt_hash) / count(*) AS prompt_diversity,
     any_value(cap_top.top_capability) AS top_capability,
     any_value(cap_top.capability_concentration) AS capability_concentration,
     avg(x.cot_score) AS cot_mean,
@@ -85,8 +82,8 @@ GROUP BY x.account_id
 
 
 def profile(engine: Engine, source: str = "exchanges") -> pa.Table:
-    """Profiles from the view `source` (exchanges, grouped by its account_id column) and
-    `features`; joined with the view `accounts` (sign-up data) when there is one. A
+    """Profiles from the view `source` (digests of exchanges, grouped by its account_id
+    column); joined with the view `accounts` (sign-up data) when there is one. A
     source may group sub-streams (account, unit separator, end user): sign-up data is
     then that of the account."""
     sql = PROFILE_SQL.format(source=source, ceiling=DEPTH_CEILING, scripted=SCRIPTED_AGENTS)

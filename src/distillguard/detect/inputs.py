@@ -1,0 +1,129 @@
+"""What detection reads: the input files, their digests, the accounts.
+
+Every stage after content features reads digests (features/digest.py), one folder per
+input file. With a cache folder (`detect --cache`) a file's digest is kept under a key
+of the file's path, size, modification time and the digest version, so a nightly run
+over a store digests only the days that are new or changed and reuses the rest; a run
+without a cache digests everything in one pass. Either way the later stages see the
+same rows, so the findings are the same. A cache serves one input: digests of files no
+longer in it (a day re-ingested, a file removed) are deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distillguard.engines import Engine
+from distillguard.errors import InputError, SchemaError
+from distillguard.features.digest import VERSION
+from distillguard.schema import EXCHANGES
+from distillguard.store import MANIFEST, Store
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SQL_TYPES = {
+    "string": "VARCHAR",
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+}
+
+File = Path | str  # a local path, or an object-storage URI the engine reads
+
+
+def inputs(path: File) -> tuple[list[File], list[File]]:
+    """Exchange and account Parquet files of a store, a simulator folder or a file; an
+    object-storage URI (s3a://, gs://, abfss://, hdfs://) is passed to the engine as is."""
+    if is_uri(path):
+        return [str(path)], []
+    source = Path(path)
+    if (source / MANIFEST).is_file():
+        store = Store(source)
+        return [*store.files("exchanges")], [*store.files("accounts")]
+    if source.is_file():
+        return [source], []
+    if (source / "exchanges.parquet").is_file():
+        accounts = source / "accounts.parquet"
+        return [source / "exchanges.parquet"], [accounts] if accounts.is_file() else []
+    if source.is_dir():
+        files = sorted(source.rglob("*.parquet"))
+        if files:
+            return [*files], []
+    raise InputError(
+        f"{source}: no store, exchanges.parquet or Parquet files to read "
+        "(ingest log files first with `distillguard ingest`)"
+    )
+
+
+def is_uri(path: File) -> bool:
+    return isinstance(path, str) and "://" in path
+
+
+def digests(
+    db: Engine, files: list[File], work: Path, cache: Path | None, workers: int
+) -> tuple[list[File], list[str], dict[str, int]]:
+    """Digest folders covering `files`; the optional columns the input lacks; how many
+    files were digested and how many reused from the cache."""
+    counts = {"digested_files": 0, "reused_files": 0}
+    if cache is None or any(is_uri(f) for f in files):
+        folder = db.scratch_folder("digests", work / "digests")
+        absent = load(db, "raw", files, EXCHANGES)
+        db.digest("raw", folder, workers)
+        counts["digested_files"] = len(files)
+        return [folder], absent, counts
+    cache.mkdir(parents=True, exist_ok=True)
+    folders: list[File] = []
+    missing: set[str] = set()
+    for file in files:
+        path = Path(file)
+        target = cache / _key(path)
+        present = set(pq.read_schema(path).names)
+        missing |= {f.name for f in EXCHANGES if f.name not in present}
+        if not target.is_dir():
+            load(db, "raw", [path], EXCHANGES)
+            partial = cache / f".{target.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            db.digest("raw", partial, workers)
+            partial.replace(target)
+            counts["digested_files"] += 1
+        else:
+            counts["reused_files"] += 1
+        folders.append(target)
+    for stale in set(cache.iterdir()) - set(folders):  # superseded days, broken runs
+        shutil.rmtree(stale, ignore_errors=True)
+    return folders, sorted(missing, key=EXCHANGES.names.index), counts
+
+
+def _key(file: Path) -> str:
+    stat = file.stat()
+    text = f"{VERSION}|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def load(
+    db: Engine, name: str, files: list[File], schema: pa.Schema, until: str | None = None
+) -> list[str]:
+    """The view `name` over Parquet files, with null columns for the optional columns
+    the input lacks (the signals that need them then see nothing), and only rows before
+    `until`; a missing required column is refused, named. Returns the missing."""
+    db.parquet_view(f"{name}_files", files)
+    present = set(db.columns(f"{name}_files"))
+    absent = [f for f in schema if f.name not in present]
+    required = [f.name for f in absent if not f.nullable]
+    if required:
+        raise SchemaError(f"the {name} lack required column(s): {', '.join(required)}")
+    filler = "".join(f", CAST(NULL AS {SQL_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
+    window = f" WHERE epoch_us(ts) < {_micros(until)}" if until else ""
+    db.run(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT *{filler} FROM {name}_files{window}")
+    return [f.name for f in absent]
+
+
+def _micros(moment: str) -> int:
+    return (datetime.fromisoformat(moment) - EPOCH) // timedelta(microseconds=1)

@@ -1,0 +1,86 @@
+"""Incremental runs: after a new day of logs, detection with a cache digests only that
+day and finds exactly what a full run over everything finds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from distillguard.cli import main
+from distillguard.detect import detect
+from distillguard.ingest import Options, ingest
+from distillguard.simulate import simulate
+from distillguard.simulate.scenario import Campaign, Population, Scenario
+
+NEW_DAY = datetime(2026, 4, 24, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Simulated traffic of three days, split into the first two and the third."""
+    folder = tmp_path_factory.mktemp("days")
+    scenario = Scenario(
+        name="days",
+        seed=9,
+        days=3,
+        legitimate=[Population("developer", 30), Population("chat", 60)],
+        campaigns=[Campaign(id="coders", accounts=15, capability="coding")],
+    )
+    simulate(scenario, folder / "sim")
+    table = pq.read_table(folder / "sim" / "exchanges.parquet")
+    new = pc.greater_equal(table.column("ts"), NEW_DAY)
+    pq.write_table(table.filter(pc.invert(new)), folder / "history.parquet")
+    pq.write_table(table.filter(new), folder / "new-day.parquet")
+    return folder
+
+
+def _same(one: Path, two: Path) -> None:
+    assert (one / "campaigns.json").read_text() == (two / "campaigns.json").read_text()
+    for name in ("accounts.parquet", "exchanges.parquet"):
+        assert pq.read_table(one / name).equals(pq.read_table(two / name)), name
+
+
+def test_a_new_day_reuses_the_digests_of_history(days: Path, tmp_path: Path) -> None:
+    store, cache = tmp_path / "store", tmp_path / "cache"
+    accounts = days / "sim" / "accounts.parquet"
+    ingest([days / "history.parquet"], store, Options())
+    first = detect(store, tmp_path / "night1", accounts=accounts, cache=cache)
+    assert (first["digested_files"], first["reused_files"]) == (2, 0)
+
+    ingest([days / "new-day.parquet"], store, Options())
+    second = detect(store, tmp_path / "night2", accounts=accounts, cache=cache)
+    assert (second["digested_files"], second["reused_files"]) == (1, 2)
+    assert second["campaigns"] >= 1
+
+    full = detect(store, tmp_path / "full", accounts=accounts)
+    assert (full["digested_files"], full["reused_files"]) == (3, 0)
+    _same(tmp_path / "night2", tmp_path / "full")
+    assert len(list(cache.iterdir())) == 3
+
+
+def test_a_changed_day_is_digested_again(days: Path, tmp_path: Path) -> None:
+    store, cache = tmp_path / "store", tmp_path / "cache"
+    ingest([days / "history.parquet"], store, Options())
+    detect(store, tmp_path / "a", cache=cache)
+    stored = sorted(store.rglob("day=*/*.parquet"))[-1]
+    table = pq.read_table(stored)
+    pq.write_table(table.slice(0, table.num_rows // 2), stored)  # a day rewritten
+    again = detect(store, tmp_path / "b", cache=cache)
+    assert (again["digested_files"], again["reused_files"]) == (1, 1)
+    detect(store, tmp_path / "c")
+    _same(tmp_path / "b", tmp_path / "c")
+    assert len(list(cache.iterdir())) == 2  # the superseded digest is gone
+
+
+def test_the_cache_flag_on_the_command_line(days: Path, tmp_path: Path) -> None:
+    args = ["detect", str(days / "history.parquet"), "--cache", str(tmp_path / "c")]
+    assert main([*args, "--out", str(tmp_path / "f1")]) == 0
+    assert main([*args, "--out", str(tmp_path / "f2")]) == 0
+    _same(tmp_path / "f1", tmp_path / "f2")
+    (tmp_path / "not-a-folder").write_text("x")
+    bad = ["detect", str(days / "history.parquet"), "--cache", str(tmp_path / "not-a-folder")]
+    assert main([*bad, "--out", str(tmp_path / "f3")]) == 2
