@@ -91,3 +91,13 @@ def test_more_of_any_indicator_never_lowers_the_score(given_values: dict[str, fl
     for key in scoring.INDICATORS:
         raised = dict(values, **{key: min(1.0, values[key] + 0.3)})
         assert scoring.score(raised, 10) >= base - 1e-12
+
+
+def test_a_substream_does_not_inherit_its_resellers_scripted_client() -> None:
+    """End users of a reseller reach us through its server, whose client is a script."""
+    base = {k: 0.0 for k in ("cot_share", "capability_concentration", "max_tokens_ceiling_share")}
+    base |= {"hour_entropy": 0.5, "interarrival_cv": None, "exchanges": 5, "reasoning_share": 0}
+    account = {**base, "account_id": "acct-1", "scripted_agent_share": 1.0}
+    substream = {**base, "account_id": "acct-1\x1fuser-9", "scripted_agent_share": 1.0}
+    assert scoring.indicators([account])["scripted_clients"] == 1.0
+    assert scoring.indicators([substream])["scripted_clients"] == 0.0

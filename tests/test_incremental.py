@@ -84,3 +84,17 @@ def test_the_cache_flag_on_the_command_line(days: Path, tmp_path: Path) -> None:
     (tmp_path / "not-a-folder").write_text("x")
     bad = ["detect", str(days / "history.parquet"), "--cache", str(tmp_path / "not-a-folder")]
     assert main([*bad, "--out", str(tmp_path / "f3")]) == 2
+
+
+def test_a_store_of_another_version_is_refused_by_name(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    store = tmp_path / "store"
+    ingest([days / "history.parquet"], store, Options())
+    manifest = store / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 0}))
+    assert main(["detect", str(store), "--out", str(tmp_path / "f")]) == 5
+    err = capsys.readouterr().err
+    assert "version 0" in err and "Traceback" not in err

@@ -14,18 +14,25 @@ import pyarrow as pa
 from distillguard.engines import Engine
 
 KINDS = ("template", "payment")
-MOSTLY_FLAGGED = 0.8
+MOSTLY_FLAGGED = 0.8  # a key joins parts only if flagged nodes hold this share of it
 
 
-def parts_to_join(engine: Engine, node_part: dict[str, int]) -> list[int]:
+def parts_to_join(
+    engine: Engine, node_part: dict[str, int], solos: frozenset[int] = frozenset()
+) -> list[int]:
     """For each part (0..n-1), the part it is joined into (its own index if none). Uses
-    the `keyed` table (node, kind, key)."""
+    the `keyed` table (node, kind, key). A solo part (one account the graph linked to no
+    group) joins others only by payment: the graph already weighed its templates and
+    left it alone, and a few colliding template bands would otherwise merge unrelated
+    lone harvesters."""
     count = max(node_part.values(), default=-1) + 1
     parent = list(range(count))
     if count < 2:
         return parent
+    parts = list(node_part.values())
     engine.register(
-        "flagged_parts", pa.table({"node": list(node_part), "part": list(node_part.values())})
+        "flagged_parts",
+        pa.table({"node": list(node_part), "part": parts, "solo": [p in solos for p in parts]}),
     )
     kinds = ", ".join(f"'{k}'" for k in KINDS)
     try:
@@ -34,7 +41,7 @@ def parts_to_join(engine: Engine, node_part: dict[str, int]) -> list[int]:
                 SELECT kind, key, count(*) AS total FROM keyed WHERE kind IN ({kinds})
                 GROUP BY 1, 2 HAVING count(*) > 1
             )
-            SELECT list_sort(list(DISTINCT part))
+            SELECT list_sort(list(DISTINCT part) FILTER (WHERE kind = 'payment' OR NOT solo))
             FROM keyed JOIN flagged_parts USING (node) JOIN holders USING (kind, key)
             GROUP BY kind, key, total
             HAVING count(*) >= {MOSTLY_FLAGGED} * total AND count(DISTINCT part) > 1
@@ -48,9 +55,11 @@ def parts_to_join(engine: Engine, node_part: dict[str, int]) -> list[int]:
             i = parent[i]
         return i
 
-    for (parts,) in rows:
-        first = root(parts[0])
-        for other in parts[1:]:
+    for (joined,) in rows:
+        if not joined or len(joined) < 2:  # None when FILTER left no part
+            continue
+        first = root(joined[0])
+        for other in joined[1:]:
             r = root(other)
             if r != first:
                 parent[max(r, first)] = min(r, first)

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillguard.link.evidence import SEPARATOR
+
 # What is being taken: legitimate power users (a research lab running benchmarks with
 # chain of thought from a script) show these too.
 HARVEST: dict[str, float] = {
@@ -63,13 +65,17 @@ def indicators(profiles: list[dict[str, Any]], private_templates: float = 0.0) -
     def mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else 0.0
 
+    def scripted(p: dict[str, Any]) -> float:
+        # A sub-stream's client is its reseller's server, not the end user's choice.
+        return 0.0 if SEPARATOR in p.get("account_id", "") else p["scripted_agent_share"] or 0.0
+
     def fresh(p: dict[str, Any]) -> float:
         age = p.get("seconds_signup_to_first_use")
         return 0.0 if age is None else 1.0 if age < 7 * 86400 else 0.0
 
     return {
         "reasoning_elicitation": mean([p["cot_share"] or 0.0 for p in profiles]),
-        "scripted_clients": mean([p["scripted_agent_share"] or 0.0 for p in profiles]),
+        "scripted_clients": mean([scripted(p) for p in profiles]),
         "around_the_clock": mean(
             [1.0 if (p["hour_entropy"] or 0) > 0.9 else 0.0 for p in profiles]
         ),

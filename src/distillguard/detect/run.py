@@ -104,8 +104,9 @@ def detect(
         )
         clock.lap("evidence")
         g = graph.build(db)
+        clock.lap("edges")
         groups = graph.communities(g)
-        clock.lap("graph")
+        clock.lap("leiden")
         findings = _findings(db, g, groups, profiles, fpr)
         findings["summary"]["missing_columns"] = missing
         findings["summary"].update(reuse)
@@ -204,7 +205,11 @@ def _join_parts(db: Engine, parts: list[Part], profiles: dict[str, dict[str, Any
     """Flagged parts joined into campaigns (campaigns/merge.py), strongest first. A
     joined campaign is scored on all its members; it keeps its strongest part's score
     if that is higher."""
-    roots = parts_to_join(db, {n: i for i, part in enumerate(parts) for n in part[0]})
+    roots = parts_to_join(
+        db,
+        {n: i for i, part in enumerate(parts) for n in part[0]},
+        frozenset(i for i, part in enumerate(parts) if len(part[0]) == 1),
+    )
     joined: dict[int, list[int]] = {}
     for i, root in enumerate(roots):
         joined.setdefault(root, []).append(i)

@@ -1,0 +1,39 @@
+"""Joining flagged parts into campaigns: which shared keys join, and which do not."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from distillguard.campaigns.merge import parts_to_join
+from distillguard.engines.duck import DuckEngine
+
+
+def _engine(rows: list[tuple[str, str, str]]) -> DuckEngine:
+    con = duckdb.connect()
+    con.register(
+        "keyed",
+        pa.table({k: [r[i] for r in rows] for i, k in enumerate(("node", "kind", "key"))}),
+    )
+    return DuckEngine(con)
+
+
+def test_groups_sharing_their_own_template_join() -> None:
+    engine = _engine(
+        [("a1", "template", "tb:1"), ("a2", "template", "tb:1"), ("b1", "template", "tb:1")]
+    )
+    assert parts_to_join(engine, {"a1": 0, "a2": 0, "b1": 1}) == [0, 0]
+
+
+def test_a_key_mostly_held_outside_the_flagged_parts_joins_nothing() -> None:
+    rows = [("a1", "template", "tb:1"), ("b1", "template", "tb:1")]
+    rows += [(f"person{i}", "template", "tb:1") for i in range(5)]
+    assert parts_to_join(_engine(rows), {"a1": 0, "b1": 1}) == [0, 1]
+
+
+def test_lone_harvesters_join_by_payment_only() -> None:
+    shared_band = [("x", "template", "tb:7"), ("y", "template", "tb:7")]
+    solos = frozenset({0, 1})
+    assert parts_to_join(_engine(shared_band), {"x": 0, "y": 1}, solos) == [0, 1]
+    one_card = [*shared_band, ("x", "payment", "pay:c"), ("y", "payment", "pay:c")]
+    assert parts_to_join(_engine(one_card), {"x": 0, "y": 1}, solos) == [0, 0]
