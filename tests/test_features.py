@@ -82,11 +82,10 @@ def test_signatures_match_a_plain_reference_minhash() -> None:
     prompt's shingles of the high word of a * shingle + b (mod 2**64)."""
     from distillguard.features import template
 
-    texts = pa.array(["alpha beta gamma delta", "one", "", "x y x y x y"])
-    got = signatures(texts)
-    tokens = pc.utf8_split_whitespace(texts).to_pylist()
-    for row, words in enumerate(tokens):
-        words = [w for w in words if w]
+    texts = ["alpha beta gamma delta", "one", "", "x y x y x y", " a\u3000b\x1fc\u00a0d\u2014e "]
+    got = signatures(pa.array(texts))
+    for row, text in enumerate(texts):
+        words = text.split()
         if not words:
             assert (got[row] == template.EMPTY).all()
             continue
@@ -204,3 +203,60 @@ def test_letters_of_every_script_are_kept_in_skeletons() -> None:
     out = skeleton(pa.array(["Straße über Ça", "这是一个关于排序的问题", "мир"])).to_pylist()
     assert "straße" in out[0] and "über" in out[0] and "ça" in out[0]
     assert "这是一个关于排序的问题" in out[1] and "мир" in out[2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.text(alphabet="abc def()`1+2=step by x\\n日本語テキスト", max_size=80), max_size=30)
+)
+def test_prefiltered_pattern_counts_equal_plain_counts(texts: list[str]) -> None:
+    """The one-pass prefilter in capability._hits changes nothing but the speed."""
+    from distillguard.features import capability
+
+    array = pc.utf8_lower(pa.array(texts, pa.string()))
+    for patterns in [*capability.PATTERNS.values(), capability.COT_PATTERNS]:
+        plain = np.zeros(len(texts))
+        for pattern in patterns:
+            found = pc.count_substring_regex(array, pattern=pattern)
+            plain += np.minimum(pc.fill_null(found, 0).to_numpy(zero_copy_only=False), 3)
+        assert np.array_equal(capability._hits(array, patterns), plain)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.sampled_from(
+                [
+                    *"ab é—日",
+                    " ",
+                    "\t",
+                    "\n",
+                    "\x0b",
+                    "\x1c",
+                    "\x85",
+                    "\u00a0",
+                    "\u1680",
+                    "\u2003",
+                    "\u2028",
+                    "\u202f",
+                    "\u205f",
+                    "\u3000",
+                    "\u200b",
+                ]
+            ),
+            max_size=40,
+        ),
+        max_size=20,
+    )
+)
+def test_words_are_what_str_split_returns(texts: list[str]) -> None:
+    """The compiled tokeniser splits exactly where Python's str.split() does."""
+    from distillguard.features import template
+
+    got = signatures(pa.array(texts))
+    for row, text in enumerate(texts):
+        alone = signatures(pa.array([" ".join(text.split())]))
+        assert np.array_equal(got[row], alone[0])
+        if not text.split():
+            assert (got[row] == template.EMPTY).all()

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from distillguard.errors import InputError
 from distillguard.features.digest import READ, digest
-from distillguard.features.pool import featurise_to
+from distillguard.features.pool import Pool
 from distillguard.ingest.engine import arrow_reader, connect, sql_list
 
 FEATURE_BATCH = 65_536
@@ -21,6 +21,7 @@ class DuckEngine:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+        self._pool: Pool | None = None
 
     @classmethod
     def open(cls, work: Path, memory_limit: str) -> DuckEngine:
@@ -75,12 +76,13 @@ class DuckEngine:
 
     def digest(self, relation: str, folder: Path | str, workers: int) -> None:
         select = f"SELECT {', '.join(READ)} FROM {relation}"
-        featurise_to(
-            lambda: arrow_reader(self.con.sql(select), FEATURE_BATCH),
-            Path(folder),
-            workers,
-            digest,
+        if self._pool is None:
+            self._pool = Pool(workers)
+        self._pool.map_to(
+            lambda: arrow_reader(self.con.sql(select), FEATURE_BATCH), Path(folder), digest
         )
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         self.con.close()

@@ -15,7 +15,7 @@ from distillguard.features.content import FEATURES, INPUT_COLUMNS, featurise
 from distillguard.schema import EXCHANGES
 
 # Bump when the features or this schema change: cached digests are then recomputed.
-VERSION = 1
+VERSION = 2  # 2: word hashes by the compiled tokeniser
 KEPT = (
     "request_id",
     "ts",

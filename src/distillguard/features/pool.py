@@ -46,39 +46,66 @@ def featurise_to(
     """Write `function` (a pure, module-level function; content features by default) of
     every batch from `batches()` to folder/part-NNNNNN.parquet; the number of parts
     written. With one worker everything runs in this process."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if workers > 1:
-        try:
-            return _in_pool(batches(), folder, workers, function)
-        except BrokenProcessPool:
-            print(
-                "distillguard: feature workers could not start (a script that calls "
-                'detect() needs `if __name__ == "__main__":`); continuing in one process',
-                file=sys.stderr,
-            )
-            shutil.rmtree(folder)
-            folder.mkdir(parents=True)
-    count = 0
-    for count, batch in enumerate(batches(), start=1):
-        _write(batch, folder / f"part-{count:06d}.parquet", function)
-    return count
+    pool = Pool(workers)
+    try:
+        return pool.map_to(batches, folder, function)
+    finally:
+        pool.close()
 
 
-def _in_pool(
-    batches: Iterable[pa.RecordBatch], folder: Path, workers: int, function: Transform
-) -> int:
-    context = multiprocessing.get_context("spawn")
-    pending: deque[Future[str]] = deque()
-    count = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+class Pool:
+    """Worker processes kept for a whole run: an incremental run digests one input file
+    at a time, and starting workers (an interpreter, NumPy, the compiled loops) costs
+    seconds each time."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    def map_to(
+        self,
+        batches: Callable[[], Iterable[pa.RecordBatch]],
+        folder: Path,
+        function: Transform = featurise,
+    ) -> int:
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.workers > 1:
+            try:
+                return self._in_pool(batches(), folder, function)
+            except BrokenProcessPool:
+                print(
+                    "distillguard: feature workers could not start (a script that calls "
+                    'detect() needs `if __name__ == "__main__":`); continuing in one process',
+                    file=sys.stderr,
+                )
+                self.close()
+                self.workers = 1
+                shutil.rmtree(folder)
+                folder.mkdir(parents=True)
+        count = 0
+        for count, batch in enumerate(batches(), start=1):
+            _write(batch, folder / f"part-{count:06d}.parquet", function)
+        return count
+
+    def _in_pool(self, batches: Iterable[pa.RecordBatch], folder: Path, function: Transform) -> int:
+        if self._executor is None:
+            context = multiprocessing.get_context("spawn")
+            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        pending: deque[Future[str]] = deque()
+        count = 0
         for count, batch in enumerate(batches, start=1):
-            if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+            if len(pending) >= self.workers * IN_FLIGHT_PER_WORKER:
                 pending.popleft().result()
             part = folder / f"part-{count:06d}.parquet"
-            pending.append(pool.submit(_write, batch, part, function))
+            pending.append(self._executor.submit(_write, batch, part, function))
         while pending:
             pending.popleft().result()
-    return count
+        return count
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
 
 
 def _write(batch: pa.RecordBatch, path: Path, function: Transform) -> str:

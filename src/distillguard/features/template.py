@@ -5,14 +5,13 @@ The skeleton (numbers, quoted strings, code, addresses masked; lower case) of tw
 prompts from one template is nearly the same, so their MinHash signatures agree in most
 positions and they share LSH band keys, which link accounts without comparing all pairs.
 
-Arrow does the masking and tokenising in C++, tokens are hashed once per distinct
-token, NumPy forms the shingles and a compiled Numba loop takes the minima. Hashes are computed
-here, never by an engine, so DuckDB and Spark runs get identical keys.
+Arrow does the masking in C++; compiled Numba loops split the skeletons into words and
+hash them in one pass over the bytes, and take the minima; NumPy forms the shingles.
+Hashes are computed here, never by an engine, so DuckDB and Spark runs get identical
+keys.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import numba
 import numpy as np
@@ -64,29 +63,17 @@ def skeleton(texts: pa.Array) -> pa.Array:
 def signatures(skeletons: pa.Array) -> np.ndarray:
     """MinHash signatures (rows x NUM_PERM, uint32) of word bigrams; empty text gets
     the all-ones signature, which matches nothing else."""
-    tokens = _words(skeletons)
-    raw = pc.fill_null(pc.list_value_length(tokens), 0).to_numpy(zero_copy_only=False)
-    flat = pc.list_flatten(tokens)
-    keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)  # "" splits into [""]
-    owners = np.repeat(np.arange(len(raw)), raw.astype(np.int64))
-    lengths = np.bincount(owners[keep], minlength=len(raw)).astype(np.int64)
-    flat = flat.filter(pa.array(keep))
-    hashes = _token_hashes(flat)
-    shingles, owners = _shingles(hashes, lengths)
+    texts = pc.fill_null(skeletons.cast(pa.large_string()), "")
+    _, offsets, data = texts.buffers()
+    ends = np.frombuffer(offsets, dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    hashes = np.empty(int(ends[-1] - ends[0]) + 1, dtype=np.uint64)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    count = _tokens_kernel(raw, ends, hashes, lengths)
+    shingles, owners = _shingles(hashes[:count], lengths)
     out = np.full((len(lengths), NUM_PERM), EMPTY, dtype=np.uint32)
     _minhash(shingles, owners, out)
     return out
-
-
-WHITESPACE = r"[\s\x{0b}\x{1c}-\x{1f}\x{85}\p{Z}]+"  # what str.split() splits on
-
-
-def _words(texts: pa.Array) -> pa.Array:
-    """Each text's words. Not `utf8_split_whitespace`: in pyarrow 26 it sometimes keeps
-    a trailing space on a text's last word, depending on the bytes after the text
-    (found by a property test), which made signatures depend on batch neighbours."""
-    spaced = pc.replace_substring_regex(texts, pattern=WHITESPACE, replacement=" ")
-    return pc.split_pattern(pc.utf8_trim(spaced, characters=" "), pattern=" ")
 
 
 def band_keys(sigs: np.ndarray) -> np.ndarray:
@@ -102,21 +89,84 @@ def band_keys(sigs: np.ndarray) -> np.ndarray:
     return keys
 
 
-def _token_hashes(flat: pa.Array) -> np.ndarray:
-    """64-bit hashes of every token, hashing each distinct token once."""
-    if len(flat) == 0:
-        return np.zeros(0, dtype=np.uint64)
-    encoded = pc.dictionary_encode(flat)
-    vocabulary = encoded.dictionary.to_pylist()
-    table = np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
-            for t in vocabulary
-        ),
-        dtype=np.uint64,
-        count=len(vocabulary),
-    )
-    return table[encoded.indices.to_numpy(zero_copy_only=False)]
+# Token hashes: FNV-1a over a word's UTF-8 bytes, then the SplitMix64 finaliser.
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def _token_hashes(tokens: pa.Array) -> np.ndarray:
+    """The hash of each token as the compiled loop computes it: the definition, for
+    tests."""
+    mask = 2**64 - 1
+    out = []
+    for token in tokens.to_pylist():
+        h = int(FNV_OFFSET)
+        for byte in token.encode("utf-8", "surrogatepass"):
+            h = ((h ^ byte) * int(FNV_PRIME)) & mask
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
+        out.append(h ^ (h >> 31))
+    return np.array(out, dtype=np.uint64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _space_width(data: np.ndarray, i: int, end: int) -> int:  # pragma: no cover - compiled
+    # Bytes of the separator starting at i, or 0. The words of a text are what Python's
+    # str.split() returns: ASCII whitespace and unit separators, U+0085, Unicode's Z.
+    b = data[i]
+    if b == 32 or 9 <= b <= 13 or 28 <= b <= 31:
+        return 1
+    if b == 0xC2 and i + 1 < end and (data[i + 1] == 0x85 or data[i + 1] == 0xA0):
+        return 2
+    if i + 2 < end:
+        c, d = data[i + 1], data[i + 2]
+        if b == 0xE1 and c == 0x9A and d == 0x80:
+            return 3
+        if b == 0xE2 and c == 0x80 and (d <= 0x8A or d == 0xA8 or d == 0xA9 or d == 0xAF):
+            return 3
+        if b == 0xE2 and c == 0x81 and d == 0x9F:
+            return 3
+        if b == 0xE3 and c == 0x80 and d == 0x80:
+            return 3
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish(h: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+@numba.njit(cache=True, nogil=True)
+def _tokens_kernel(
+    data: np.ndarray, ends: np.ndarray, hashes: np.ndarray, lengths: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    # One pass over the bytes: split each text into words and hash them as it goes.
+    n = 0
+    for row in range(ends.shape[0] - 1):
+        i, end = ends[row], ends[row + 1]
+        h = FNV_OFFSET
+        inside = False
+        while i < end:
+            width = _space_width(data, i, end)
+            if width:
+                if inside:
+                    hashes[n] = _finish(h)
+                    n += 1
+                    lengths[row] += 1
+                    inside = False
+                    h = FNV_OFFSET
+                i += width
+            else:
+                h = (h ^ np.uint64(data[i])) * FNV_PRIME
+                inside = True
+                i += 1
+        if inside:
+            hashes[n] = _finish(h)
+            n += 1
+            lengths[row] += 1
+    return n
 
 
 def _shingles(hashes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
