@@ -17,6 +17,7 @@ import pyarrow as pa
 from distillguard.engines import Engine
 
 TOP_KEYS = 10
+TOP_FINGERPRINTS = 50  # template band keys (most members first) a campaign carries
 ACTIONABLE = ("network", "payment", "system_prompt")
 
 
@@ -59,6 +60,15 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
             WHERE rank <= {TOP_KEYS} ORDER BY campaign_id, rank""")
         for cid, kind, key, n in top:
             facts[cid].setdefault("top", []).append((kind, key, n))
+        for cid, key in engine.rows(f"""
+            SELECT campaign_id, key FROM (
+                SELECT campaign_id, key, row_number() OVER (PARTITION BY campaign_id
+                    ORDER BY count(*) DESC, sum(hits) DESC, key) AS rank
+                FROM evidence JOIN flagged_nodes USING (node)
+                WHERE kind = 'template' GROUP BY 1, 2)
+            WHERE rank <= {TOP_FINGERPRINTS} ORDER BY campaign_id, rank"""):
+            band = int(key.removeprefix("tb:"), 16)
+            facts[cid].setdefault("fingerprints", []).append(f"{band:016x}")
     finally:
         engine.unregister("flagged_nodes")
     return dict(facts)

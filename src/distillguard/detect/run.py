@@ -268,6 +268,7 @@ def _campaign(
         "capability_mix": facts["mix"],
         "evidence": [e.__dict__ for e in scoring.explain(values, len(nodes), facts["links"])],
         "indicators": [_indicator(k, v, n) for k, v, n in facts.get("top", [])],
+        "template_fingerprints": facts.get("fingerprints", []),
         "recommended_action": scoring.action(s, values, calibration.threshold),
     }
 

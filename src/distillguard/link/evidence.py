@@ -44,12 +44,12 @@ WITH bands AS (
           FROM node_exchanges x LEFT JOIN verbatim v ON x.prompt_hash = v.prompt_hash)
     WHERE band <> 0 GROUP BY 1, 2
 )
-SELECT node, 'template' AS kind, 'tb:' || CAST(band AS VARCHAR) AS key, hits - copied AS hits
+SELECT node, 'template' AS kind, 'tb:' || lower(hex(band)) AS key, hits - copied AS hits
 FROM (SELECT *, sum(copied) OVER (PARTITION BY band) / sum(hits) OVER (PARTITION BY band)
                 AS public_share FROM bands)
 WHERE public_share < {PUBLIC_SHARE} AND hits > copied
 UNION ALL
-SELECT x.node, 'synchrony', 'sync:' || CAST(x.template_bands[1] AS VARCHAR) || ':'
+SELECT x.node, 'synchrony', 'sync:' || lower(hex(x.template_bands[1])) || ':'
        || CAST(date_trunc('hour', x.ts) AS VARCHAR), count(*)
 FROM node_exchanges x ANTI JOIN verbatim v ON x.prompt_hash = v.prompt_hash
 WHERE x.template_bands[1] <> 0 GROUP BY 1, 2, 3
