@@ -227,6 +227,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     evaluate.add_argument("--out", help="also write the JSON report to this file")
     evaluate.set_defaults(handler=_evaluate)
+
+    intel = commands.add_parser(
+        "intel",
+        help="share findings: STIX 2.1 for peers, OCSF for a SIEM",
+        description="Turn findings into what a peer organisation or a SIEM ingests.",
+    )
+    actions = intel.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export",
+        help="write findings as a STIX 2.1 bundle or an OCSF JSON Lines feed",
+        description="STIX (default): one bundle of every campaign, private by default: "
+        "no prompt text, addresses or raw account identifiers. OCSF: one Detection Finding "
+        "per flagged account, for the operator's own SIEM.",
+    )
+    export.add_argument("findings", help="findings folder written by `detect`")
+    export.add_argument("--out", required=True, help="output file")
+    export.add_argument("--format", choices=("stix", "ocsf"), default="stix")
+    export.add_argument("--producer", default="distillguard operator", help="your name in STIX")
+    export.add_argument(
+        "--key-file",
+        help="sharing key agreed with peers: accounts, cards and networks as keyed hashes "
+        "they can match (without it, cards and networks are left out)",
+    )
+    export.add_argument("--tlp", default="amber", help="TLP marking: clear, green, amber, red")
+    export.add_argument(
+        "--include-addresses",
+        action="store_true",
+        help="also share network ranges as STIX patterns (raw addresses leave)",
+    )
+    export.set_defaults(handler=_intel_export)
     return parser
 
 
@@ -276,6 +306,33 @@ def _simulate(args: argparse.Namespace) -> int:
         for name, n in facts.by_campaign.items():
             print(f"  campaign {name}: {n:,} exchanges ({facts.proxied[name]:,} via resellers)")
         print(f"  legitimate: {sum(facts.by_population.values()):,} exchanges")
+    return OK
+
+
+def _intel_export(args: argparse.Namespace) -> int:
+    from distillguard.intel import read_campaigns
+    from distillguard.privacy import load_key
+    from distillguard.store import atomic_write
+
+    campaigns = read_campaigns(args.findings)
+    if args.format == "ocsf":
+        from distillguard.intel.siem import events
+
+        lines = [json.dumps(e, separators=(",", ":")) + "\n" for e in events(campaigns)]
+        atomic_write(Path(args.out), "".join(lines).encode())
+        print(f"{len(lines)} OCSF Detection Findings in {args.out}")
+        return OK
+    from distillguard.intel.stix import Sharing, export
+
+    sharing = Sharing(
+        producer=args.producer,
+        key=load_key(args.key_file) if args.key_file else None,
+        include_addresses=args.include_addresses,
+        tlp=args.tlp,
+    )
+    bundle = export(campaigns, sharing)
+    atomic_write(Path(args.out), json.dumps(bundle, indent=1).encode())
+    print(f"{len(campaigns)} campaign(s), {len(bundle['objects'])} STIX objects in {args.out}")
     return OK
 
 
