@@ -168,3 +168,100 @@ def test_an_unknown_marking_is_a_usage_error(tmp_path: Path) -> None:
     (findings / "campaigns.json").write_text(json.dumps(_campaigns()))
     args = ["intel", "export", str(findings), "--out", str(tmp_path / "b.json"), "--tlp", "pink"]
     assert main(args) == 2
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A provider's traffic, its findings and the bundle it shares (with ranges)."""
+    from distillguard.detect import detect
+    from distillguard.simulate import simulate
+    from distillguard.simulate.scenario import Campaign, Population, Scenario
+
+    folder = tmp_path_factory.mktemp("shared")
+    scenario = Scenario(
+        name="peer",
+        seed=3,
+        days=2,
+        legitimate=[Population("developer", 30), Population("chat", 60)],
+        campaigns=[Campaign(id="coders", accounts=15, capability="coding")],
+    )
+    simulate(scenario, folder / "sim")
+    detect(folder / "sim", folder / "findings")
+    (folder / "key").write_bytes(b"s" * 32)
+    bundle = folder / "bundle.json"
+    args = ["intel", "export", str(folder / "findings"), "--out", str(bundle)]
+    assert main([*args, "--key-file", str(folder / "key"), "--include-addresses"]) == 0
+    return folder
+
+
+def test_a_peers_campaign_is_found_in_our_traffic(shared: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "m"
+    args = ["intel", "match", str(shared / "bundle.json"), str(shared / "sim"), "--out", str(out)]
+    assert main([*args, "--key-file", str(shared / "key")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    (found,) = report["peer_campaigns"].values()
+    labels = pq.read_table(shared / "sim" / "labels.parquet").to_pylist()
+    campaign = {r["account_id"] for r in labels if r["campaign_id"]}
+    legitimate = {r["account_id"] for r in labels if not r["campaign_id"]}
+    matched = set(found["accounts"])
+    assert len(matched & campaign) >= 0.9 * len(campaign)
+    assert len(matched & legitimate) <= 0.01 * len(legitimate)
+    assert found["by_kind"]["template"] > 0 and report["skipped"] == []
+    assert pq.read_table(out / "matches.parquet").num_rows >= found["exchanges"]
+
+
+def test_unusable_parts_of_a_bundle_are_named(shared: Path, tmp_path: Path) -> None:
+    from distillguard.intel.match import read_bundle
+
+    bundle = json.loads((shared / "bundle.json").read_text())
+    campaign = next(o for o in bundle["objects"] if o["type"] == "campaign")
+    odd = {
+        "type": "indicator",
+        "spec_version": "2.1",
+        "id": "indicator--00000000-0000-4000-8000-000000000001",
+        "created": "2026-04-22T00:00:00Z",
+        "modified": "2026-04-22T00:00:00Z",
+        "pattern": "[file:hashes.MD5 = 'd41d8cd98f00b204e9800998ecf8427e']",
+        "pattern_type": "stix",
+        "valid_from": "2026-04-22T00:00:00Z",
+    }
+    link = {
+        "type": "relationship",
+        "spec_version": "2.1",
+        "id": "relationship--00000000-0000-4000-8000-000000000002",
+        "created": "2026-04-22T00:00:00Z",
+        "modified": "2026-04-22T00:00:00Z",
+        "relationship_type": "indicates",
+        "source_ref": odd["id"],
+        "target_ref": campaign["id"],
+    }
+    malware = {"type": "malware", "spec_version": "2.1", "id": "malware--1", "name": "x"}
+    bundle["objects"] += [odd, link, malware]
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bundle))
+    peers, skipped = read_bundle(path)
+    assert len(peers) == 1 and peers[0].fingerprints
+    assert any(odd["id"] in s and "not supported" in s for s in skipped)
+    assert any("malware" in s for s in skipped)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        '{"type": "campaign"}',
+        '{"type": "bundle", "id": "bundle--x"}',
+        '{"type": "bundle", "objects": [{"type": "campaign", "spec_version": "2.0"}]}',
+    ],
+)
+def test_a_bundle_that_is_not_stix_21_is_refused(
+    shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(content)
+    args = ["intel", "match", str(path), str(shared / "sim"), "--out", str(tmp_path / "m")]
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(path) in err

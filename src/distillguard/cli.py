@@ -257,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also share network ranges as STIX patterns (raw addresses leave)",
     )
     export.set_defaults(handler=_intel_export)
+    matcher = actions.add_parser(
+        "match",
+        help="match a peer's STIX bundle against your traffic",
+        description="Which of your accounts and exchanges match which of a peer's "
+        "campaigns: by template fingerprints (at least three), or by network and client.",
+    )
+    matcher.add_argument("bundle", help="the peer's STIX 2.1 bundle (JSON)")
+    matcher.add_argument("input", help="your traffic: a store, a simulator folder or Parquet")
+    matcher.add_argument("--out", required=True, help="folder for matches.parquet, report.json")
+    matcher.add_argument("--key-file", help="the sharing key, to match network tokens")
+    matcher.add_argument("--json", action="store_true", help="print the report as JSON")
+    matcher.set_defaults(handler=_intel_match)
     return parser
 
 
@@ -333,6 +345,27 @@ def _intel_export(args: argparse.Namespace) -> int:
     bundle = export(campaigns, sharing)
     atomic_write(Path(args.out), json.dumps(bundle, indent=1).encode())
     print(f"{len(campaigns)} campaign(s), {len(bundle['objects'])} STIX objects in {args.out}")
+    return OK
+
+
+def _intel_match(args: argparse.Namespace) -> int:
+    from distillguard.intel.match import match_traffic
+    from distillguard.privacy import load_key
+
+    key = load_key(args.key_file) if args.key_file else None
+    report = match_traffic(args.bundle, args.input, args.out, key)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return OK
+    for cid, found in report["peer_campaigns"].items():
+        print(
+            f"{found['name']} ({cid}): {len(found['accounts'])} of your accounts, "
+            f"{found['exchanges']} exchanges (template {found['by_kind']['template']}, "
+            f"network {found['by_kind']['network']})"
+        )
+    for reason in report["skipped"]:
+        print(f"  skipped {reason}")
+    print(f"matches in {args.out}")
     return OK
 
 
