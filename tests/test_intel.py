@@ -265,3 +265,25 @@ def test_a_bundle_that_is_not_stix_21_is_refused(
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(path) in err
+
+
+def test_misp_events_follow_the_same_privacy_rules(tmp_path: Path) -> None:
+    findings = tmp_path / "findings"
+    findings.mkdir()
+    (findings / "campaigns.json").write_text(json.dumps(_campaigns()))
+    out = tmp_path / "misp.json"
+    assert main(["intel", "export", str(findings), "--out", str(out), "--format", "misp"]) == 0
+    text = out.read_text()
+    (item,) = json.loads(text)
+    event = item["Event"]
+    assert event["info"].startswith("Distillation campaign campaign-001")
+    assert {t["name"] for t in event["Tag"]} >= {"tlp:amber"}
+    assert any("AML.T0024.002" in t["name"] for t in event["Tag"])
+    values = {a["type"]: a["value"] for a in event["Attribute"]}
+    assert values["user-agent"] == "it's-a/1.0"
+    for planted in (RAW_ACCOUNT, RAW_PREFIX, RAW_CARD, "acct-planted"):
+        assert planted not in text
+    (tmp_path / "key").write_bytes(b"k" * 32)
+    args = ["intel", "export", str(findings), "--out", str(out), "--format", "misp"]
+    assert main([*args, "--include-addresses", "--key-file", str(tmp_path / "key")]) == 0
+    assert RAW_PREFIX in out.read_text() and RAW_ACCOUNT not in out.read_text()

@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("findings", help="findings folder written by `detect`")
     export.add_argument("--out", required=True, help="output file")
-    export.add_argument("--format", choices=("stix", "ocsf"), default="stix")
+    export.add_argument("--format", choices=("stix", "misp", "ocsf"), default="stix")
     export.add_argument("--producer", default="distillguard operator", help="your name in STIX")
     export.add_argument(
         "--key-file",
@@ -342,6 +342,13 @@ def _intel_export(args: argparse.Namespace) -> int:
         include_addresses=args.include_addresses,
         tlp=args.tlp,
     )
+    if args.format == "misp":
+        from distillguard.intel.misp import events as misp_events
+
+        found = [{"Event": e} for e in misp_events(campaigns, sharing)]
+        atomic_write(Path(args.out), json.dumps(found, indent=1).encode())
+        print(f"{len(found)} MISP event(s) in {args.out}")
+        return OK
     bundle = export(campaigns, sharing)
     atomic_write(Path(args.out), json.dumps(bundle, indent=1).encode())
     print(f"{len(campaigns)} campaign(s), {len(bundle['objects'])} STIX objects in {args.out}")
