@@ -22,6 +22,7 @@ from distillguard.errors import (
     BadRatioError,
     DistillguardError,
     InputError,
+    RemoteError,
     UsageError,
 )
 
@@ -269,6 +270,27 @@ def build_parser() -> argparse.ArgumentParser:
     matcher.add_argument("--key-file", help="the sharing key, to match network tokens")
     matcher.add_argument("--json", action="store_true", help="print the report as JSON")
     matcher.set_defaults(handler=_intel_match)
+    for name, helptext in (
+        ("push", "publish a STIX bundle to a TAXII 2.1 collection"),
+        ("pull", "fetch a TAXII 2.1 collection as a STIX bundle"),
+    ):
+        taxii = actions.add_parser(
+            name, help=helptext, description=helptext + " (password from $TAXII_PASSWORD)."
+        )
+        if name == "push":
+            taxii.add_argument("bundle", help="STIX 2.1 bundle (JSON)")
+            taxii.add_argument(
+                "--skip-extension-definitions",
+                action="store_true",
+                help="leave extension-definition objects out (servers such as medallion "
+                "3.0 fail on them)",
+            )
+        else:
+            taxii.add_argument("--out", required=True, help="where to write the bundle")
+            taxii.add_argument("--added-after", help="only objects added after this time")
+        taxii.add_argument("--collection", required=True, help="the collection's URL")
+        taxii.add_argument("--user", help="user name for basic authentication")
+        taxii.set_defaults(handler=_intel_taxii)
     return parser
 
 
@@ -352,6 +374,34 @@ def _intel_export(args: argparse.Namespace) -> int:
     bundle = export(campaigns, sharing)
     atomic_write(Path(args.out), json.dumps(bundle, indent=1).encode())
     print(f"{len(campaigns)} campaign(s), {len(bundle['objects'])} STIX objects in {args.out}")
+    return OK
+
+
+def _intel_taxii(args: argparse.Namespace) -> int:
+    import os
+
+    from distillguard.intel import taxii
+    from distillguard.intel.match import read_bundle
+    from distillguard.store import atomic_write
+
+    password = os.environ.get("TAXII_PASSWORD")
+    if args.action == "pull":
+        bundle = taxii.pull(args.collection, args.user, password, args.added_after)
+        atomic_write(Path(args.out), json.dumps(bundle, indent=1).encode())
+        print(f"{len(bundle['objects'])} objects from {args.collection} in {args.out}")
+        return OK
+    read_bundle(args.bundle)  # refuse what is not a STIX 2.1 bundle before sending
+    bundle = json.loads(Path(args.bundle).read_text(encoding="utf-8"))
+    done = taxii.push(bundle, args.collection, args.user, password, args.skip_extension_definitions)
+    print(
+        f"{len(done.succeeded)} of {len(bundle['objects'])} objects added to {args.collection}"
+        + (f"; {done.pending} pending" if done.pending else "")
+        + (f"; {len(done.skipped)} extension definitions left out" if done.skipped else "")
+    )
+    for object_id, reason in done.failed:
+        print(f"  refused {object_id}: {reason}", file=sys.stderr)
+    if done.failed:
+        raise RemoteError(f"the server refused {len(done.failed)} object(s), listed above")
     return OK
 
 

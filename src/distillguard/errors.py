@@ -14,6 +14,7 @@ INPUT = 3
 BAD_RATIO = 4
 STORE = 5
 ENGINE = 6
+REMOTE = 7
 
 EXIT_CODES = {
     OK: "success",
@@ -23,6 +24,7 @@ EXIT_CODES = {
     BAD_RATIO: "too many bad records: the quarantined share exceeded --max-bad-ratio",
     STORE: "store error: locked by another writer, from an incompatible version, or key mismatch",
     ENGINE: "engine error: the engine could not start (no Java, no pyspark, no cluster)",
+    REMOTE: "remote error: a TAXII server could not be reached, or refused some or all objects",
 }
 
 
@@ -54,3 +56,7 @@ class BadRatioError(DistillguardError):
 
 class EngineError(DistillguardError):
     exit_code = ENGINE
+
+
+class RemoteError(DistillguardError):
+    exit_code = REMOTE
