@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := src/distillguard/samples
 DEMO   := demo-out
 
-.PHONY: demo test java lint typecheck bench clean
+.PHONY: demo test java chromium lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 2; }
@@ -29,7 +29,10 @@ demo: $(STAMP)
 	$(BIN)/distillguard signup-risk --accounts $(DEMO)/simulated/accounts.parquet --top 5
 	$(BIN)/distillguard detect $(DEMO)/simulated --out $(DEMO)/findings
 	$(BIN)/distillguard eval --findings $(DEMO)/findings --labels $(DEMO)/simulated
+	$(BIN)/distillguard report $(DEMO)/findings --out $(DEMO)/report.html --labels $(DEMO)/simulated
+	$(BIN)/distillguard intel export $(DEMO)/findings --out $(DEMO)/bundle.json
 	@echo "findings: $(DEMO)/findings (accounts.parquet, campaigns.json, exchanges.parquet)"
+	@echo "report: $(DEMO)/report.html; STIX bundle to share: $(DEMO)/bundle.json"
 
 # The Spark engine's tests need Java 17+; Debian's headless JRE when there is none.
 java:
@@ -38,7 +41,14 @@ java:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null; } \
 	  || { echo "error: no Java; install a JDK 17 or 21 (or set JAVA_HOME) for the Spark tests" >&2; exit 2; }; }
 
-test: $(STAMP) java
+# The report test opens the report in Debian's headless Chromium.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	  || { echo "error: no chromium; install Debian's chromium package for the report test" >&2; exit 2; }; }
+
+test: $(STAMP) java chromium
 	$(BIN)/python -m ruff check src tests benchmarks
 	$(BIN)/python -m ruff format --check src tests benchmarks
 	$(BIN)/python -m mypy

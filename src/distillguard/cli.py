@@ -229,6 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="also write the JSON report to this file")
     evaluate.set_defaults(handler=_evaluate)
 
+    report = commands.add_parser(
+        "report",
+        help="write the analyst report (one self-contained HTML file)",
+        description="Triage table, a section per campaign (activity, capabilities, "
+        "account links, infrastructure, example prompts, evidence), flagged sub-streams, "
+        "and the evaluation when labels are given.",
+    )
+    report.add_argument("findings", help="findings folder written by `detect`")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--input", help="the traffic detected on (default: from summary.json)")
+    report.add_argument("--labels", help="simulator output folder, for an evaluation section")
+    report.add_argument("--redact", action="store_true", help="no prompt text in the report")
+    report.set_defaults(handler=_report)
+
     intel = commands.add_parser(
         "intel",
         help="share findings: STIX 2.1 for peers, OCSF for a SIEM",
@@ -374,6 +388,14 @@ def _intel_export(args: argparse.Namespace) -> int:
     bundle = export(campaigns, sharing)
     atomic_write(Path(args.out), json.dumps(bundle, indent=1).encode())
     print(f"{len(campaigns)} campaign(s), {len(bundle['objects'])} STIX objects in {args.out}")
+    return OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from distillguard.report import write_report
+
+    count = write_report(args.findings, args.out, args.input, args.labels, args.redact)
+    print(f"report of {count} campaign(s) in {args.out}")
     return OK
 
 

@@ -111,9 +111,11 @@ def detect(
         findings["summary"]["missing_columns"] = missing
         findings["summary"].update(reuse)
         findings["summary"]["engine"] = db.name
-        _write(Path(out), findings)
         clock.lap("campaigns")
         findings["summary"]["seconds"] = clock.laps
+        findings["summary"]["input"] = str(source)
+        findings["summary"]["accounts_input"] = [str(f) for f in account_files]
+        _write(Path(out), findings)
         return findings["summary"]
     finally:
         if db is not None:
@@ -334,3 +336,4 @@ def _write(out: Path, findings: dict[str, Any]) -> None:
     tmp = out / ".exchanges.parquet.tmp"
     pq.write_table(findings["exchanges"], tmp)
     tmp.replace(out / "exchanges.parquet")
+    atomic_write(out / "summary.json", json.dumps(findings["summary"], indent=1).encode())

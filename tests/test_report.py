@@ -1,0 +1,143 @@
+"""The analyst report: one offline HTML file, every chart rendered in a real browser.
+
+Headless Chromium (Debian's package; `make test` installs it) opens the report with the
+network cut off; any console error fails the test, every chart must have drawn, and a
+screenshot is kept in test-artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distillguard.cli import main
+from distillguard.detect import detect
+from distillguard.simulate import simulate
+from distillguard.simulate.scenario import Campaign, Population, ProxyMix, Scenario
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def findings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("report")
+    scenario = Scenario(
+        name="report",
+        seed=11,
+        days=3,
+        legitimate=[
+            Population("developer", 25),
+            Population("chat", 50),
+            Population("reseller", 1),
+        ],
+        campaigns=[
+            Campaign(id="coders", accounts=14, capability="coding"),
+            Campaign(
+                id="resold",
+                accounts=8,
+                capability="reasoning",
+                proxy_mix=ProxyMix(resellers=1, share=0.5),
+            ),
+        ],
+    )
+    simulate(scenario, folder / "sim")
+    detect(folder / "sim", folder / "findings")
+    return folder
+
+
+def test_the_report_is_self_contained_and_complete(findings: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    args = ["report", str(findings / "findings"), "--out", str(out)]
+    assert main([*args, "--labels", str(findings / "sim")]) == 0
+    html = out.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched
+    assert "<script" not in html
+    campaigns = json.loads((findings / "findings" / "campaigns.json").read_text())
+    for c in campaigns:
+        assert f"id='{c['id']}'" in html
+        assert html.count(f"data-chart='{c['id']}-") == 3
+    for section in (
+        "Triage",
+        "Shared infrastructure",
+        "Template examples",
+        "Evidence behind the flag",
+        "Flagged sub-streams",
+        "Evaluation against labels",
+        "payment fingerprints",
+        "sign-up bursts",
+    ):
+        assert section in html, section
+
+
+def test_redacted_reports_hold_no_prompt_text(findings: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(findings / "findings"), "--out", str(out), "--redact"]) == 0
+    html = out.read_text()
+    prompts = pq.read_table(findings / "sim" / "exchanges.parquet", columns=["prompt_text"])
+    assert "[redacted:" in html
+    for text in prompts.column(0).to_pylist()[:2000]:
+        if text and len(text) > 30:
+            assert text[:30] not in html
+
+
+def test_findings_without_a_summary_need_the_input(findings: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "f"
+    shutil.copytree(findings / "findings", copy)
+    (copy / "summary.json").unlink()
+    assert main(["report", str(copy), "--out", str(tmp_path / "r.html")]) == 3
+    args = ["report", str(copy), "--out", str(tmp_path / "r.html")]
+    assert main([*args, "--input", str(findings / "sim")]) == 0
+    assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r.html")]) == 3
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"
+)
+def test_every_chart_renders_in_chromium_without_console_errors(
+    findings: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(findings / "findings"), "--out", str(out)]) == 0
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(offline=True, viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+        page.goto(out.as_uri())
+        sizes = page.eval_on_selector_all(
+            "figure.chart",
+            """figures => figures.map(f => {
+                const svg = f.querySelector('svg');
+                const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+                return [f.dataset.chart, box.width, box.height,
+                        svg ? svg.querySelectorAll('path, rect, line, circle').length : 0];
+            })""",
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    assert len(sizes) >= 6
+    for name, width, height, marks in sizes:
+        assert width > 100 and height > 50 and marks > 3, name
