@@ -243,6 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--redact", action="store_true", help="no prompt text in the report")
     report.set_defaults(handler=_report)
 
+    gateway = commands.add_parser(
+        "gateway",
+        help="serve an OpenAI/Anthropic-compatible gateway that records, scores and acts",
+        description="A reverse proxy in front of a model: records every exchange, scores "
+        "accounts online and against batch findings, and applies a policy.",
+    )
+    gateway.add_argument("--upstream", required=True, help="the model API's base URL")
+    gateway.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on")
+    gateway.add_argument("--policy", help="policy file (YAML); default: block 0.9+, ...")
+    gateway.add_argument("--findings", help="findings folder, reloaded when it changes")
+    gateway.add_argument("--record", help="folder for rolling Parquet files of exchanges")
+    gateway.add_argument("--redis", help="redis://... to share state between replicas")
+    gateway.add_argument("--hmac-key-file", help="key for pseudonymising recorded identifiers")
+    gateway.add_argument("--max-body", type=int, default=4 * 2**20, help="largest request, bytes")
+    gateway.set_defaults(handler=_gateway)
+
     intel = commands.add_parser(
         "intel",
         help="share findings: STIX 2.1 for peers, OCSF for a SIEM",
@@ -388,6 +404,34 @@ def _intel_export(args: argparse.Namespace) -> int:
     bundle = export(campaigns, sharing)
     atomic_write(Path(args.out), json.dumps(bundle, indent=1).encode())
     print(f"{len(campaigns)} campaign(s), {len(bundle['objects'])} STIX objects in {args.out}")
+    return OK
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import logging
+
+    from aiohttp import web
+
+    from distillguard.gateway import policy
+    from distillguard.gateway.server import Config, build
+    from distillguard.privacy import load_key
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--listen takes HOST:PORT, not {args.listen!r}")
+    if not args.upstream.startswith(("http://", "https://")):
+        raise UsageError(f"--upstream takes an http(s) URL, not {args.upstream!r}")
+    config = Config(
+        upstream=args.upstream,
+        policy=policy.load(args.policy),
+        findings=args.findings,
+        record=args.record,
+        key=load_key(args.hmac_key_file) if args.hmac_key_file else None,
+        redis=args.redis,
+        max_body=args.max_body,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    web.run_app(build(config), host=host, port=int(port), access_log=None, print=None)
     return OK
 
 

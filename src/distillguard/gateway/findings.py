@@ -1,0 +1,67 @@
+"""Batch findings as the gateway uses them, reloaded when detection writes new ones.
+
+From a findings folder: flagged accounts with their campaign and score, the campaigns'
+networks (prefix and client), and their template fingerprints. The folder is checked
+every few seconds; a new `campaigns.json` or `accounts.parquet` replaces the old view
+at once, without a restart. A folder being rewritten (a missing or half-written file)
+keeps the previous view.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+
+class Findings:
+    def __init__(self, folder: str | Path | None) -> None:
+        self.folder = Path(folder) if folder else None
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.networks: set[tuple[str, str]] = set()
+        self.fingerprints: dict[str, str] = {}
+        self._stamp: tuple[float, ...] = ()
+        self.loads = 0
+
+    def refresh(self) -> bool:
+        """Reload if the files changed; whether it did."""
+        if self.folder is None:
+            return False
+        files = [self.folder / "campaigns.json", self.folder / "accounts.parquet"]
+        try:
+            stamp = tuple(f.stat().st_mtime_ns for f in files)
+        except FileNotFoundError:
+            return False
+        if stamp == self._stamp:
+            return False
+        try:
+            campaigns = json.loads(files[0].read_text())
+            flagged = pq.read_table(files[1], columns=["account_id", "flagged", "campaign_id"])
+        except (OSError, ValueError):
+            return False
+        by_id = {c["id"]: c for c in campaigns}
+        self.accounts = {
+            r["account_id"]: {
+                "campaign_id": r["campaign_id"],
+                "score": by_id.get(r["campaign_id"], {}).get("score", 0.5),
+                "signals": [
+                    e["signal"] for e in by_id.get(r["campaign_id"], {}).get("evidence", [])[:4]
+                ],
+            }
+            for r in flagged.to_pylist()
+            if r["flagged"]
+        }
+        self.networks = {
+            (i["value"], i.get("user_agent") or "")
+            for c in campaigns
+            for i in c.get("indicators", [])
+            if i["kind"] == "network"
+        }
+        self.fingerprints = {
+            f: c["id"] for c in campaigns for f in c.get("template_fingerprints", [])
+        }
+        self._stamp = stamp
+        self.loads += 1
+        return True

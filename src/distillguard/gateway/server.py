@@ -1,0 +1,312 @@
+"""The gateway's HTTP side (aiohttp): authenticate, score, decide, forward, record.
+
+Each request is read with a size and time limit, parsed as its API (errors in that
+API's shape, never a stack trace), scored against the account's online state and the
+batch findings, and decided by the policy. An allowed request goes to the upstream as
+it came; a streamed reply is passed on event by event as it arrives, with reasoning
+taken out when the decision says so. Upstream timeouts, resets and 5xx answers become
+clean errors. Every decision is logged with its reason, every exchange recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyarrow as pa
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from distillguard.features.capability import COT_PATTERNS
+from distillguard.features.template import band_keys, signatures, skeleton
+from distillguard.gateway import api
+from distillguard.gateway.findings import Findings
+from distillguard.gateway.policy import DEFAULT, Decision, Policy
+from distillguard.gateway.recorder import Recorder
+from distillguard.gateway.state import MemoryStore, Seen, Store, verdict
+from distillguard.privacy import network
+from distillguard.profile.accounts import SCRIPTED_AGENTS
+
+log = logging.getLogger("distillguard.gateway")
+COT = re.compile("|".join(COT_PATTERNS), re.IGNORECASE)
+SCRIPTED = re.compile(SCRIPTED_AGENTS, re.IGNORECASE)
+HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive", "upgrade"}
+RESPONSE_TEXT_CAP = 65_536
+
+
+@dataclass
+class Config:
+    upstream: str
+    policy: Policy = DEFAULT
+    findings: str | Path | None = None
+    record: str | Path | None = None
+    key: bytes | None = None
+    redis: str | None = None
+    max_body: int = 4 * 2**20
+    body_timeout: float = 10.0
+    upstream_timeout: float = 120.0
+    reload_every: float = 5.0
+    mark: Any = None  # a callable(bytes) -> bytes, the output-watermarking hook
+
+
+@dataclass
+class Gateway:
+    config: Config
+    store: Store
+    findings: Findings
+    recorder: Recorder | None
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "distillguard_requests", "Requests by route", ["route"], registry=self.registry
+        )
+        self.decisions = Counter(
+            "distillguard_decisions", "Decisions by action", ["action"], registry=self.registry
+        )
+        self.scoring = Histogram(
+            "distillguard_scoring_seconds",
+            "Time to score and decide a request",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
+            registry=self.registry,
+        )
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+
+
+def build(config: Config) -> web.Application:
+    store: Store = MemoryStore()
+    if config.redis:
+        from distillguard.gateway.state import RedisStore
+
+        store = RedisStore(config.redis)
+    gateway = Gateway(
+        config,
+        store,
+        Findings(config.findings),
+        Recorder(config.record, config.key) if config.record else None,
+    )
+    gateway.findings.refresh()
+    app = web.Application(client_max_size=config.max_body)
+    app[GATEWAY] = gateway
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _health)
+    app.router.add_route("*", "/{tail:.*}", _handle)
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+async def _background(app: web.Application) -> Any:
+    gateway: Gateway = app[GATEWAY]
+    app[SESSION] = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=gateway.config.upstream_timeout),
+        auto_decompress=False,
+    )
+
+    async def reload() -> None:
+        while True:
+            await asyncio.sleep(gateway.config.reload_every)
+            if gateway.findings.refresh():
+                log.info("findings reloaded: %d flagged accounts", len(gateway.findings.accounts))
+            if gateway.recorder is not None:
+                await asyncio.to_thread(gateway.recorder.flush)
+
+    task = asyncio.create_task(reload())
+    yield
+    task.cancel()
+    await app[SESSION].close()
+    if gateway.recorder is not None:
+        gateway.recorder.flush()
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    gateway: Gateway = request.app[GATEWAY]
+    return web.Response(body=generate_latest(gateway.registry), content_type="text/plain")
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def _fail(
+    kind: str, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(api.error(kind, status, message), status=status, headers=headers)
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    gateway: Gateway = request.app[GATEWAY]
+    kind = api.ROUTES.get(request.path)
+    gateway.requests.labels(request.path if kind else "unknown").inc()
+    if kind is None:
+        return _fail("openai", 404, f"Unknown route: {request.method} {request.path}")
+    if request.method != "POST":
+        return _fail(kind, 405, f"{request.path} takes POST")
+    secret = _credential(request, kind)
+    if not secret:
+        return _fail(kind, 401, "Missing API key")
+    try:
+        raw = await asyncio.wait_for(request.read(), gateway.config.body_timeout)
+    except web.HTTPRequestEntityTooLarge:
+        return _fail(kind, 413, f"Request body over {gateway.config.max_body} bytes")
+    except TimeoutError:
+        return _fail(kind, 408, "Request body not received in time")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+        ask = api.parse(request.path, body)
+    except UnicodeDecodeError:
+        return _fail(kind, 400, "The body is not valid UTF-8")
+    except ValueError as exc:
+        return _fail(kind, 400, f"Invalid request: {exc}")
+    account = hashlib.sha256(secret.encode()).hexdigest()[:16]
+    started = time.perf_counter()
+    decision = _decide(gateway, request, ask, account)
+    gateway.scoring.observe(time.perf_counter() - started)
+    gateway.decisions.labels(decision.action).inc()
+    log.info(json.dumps({"account": account, "action": decision.action, "reason": decision.reason}))
+    if decision.action == "block":
+        return _fail(kind, 403, "Access to this model is suspended for this account")
+    if decision.action == "step_up":
+        return _fail(kind, 403, "Verification required: complete identity verification to continue")
+    if decision.action == "throttle":
+        return _fail(kind, 429, "Rate limited", {"Retry-After": str(decision.retry_after)})
+    return await _forward(gateway, request, raw, ask, account, decision)
+
+
+def _credential(request: web.Request, kind: str) -> str | None:
+    if kind == "anthropic" and request.headers.get("x-api-key"):
+        return request.headers["x-api-key"]
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+def _decide(gateway: Gateway, request: web.Request, ask: api.Ask, account: str) -> Decision:
+    ident = gateway.recorder.pseudonymiser.token(account) if gateway.recorder else account
+    agent = request.headers.get("User-Agent", "")
+    prefix = network(request.remote or "") or ""
+    fingerprints = []
+    if gateway.findings.fingerprints and ask.prompt:
+        bands = band_keys(signatures(skeleton(pa.array([ask.prompt]))))[0]
+        fingerprints = [
+            f"{int(b):016x}" for b in bands if f"{int(b):016x}" in gateway.findings.fingerprints
+        ]
+    seen = Seen(ident, bool(COT.search(ask.prompt)), bool(SCRIPTED.match(agent)), fingerprints)
+    try:
+        profile = gateway.store.add(seen)
+    except Exception as exc:  # the shared store is down: the policy says open or closed
+        log.warning("state store unavailable: %s", type(exc).__name__)
+        return gateway.config.policy.unavailable("the state store")
+    found = verdict(
+        profile, gateway.findings.accounts.get(ident), (prefix, agent) in gateway.findings.networks
+    )
+    return gateway.config.policy.decide(found.score, found.flagged, found.evidence)
+
+
+async def _forward(
+    gateway: Gateway,
+    request: web.Request,
+    raw: bytes,
+    ask: api.Ask,
+    account: str,
+    decision: Decision,
+) -> web.StreamResponse:
+    session: aiohttp.ClientSession = request.app[SESSION]
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+    url = gateway.config.upstream.rstrip("/") + request.path
+    withhold = decision.action == "withhold_reasoning"
+    try:
+        async with session.post(url, data=raw, headers=headers) as upstream:
+            if upstream.status >= 500:
+                await upstream.read()
+                return _fail(ask.api, 502, f"The upstream answered {upstream.status}")
+            if "text/event-stream" in upstream.headers.get("Content-Type", ""):
+                return await _stream(gateway, request, upstream, ask, account, withhold)
+            body = await upstream.read()
+            if withhold and upstream.status == 200:
+                body = json.dumps(api.without_reasoning(json.loads(body))).encode()
+            out_headers = {"Content-Type": upstream.headers.get("Content-Type", "application/json")}
+            if decision.action == "mark":
+                out_headers["X-Distillguard-Mark"] = "1"
+                body = gateway.config.mark(body) if gateway.config.mark else body
+            _record(
+                gateway, request, ask, account, upstream.status, body.decode("utf-8", "replace")
+            )
+            return web.Response(body=body, status=upstream.status, headers=out_headers)
+    except TimeoutError:
+        return _fail(ask.api, 504, "The upstream did not answer in time")
+    except aiohttp.ClientError as exc:
+        return _fail(ask.api, 502, f"The upstream connection failed ({type(exc).__name__})")
+
+
+async def _stream(
+    gateway: Gateway,
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    ask: api.Ask,
+    account: str,
+    withhold: bool,
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=upstream.status,
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+    )
+    await response.prepare(request)
+    dropped: set[int] = set()
+    kept: list[str] = []
+    size = 0
+    async for line in upstream.content:
+        text = line.decode("utf-8", "replace")
+        if withhold and text.startswith("data:"):
+            payload = api.stream_event_without_reasoning(text[5:].strip(), dropped)
+            if payload is None:
+                continue
+            text = f"data: {payload}\n"
+        if size < RESPONSE_TEXT_CAP:
+            kept.append(text)
+            size += len(text)
+        await response.write(text.encode())
+    await response.write_eof()
+    _record(gateway, request, ask, account, upstream.status, "".join(kept)[:RESPONSE_TEXT_CAP])
+    return response
+
+
+def _record(
+    gateway: Gateway, request: web.Request, ask: api.Ask, account: str, status: int, reply: str
+) -> None:
+    if gateway.recorder is None:
+        return
+    due = gateway.recorder.add(
+        {
+            "request_id": f"gw-{uuid.uuid4().hex}",
+            "ts": datetime.now(UTC),
+            "account_id": account,
+            "model": ask.model,
+            "prompt_text": ask.prompt,
+            "system_text": ask.system,
+            "response_text": reply[:RESPONSE_TEXT_CAP],
+            "ip": request.remote,
+            "user_agent": request.headers.get("User-Agent"),
+            "operation": ask.operation,
+            "status": status,
+            "stream": ask.stream,
+            "reasoning_requested": ask.reasoning,
+            "max_tokens": ask.max_tokens,
+            "tools_declared": ask.tools,
+        }
+    )
+    if due:
+        asyncio.get_running_loop().run_in_executor(None, gateway.recorder.flush)

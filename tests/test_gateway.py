@@ -1,0 +1,241 @@
+"""The gateway against a fake upstream on loopback: pass-through, streaming, policies,
+findings reloaded while it runs, recording, metrics, bad input and upstream faults."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from distillguard.gateway import api
+from distillguard.gateway.policy import Policy, Rule
+from distillguard.gateway.server import Config, build
+from distillguard.schema import FINDINGS_ACCOUNTS
+
+KEY = "sk-test-farm-001"
+ACCOUNT = hashlib.sha256(KEY.encode()).hexdigest()[:16]
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "Write a sort in Python"}]}
+
+
+async def _upstream_chat(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    model = body["model"]
+    if model == "slow":
+        await asyncio.sleep(2)
+    if model == "boom":
+        return web.json_response({"error": "internal"}, status=500)
+    if model == "reset":
+        request.transport.close()  # type: ignore[union-attr]
+        await asyncio.sleep(1)
+    if body.get("stream"):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"choices":[{"delta":{"reasoning_content":"think"}}]}\n\n')
+        await asyncio.sleep(0.5)
+        await response.write(b'data: {"choices":[{"delta":{"content":"done"}}]}\n\n')
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+    return web.json_response(
+        {
+            "id": "c1",
+            "choices": [
+                {"message": {"role": "assistant", "content": "ok", "reasoning_content": "secret"}}
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+        }
+    )
+
+
+async def _upstream_messages(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    events = [
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": ""},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "hmm"},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "content_block_stop", "index": 1},
+    ]
+    for e in events:
+        await response.write(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+Run = Callable[[TestClient], Awaitable[None]]
+
+
+def _run(tmp_path: Path, check: Run, **options: Any) -> None:
+    async def main() -> None:
+        upstream = web.Application()
+        upstream.router.add_post("/v1/chat/completions", _upstream_chat)
+        upstream.router.add_post("/v1/messages", _upstream_messages)
+        async with TestServer(upstream) as up:
+            config = Config(upstream=str(up.make_url("")), record=str(tmp_path / "rec"), **options)
+            async with TestClient(TestServer(build(config))) as client:
+                await check(client)
+
+    asyncio.run(main())
+
+
+def _findings(folder: Path, score: float = 0.95, evidence: str = "reasoning_elicitation") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    campaign = {"id": "campaign-001", "score": score, "evidence": [{"signal": evidence}]}
+    (folder / "campaigns.json").write_text(json.dumps([campaign]))
+    table = pa.Table.from_pylist(
+        [
+            {
+                "account_id": ACCOUNT,
+                "score": score,
+                "flagged": True,
+                "campaign_id": "campaign-001",
+                "reasons": [],
+            }
+        ],
+        schema=FINDINGS_ACCOUNTS,
+    )
+    pq.write_table(table, folder / "accounts.parquet")
+
+
+def test_a_request_passes_through_and_is_recorded(tmp_path: Path) -> None:
+    async def check(client: TestClient) -> None:
+        r = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+        assert r.status == 200
+        assert (await r.json())["choices"][0]["message"]["content"] == "ok"
+        metrics = await (await client.get("/metrics")).text()
+        assert 'distillguard_decisions_total{action="allow"} 1.0' in metrics
+        assert "distillguard_scoring_seconds_bucket" in metrics
+
+    _run(tmp_path, check)
+    (part,) = (tmp_path / "rec").rglob("*.parquet")
+    row = pq.read_table(part).to_pylist()[0]
+    assert row["account_id"] == ACCOUNT and row["prompt_text"] == "Write a sort in Python"
+    assert row["ip_prefix"] == "127.0.0.0/24" and KEY not in json.dumps(row, default=str)
+
+
+def test_streams_pass_through_as_they_arrive(tmp_path: Path) -> None:
+    async def check(client: TestClient) -> None:
+        started = time.monotonic()
+        r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH)
+        first = await r.content.readline()
+        assert b"reasoning_content" in first and time.monotonic() - started < 0.45
+        rest = await r.content.read()
+        assert b"[DONE]" in rest
+
+    _run(tmp_path, check)
+
+
+def test_bad_requests_get_the_errors_their_clients_expect(tmp_path: Path) -> None:
+    async def check(client: TestClient) -> None:
+        cases = [
+            ("/v1/chat/completions", b"{not json", AUTH, 400, "error"),
+            ("/v1/chat/completions", b'{"model": "m", "messages": "x\xff"}', AUTH, 400, "error"),
+            ("/v1/chat/completions", b"[1, 2]", AUTH, 400, "error"),
+            ("/v1/chat/completions", b'{"messages": []}', AUTH, 400, "error"),
+            ("/v1/chat/completions", json.dumps(CHAT).encode(), {}, 401, "error"),
+            ("/v1/messages", json.dumps(CHAT).encode(), {}, 401, "type"),
+            ("/v1/embeddings", json.dumps(CHAT).encode(), AUTH, 404, "error"),
+            ("/v1/chat/completions", b"{" + b" " * 3000 + b"}", AUTH, 413, "error"),
+        ]
+        for path, data, headers, status, top in cases:
+            r = await client.post(
+                path, data=data, headers={**headers, "Content-Type": "application/json"}
+            )
+            body = await r.json()
+            assert r.status == status, (path, data[:20], r.status)
+            assert top in body and "Traceback" not in json.dumps(body)
+        r = await client.post("/v1/messages", data=b"{", headers={"x-api-key": KEY})
+        assert (await r.json())["error"]["type"] == "invalid_request_error"
+
+    _run(tmp_path, check, max_body=2048)
+
+
+def test_upstream_faults_become_clean_errors(tmp_path: Path) -> None:
+    async def check(client: TestClient) -> None:
+        for model, status in (("boom", 502), ("reset", 502), ("slow", 504)):
+            r = await client.post(
+                "/v1/chat/completions", json={**CHAT, "model": model}, headers=AUTH
+            )
+            assert r.status == status, model
+            assert "upstream" in (await r.json())["error"]["message"]
+
+    _run(tmp_path, check, upstream_timeout=0.5)
+
+
+def test_flagged_accounts_are_blocked_and_findings_reload_while_running(tmp_path: Path) -> None:
+    findings = tmp_path / "findings"
+
+    async def check(client: TestClient) -> None:
+        assert (await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)).status == 200
+        _findings(findings)
+        await asyncio.sleep(0.3)
+        r = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+        assert r.status == 403 and "suspended" in (await r.json())["error"]["message"]
+
+    findings.mkdir()
+    _run(tmp_path, check, findings=str(findings), reload_every=0.1)
+
+
+def test_reasoning_is_withheld_from_replies_and_streams(tmp_path: Path) -> None:
+    _findings(tmp_path / "findings", score=0.8)
+
+    async def check(client: TestClient) -> None:
+        r = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+        message = (await r.json())["choices"][0]["message"]
+        assert message == {"role": "assistant", "content": "ok"}
+        r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH)
+        text = await r.text()
+        assert "reasoning_content" not in text and '"content":"done"' in text
+        messages = {"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": "q"}]}
+        r = await client.post("/v1/messages", json=messages, headers={"x-api-key": KEY})
+        text = await r.text()
+        assert "thinking" not in text and '"text": "hi"' in text.replace(
+            '"text":"hi"', '"text": "hi"'
+        )
+
+    _run(tmp_path, check, findings=str(tmp_path / "findings"))
+
+
+def test_throttling_says_when_to_come_back(tmp_path: Path) -> None:
+    _findings(tmp_path / "findings", score=0.6)
+    policy = Policy(rules=(Rule("throttle", {"flagged": True}, retry_after=17),))
+
+    async def check(client: TestClient) -> None:
+        r = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+        assert r.status == 429 and r.headers["Retry-After"] == "17"
+
+    _run(tmp_path, check, findings=str(tmp_path / "findings"), policy=policy)
+
+
+def test_reasoning_removal_on_hand_built_bodies() -> None:
+    responses = {
+        "output": [{"type": "reasoning", "summary": []}, {"type": "message", "content": []}],
+        "reasoning": {"effort": "high"},
+    }
+    assert api.without_reasoning(responses) == {
+        "output": [{"type": "message", "content": []}],
+        "reasoning": {"effort": "high"},
+    }
+    claude = {"content": [{"type": "thinking", "thinking": "x"}, {"type": "text", "text": "y"}]}
+    assert api.without_reasoning(claude) == {"content": [{"type": "text", "text": "y"}]}
+    assert api.stream_event_without_reasoning("[DONE]", set()) == "[DONE]"
