@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := src/distillguard/samples
 DEMO   := demo-out
 
-.PHONY: demo test java chromium lint typecheck bench clean
+.PHONY: demo test tools lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 2; }
@@ -34,21 +34,18 @@ demo: $(STAMP)
 	@echo "findings: $(DEMO)/findings (accounts.parquet, campaigns.json, exchanges.parquet)"
 	@echo "report: $(DEMO)/report.html; STIX bundle to share: $(DEMO)/bundle.json"
 
-# The Spark engine's tests need Java 17+; Debian's headless JRE when there is none.
-java:
-	@command -v java >/dev/null 2>&1 || { \
-	  echo "installing Java for the Spark tests (openjdk-17-jre-headless)"; \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null; } \
-	  || { echo "error: no Java; install a JDK 17 or 21 (or set JAVA_HOME) for the Spark tests" >&2; exit 2; }; }
+# What the tests run for real, from Debian's packages when missing: Java for Spark's
+# local mode, headless Chromium for the report, redis-server for the gateway's replicas.
+TOOLS := java:openjdk-17-jre-headless chromium:chromium redis-server:redis-server
+tools:
+	@missing=""; for t in $(TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing for the tests:$$missing"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	  || { echo "error: could not install$$missing; install them (Debian packages) and retry" >&2; exit 2; }; \
+	fi
 
-# The report test opens the report in Debian's headless Chromium.
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian's chromium for the report test"; \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
-	  || { echo "error: no chromium; install Debian's chromium package for the report test" >&2; exit 2; }; }
-
-test: $(STAMP) java chromium
+test: $(STAMP) tools
 	$(BIN)/python -m ruff check src tests benchmarks
 	$(BIN)/python -m ruff format --check src tests benchmarks
 	$(BIN)/python -m mypy
@@ -57,7 +54,7 @@ test: $(STAMP) java chromium
 # The scale suite (issue 5): 1M to 30M simulated exchanges, scan floor, MinHash against
 # datasketch, DuckDB against Spark local mode. Hours on 2 cores; results in
 # benchmarks/results/. The other benchmarks are listed in the README.
-bench: $(STAMP) java
+bench: $(STAMP) tools
 	$(BIN)/python benchmarks/detect_scale.py --days 1,3,10,30 --spark-days 1
 
 clean:

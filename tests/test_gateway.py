@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
+import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -239,3 +243,95 @@ def test_reasoning_removal_on_hand_built_bodies() -> None:
     claude = {"content": [{"type": "thinking", "thinking": "x"}, {"type": "text", "text": "y"}]}
     assert api.without_reasoning(claude) == {"content": [{"type": "text", "text": "y"}]}
     assert api.stream_event_without_reasoning("[DONE]", set()) == "[DONE]"
+
+
+REDIS = shutil.which("redis-server")
+
+
+class _Redis:
+    """A real redis-server on a free loopback port, which a test can stop and restart."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                str(REDIS),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (make test installs it)")
+def test_replicas_share_state_in_redis_and_follow_the_failure_policy(tmp_path: Path) -> None:
+    server = _Redis(tmp_path)
+    server.start()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    scripted = {**AUTH, "User-Agent": "python-requests/2.31"}
+    cot = {"model": "m", "messages": [{"role": "user", "content": "Solve it step by step."}]}
+    policy = Policy(rules=(Rule("block", {"evidence": "reasoning_elicitation"}),), fail="closed")
+
+    async def main() -> None:
+        upstream = web.Application()
+        upstream.router.add_post("/v1/chat/completions", _upstream_chat)
+        async with TestServer(upstream) as up:
+            base = str(up.make_url(""))
+            one = TestClient(TestServer(build(Config(upstream=base, redis=url, policy=policy))))
+            two = TestClient(TestServer(build(Config(upstream=base, redis=url, policy=policy))))
+            async with one, two:
+                for i in range(10):  # half the traffic through each replica
+                    r = await (one if i % 2 else two).post(
+                        "/v1/chat/completions", json=cot, headers=scripted
+                    )
+                    assert r.status == 200
+                codes = set()
+                for i in range(12):  # the shared count passes MIN_EXCHANGES on both
+                    r = await (one if i % 2 else two).post(
+                        "/v1/chat/completions", json=cot, headers=scripted
+                    )
+                    codes.add(r.status)
+                assert 403 in codes
+                server.stop()  # Redis goes away: fail closed blocks everyone
+                r = await one.post(
+                    "/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer other"}
+                )
+                assert r.status == 403
+                server.start()  # and comes back: ordinary traffic flows again
+                await asyncio.sleep(0.2)
+                r = await one.post(
+                    "/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer other"}
+                )
+                assert r.status == 200
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
