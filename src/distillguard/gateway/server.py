@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,23 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pyarrow as pa
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from distillguard.features.capability import COT_PATTERNS
-from distillguard.features.template import band_keys, signatures, skeleton
 from distillguard.gateway import api
 from distillguard.gateway.findings import Findings
 from distillguard.gateway.policy import DEFAULT, Decision, Policy
 from distillguard.gateway.recorder import Recorder
-from distillguard.gateway.state import MemoryStore, Seen, Store, verdict
-from distillguard.privacy import network
-from distillguard.profile.accounts import SCRIPTED_AGENTS
+from distillguard.gateway.scoring import Scorer
+from distillguard.gateway.state import MemoryStore, Store
+from distillguard.privacy import Pseudonymiser
 
 log = logging.getLogger("distillguard.gateway")
-COT = re.compile("|".join(COT_PATTERNS), re.IGNORECASE)
-SCRIPTED = re.compile(SCRIPTED_AGENTS, re.IGNORECASE)
 HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive", "upgrade"}
 RESPONSE_TEXT_CAP = 65_536
 
@@ -62,8 +56,7 @@ class Config:
 @dataclass
 class Gateway:
     config: Config
-    store: Store
-    findings: Findings
+    scorer: Scorer
     recorder: Recorder | None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -92,13 +85,11 @@ def build(config: Config) -> web.Application:
         from distillguard.gateway.state import RedisStore
 
         store = RedisStore(config.redis)
-    gateway = Gateway(
-        config,
-        store,
-        Findings(config.findings),
-        Recorder(config.record, config.key) if config.record else None,
-    )
-    gateway.findings.refresh()
+    recorder = Recorder(config.record, config.key) if config.record else None
+    findings = Findings(config.findings)
+    findings.refresh()
+    pseudonymiser = recorder.pseudonymiser if recorder else Pseudonymiser(config.key)
+    gateway = Gateway(config, Scorer(config.policy, store, findings, pseudonymiser), recorder)
     app = web.Application(client_max_size=config.max_body)
     app[GATEWAY] = gateway
     app.router.add_get("/metrics", _metrics)
@@ -118,8 +109,9 @@ async def _background(app: web.Application) -> Any:
     async def reload() -> None:
         while True:
             await asyncio.sleep(gateway.config.reload_every)
-            if gateway.findings.refresh():
-                log.info("findings reloaded: %d flagged accounts", len(gateway.findings.accounts))
+            findings = gateway.scorer.findings
+            if findings.refresh():
+                log.info("findings reloaded: %d flagged accounts", len(findings.accounts))
             if gateway.recorder is not None:
                 await asyncio.to_thread(gateway.recorder.flush)
 
@@ -174,7 +166,9 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         return _fail(kind, 400, f"Invalid request: {exc}")
     account = hashlib.sha256(secret.encode()).hexdigest()[:16]
     started = time.perf_counter()
-    decision = _decide(gateway, request, ask, account)
+    decision = gateway.scorer.decide(
+        account, ask.prompt, request.headers.get("User-Agent", ""), request.remote or ""
+    )
     gateway.scoring.observe(time.perf_counter() - started)
     gateway.decisions.labels(decision.action).inc()
     log.info(json.dumps({"account": account, "action": decision.action, "reason": decision.reason}))
@@ -192,28 +186,6 @@ def _credential(request: web.Request, kind: str) -> str | None:
         return request.headers["x-api-key"]
     auth = request.headers.get("Authorization", "")
     return auth[7:].strip() if auth.lower().startswith("bearer ") else None
-
-
-def _decide(gateway: Gateway, request: web.Request, ask: api.Ask, account: str) -> Decision:
-    ident = gateway.recorder.pseudonymiser.token(account) if gateway.recorder else account
-    agent = request.headers.get("User-Agent", "")
-    prefix = network(request.remote or "") or ""
-    fingerprints = []
-    if gateway.findings.fingerprints and ask.prompt:
-        bands = band_keys(signatures(skeleton(pa.array([ask.prompt]))))[0]
-        fingerprints = [
-            f"{int(b):016x}" for b in bands if f"{int(b):016x}" in gateway.findings.fingerprints
-        ]
-    seen = Seen(ident, bool(COT.search(ask.prompt)), bool(SCRIPTED.match(agent)), fingerprints)
-    try:
-        profile = gateway.store.add(seen)
-    except Exception as exc:  # the shared store is down: the policy says open or closed
-        log.warning("state store unavailable: %s", type(exc).__name__)
-        return gateway.config.policy.unavailable("the state store")
-    found = verdict(
-        profile, gateway.findings.accounts.get(ident), (prefix, agent) in gateway.findings.networks
-    )
-    return gateway.config.policy.decide(found.score, found.flagged, found.evidence)
 
 
 async def _forward(
