@@ -257,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--redis", help="redis://... to share state between replicas")
     gateway.add_argument("--hmac-key-file", help="key for pseudonymising recorded identifiers")
     gateway.add_argument("--max-body", type=int, default=4 * 2**20, help="largest request, bytes")
+    gateway.add_argument(
+        "--trust-headers",
+        action="store_true",
+        help="take the client address from X-Forwarded-For and the time from "
+        "X-Distillguard-Timestamp (only behind a trusted proxy, or to replay traffic)",
+    )
     gateway.set_defaults(handler=_gateway)
 
     intel = commands.add_parser(
@@ -429,6 +435,7 @@ def _gateway(args: argparse.Namespace) -> int:
         key=load_key(args.hmac_key_file) if args.hmac_key_file else None,
         redis=args.redis,
         max_body=args.max_body,
+        trust_headers=args.trust_headers,
     )
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     web.run_app(build(config), host=host, port=int(port), access_log=None, print=None)

@@ -32,6 +32,7 @@ class Ask:
     reasoning: bool
     max_tokens: int | None
     tools: int
+    end_user: str | None = None
 
 
 def error(api: str, status: int, message: str) -> dict[str, Any]:
@@ -101,7 +102,14 @@ def parse(path: str, body: dict[str, Any]) -> Ask:
         reasoning=reasoning,
         max_tokens=limit if isinstance(limit, int) else None,
         tools=len(tools) if isinstance(tools, list) else 0,
+        end_user=_end_user(body),
     )
+
+
+def _end_user(body: dict[str, Any]) -> str | None:
+    """The end user a reseller or app names: OpenAI's `user`, Anthropic's metadata."""
+    user = body.get("user") or (body.get("metadata") or {}).get("user_id")
+    return str(user) if user else None
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

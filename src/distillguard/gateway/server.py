@@ -51,6 +51,9 @@ class Config:
     upstream_timeout: float = 120.0
     reload_every: float = 5.0
     mark: Any = None  # a callable(bytes) -> bytes, the output-watermarking hook
+    # Behind a trusted proxy (or replaying recorded traffic): the client address from
+    # X-Forwarded-For and the time from X-Distillguard-Timestamp. Never on an open port.
+    trust_headers: bool = False
 
 
 @dataclass
@@ -167,7 +170,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     account = hashlib.sha256(secret.encode()).hexdigest()[:16]
     started = time.perf_counter()
     decision = gateway.scorer.decide(
-        account, ask.prompt, request.headers.get("User-Agent", ""), request.remote or ""
+        account, ask.prompt, request.headers.get("User-Agent", ""), _address(gateway, request)
     )
     gateway.scoring.observe(time.perf_counter() - started)
     gateway.decisions.labels(decision.action).inc()
@@ -179,6 +182,23 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if decision.action == "throttle":
         return _fail(kind, 429, "Rate limited", {"Retry-After": str(decision.retry_after)})
     return await _forward(gateway, request, raw, ask, account, decision)
+
+
+def _address(gateway: Gateway, request: web.Request) -> str:
+    forwarded = request.headers.get("X-Forwarded-For") if gateway.config.trust_headers else None
+    return (forwarded.split(",")[0].strip() if forwarded else request.remote) or ""
+
+
+def _moment(gateway: Gateway, request: web.Request) -> datetime:
+    given = (
+        request.headers.get("X-Distillguard-Timestamp") if gateway.config.trust_headers else None
+    )
+    if given:
+        try:
+            return datetime.fromisoformat(given.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return datetime.now(UTC)
 
 
 def _credential(request: web.Request, kind: str) -> str | None:
@@ -264,13 +284,14 @@ def _record(
     due = gateway.recorder.add(
         {
             "request_id": f"gw-{uuid.uuid4().hex}",
-            "ts": datetime.now(UTC),
+            "ts": _moment(gateway, request),
             "account_id": account,
             "model": ask.model,
             "prompt_text": ask.prompt,
             "system_text": ask.system,
             "response_text": reply[:RESPONSE_TEXT_CAP],
-            "ip": request.remote,
+            "ip": _address(gateway, request),
+            "end_user_id": ask.end_user,
             "user_agent": request.headers.get("User-Agent"),
             "operation": ask.operation,
             "status": status,
