@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -335,3 +336,50 @@ def test_replicas_share_state_in_redis_and_follow_the_failure_policy(tmp_path: P
         asyncio.run(main())
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rules: [{action: explode}]", "needs an action"),
+        ("rules: [{action: block, when: {score_over: 1}}]", "unknown key(s) score_over"),
+        ("rules: [{action: throttle, retry_after: 0}]", "retry_after"),
+        ("fail: sideways", "fail takes open or closed"),
+        ("rules: [", "not valid YAML"),
+        ("- just a list", "a mapping"),
+    ],
+)
+def test_a_bad_policy_file_is_refused_with_the_reason(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    from distillguard.errors import UsageError
+    from distillguard.gateway import policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        policy.load(path)
+
+
+def test_policy_rules_decide_in_order_with_reasons(tmp_path: Path) -> None:
+    from distillguard.gateway import policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "fail: closed\nrules:\n"
+        "  - {when: {score_at_least: 0.9}, action: block}\n"
+        "  - {when: {evidence: campaign_templates}, action: mark}\n"
+    )
+    rules = policy.load(path)
+    assert rules.decide(0.95, True, set()).action == "block"
+    decision = rules.decide(0.5, False, {"campaign_templates"})
+    assert decision.action == "mark" and "rule 2" in decision.reason
+    assert rules.decide(0.1, False, set()).action == "allow"
+    assert rules.unavailable("redis").action == "block"
+
+
+def test_the_command_line_refuses_bad_settings() -> None:
+    from distillguard.cli import main
+
+    assert main(["gateway", "--upstream", "http://127.0.0.1:1", "--listen", "nowhere"]) == 2
+    assert main(["gateway", "--upstream", "ftp://x", "--listen", "127.0.0.1:0"]) == 2
