@@ -34,7 +34,17 @@ from distillguard.gateway.state import MemoryStore, Store
 from distillguard.privacy import Pseudonymiser
 
 log = logging.getLogger("distillguard.gateway")
-HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive", "upgrade"}
+# Not forwarded: hop-by-hop headers, and accept-encoding, so replies come uncompressed
+# and reasoning can be taken out of them.
+HOP = {
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+    "accept-encoding",
+}
 RESPONSE_TEXT_CAP = 65_536
 
 
@@ -105,8 +115,7 @@ def build(config: Config) -> web.Application:
 async def _background(app: web.Application) -> Any:
     gateway: Gateway = app[GATEWAY]
     app[SESSION] = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=gateway.config.upstream_timeout),
-        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=gateway.config.upstream_timeout)
     )
 
     async def reload() -> None:
@@ -229,7 +238,7 @@ async def _forward(
                 return await _stream(gateway, request, upstream, ask, account, withhold)
             body = await upstream.read()
             if withhold and upstream.status == 200:
-                body = json.dumps(api.without_reasoning(json.loads(body))).encode()
+                body = _withheld(body)
             out_headers = {"Content-Type": upstream.headers.get("Content-Type", "application/json")}
             if decision.action == "mark":
                 out_headers["X-Distillguard-Mark"] = "1"
@@ -242,6 +251,13 @@ async def _forward(
         return _fail(ask.api, 504, "The upstream did not answer in time")
     except aiohttp.ClientError as exc:
         return _fail(ask.api, 502, f"The upstream connection failed ({type(exc).__name__})")
+
+
+def _withheld(body: bytes) -> bytes:
+    try:
+        return json.dumps(api.without_reasoning(json.loads(body))).encode()
+    except ValueError:
+        return body  # not JSON: nothing we know how to take reasoning out of
 
 
 async def _stream(
