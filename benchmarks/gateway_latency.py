@@ -27,11 +27,13 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ingest_memory import machine
 
 UPSTREAM = """
+import uvloop
 from aiohttp import web
 REPLY = {"id": "c", "choices": [{"message": {"role": "assistant", "content": "ok"}}]}
 async def chat(request):
@@ -39,7 +41,9 @@ async def chat(request):
     return web.json_response(REPLY)
 app = web.Application()
 app.router.add_post("/v1/chat/completions", chat)
-web.run_app(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), access_log=None, print=None)
+port = int(__import__("sys").argv[1])
+loop = uvloop.new_event_loop()
+web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 """
 BODY = json.dumps(
     {"model": "m", "messages": [{"role": "user", "content": "Write a function that sorts a list."}]}
@@ -73,8 +77,8 @@ def main() -> int:
     try:
         _wait(up_port)
         _wait(gw_port)
-        direct = asyncio.run(_load(up_port, args.rate, args.seconds))
-        through = asyncio.run(_load(gw_port, args.rate, args.seconds))
+        direct = uvloop.run(_load(up_port, args.rate, args.seconds))
+        through = uvloop.run(_load(gw_port, args.rate, args.seconds))
     finally:
         gateway.terminate()
         upstream.terminate()
