@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -55,7 +56,7 @@ def main() -> int:
     )
     table = pq.read_table(work / "sim" / "exchanges.parquet").sort_by("ts")
     last = table.column("ts")[-1].as_py().date()
-    cut = pc.less(pc.cast(table.column("ts"), "date32"), pc.scalar(last))
+    cut = pc.less(pc.cast(table.column("ts"), pa.date32()), pa.scalar(last, pa.date32()))
     nights = [table.filter(cut).to_pylist(), table.filter(pc.invert(cut)).to_pylist()]
     up_port = _port()
     (work / "upstream.py").write_text(UPSTREAM)
