@@ -102,9 +102,9 @@ def main() -> int:
         f"flagged only {batch_only} | agreement {agree:.4f} | {machine()} |"
     )
     print(row)
-    path = Path(__file__).parent / "results" / "gateway.md"
+    path = Path(__file__).parent / "results" / "gateway_replay.md"
     with path.open("a") as handle:
-        handle.write("\n" + row + "\n")
+        handle.write(row + "\n")
     return 0
 
 
