@@ -8,7 +8,7 @@ in two nights. Night one replays every day but the last through a gateway that r
 `detect` on the recording gives the findings the gateway loads for night two, which
 replays the last day. `detect` on the whole recording is then the batch answer. For the
 accounts active on the last day, the gateway acted (any decision but allow) where the
-batch flags them? Results go to benchmarks/results/gateway.md.
+batch flags them? Results go to benchmarks/results/gateway_replay.md.
 """
 
 from __future__ import annotations
