@@ -383,3 +383,22 @@ def test_the_command_line_refuses_bad_settings() -> None:
 
     assert main(["gateway", "--upstream", "http://127.0.0.1:1", "--listen", "nowhere"]) == 2
     assert main(["gateway", "--upstream", "ftp://x", "--listen", "127.0.0.1:0"]) == 2
+
+
+def test_a_slow_client_is_cut_off_and_does_not_hold_the_gateway(tmp_path: Path) -> None:
+    async def check(client: TestClient) -> None:
+        server = client.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        await writer.drain()  # ...and never sends the rest
+        started = time.monotonic()
+        other = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+        assert other.status == 200 and time.monotonic() - started < 0.25
+        head = await asyncio.wait_for(reader.read(200), 2)
+        assert b" 408 " in head.split(b"\r\n")[0] and time.monotonic() - started < 1.5
+        writer.close()
+
+    _run(tmp_path, check, body_timeout=0.3)
