@@ -46,7 +46,7 @@ async def _upstream_chat(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b'data: {"choices":[{"delta":{"reasoning_content":"think"}}]}\n\n')
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
         await response.write(b'data: {"choices":[{"delta":{"content":"done"}}]}\n\n')
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -143,7 +143,7 @@ def test_streams_pass_through_as_they_arrive(tmp_path: Path) -> None:
         started = time.monotonic()
         r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH)
         first = await r.content.readline()
-        assert b"reasoning_content" in first and time.monotonic() - started < 0.45
+        assert b"reasoning_content" in first and time.monotonic() - started < 0.9
         rest = await r.content.read()
         assert b"[DONE]" in rest
 
@@ -396,9 +396,9 @@ def test_a_slow_client_is_cut_off_and_does_not_hold_the_gateway(tmp_path: Path) 
         await writer.drain()  # ...and never sends the rest
         started = time.monotonic()
         other = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
-        assert other.status == 200 and time.monotonic() - started < 0.25
-        head = await asyncio.wait_for(reader.read(200), 2)
-        assert b" 408 " in head.split(b"\r\n")[0] and time.monotonic() - started < 1.5
+        assert other.status == 200 and time.monotonic() - started < 0.9
+        head = await asyncio.wait_for(reader.read(200), 5)
+        assert b" 408 " in head.split(b"\r\n")[0] and time.monotonic() - started < 4
         writer.close()
 
-    _run(tmp_path, check, body_timeout=0.3)
+    _run(tmp_path, check, body_timeout=1.0)
