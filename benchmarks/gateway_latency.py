@@ -60,19 +60,7 @@ def main() -> int:
     (work / "upstream.py").write_text(UPSTREAM)
     upstream = subprocess.Popen([sys.executable, str(work / "upstream.py"), str(up_port)])
     gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "distillguard.cli",
-            "gateway",
-            "--upstream",
-            f"http://127.0.0.1:{up_port}",
-            "--listen",
-            f"127.0.0.1:{gw_port}",
-            "--record",
-            str(work / "record"),
-        ],
-        stderr=subprocess.DEVNULL,
+        gateway_command(up_port, gw_port, work / "record"), stderr=subprocess.DEVNULL
     )
     try:
         _wait(up_port)
@@ -139,6 +127,15 @@ async def _load(port: int, rate: int, seconds: float) -> dict:
         "latency": (float(np.percentile(values, 50)), float(np.percentile(values, 99))),
         "errors": errors,
     }
+
+
+def gateway_command(up_port: int, port: int, record: Path) -> list[str]:
+    """`distillguard gateway` on loopback in front of the fake upstream, recording."""
+    return [
+        *(sys.executable, "-m", "distillguard.cli", "gateway"),
+        *("--upstream", f"http://127.0.0.1:{up_port}", "--listen", f"127.0.0.1:{port}"),
+        *("--record", str(record)),
+    ]
 
 
 def _port() -> int:

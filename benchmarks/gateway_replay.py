@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_latency import UPSTREAM, _port, _wait
+from gateway_latency import UPSTREAM, _port, _wait, gateway_command
 from ingest_memory import machine
 
 CONCURRENCY = 64
@@ -121,19 +121,7 @@ def _night(
 ) -> dict[str, set[str]]:
     """Replay `rows` through a fresh gateway; each hashed account's decisions."""
     port = _port()
-    command = [
-        sys.executable,
-        "-m",
-        "distillguard.cli",
-        "gateway",
-        "--upstream",
-        f"http://127.0.0.1:{up_port}",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--record",
-        str(work / "record"),
-        "--trust-headers",
-    ]
+    command = [*gateway_command(up_port, port, work / "record"), "--trust-headers"]
     if findings:
         command += ["--findings", str(findings)]
     log = (work / f"decisions-{port}.log").open("w")

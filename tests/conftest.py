@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,33 @@ def quarantined(store: Path) -> list[dict[str, Any]]:
     for path in sorted((store / "quarantine").glob("*.jsonl")):
         out.extend(json.loads(line) for line in path.read_text().splitlines())
     return out
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on, for a server a test starts on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def two_campaigns(name: str, seed: int, days: int, coders: int, education: int = 0) -> Any:
+    """A small scenario: people, a reseller, a coding campaign and a reasoning campaign
+    half of whose traffic goes through the reseller."""
+    from distillguard.simulate.scenario import Campaign, Population, ProxyMix, Scenario
+
+    people = {"developer": 25, "chat": 50, "education": education, "reseller": 1}
+    return Scenario(
+        name=name,
+        seed=seed,
+        days=days,
+        legitimate=[Population(k, v) for k, v in people.items() if v],
+        campaigns=[
+            Campaign(id="coders", accounts=coders, capability="coding"),
+            Campaign(
+                id="resold",
+                accounts=8,
+                capability="reasoning",
+                proxy_mix=ProxyMix(resellers=1, share=0.5),
+            ),
+        ],
+    )

@@ -25,6 +25,7 @@ from distillguard.gateway import api
 from distillguard.gateway.policy import Policy, Rule
 from distillguard.gateway.server import Config, build
 from distillguard.schema import FINDINGS_ACCOUNTS
+from tests.conftest import free_port
 
 KEY = "sk-test-farm-001"
 ACCOUNT = hashlib.sha256(KEY.encode()).hexdigest()[:16]
@@ -253,9 +254,7 @@ class _Redis:
     """A real redis-server on a free loopback port, which a test can stop and restart."""
 
     def __init__(self, folder: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.folder = folder
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -17,7 +17,7 @@ import pytest
 from distillguard.cli import main
 from distillguard.detect import detect
 from distillguard.simulate import simulate
-from distillguard.simulate.scenario import Campaign, Population, ProxyMix, Scenario
+from tests.conftest import two_campaigns
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium")
@@ -26,25 +26,7 @@ CHROMIUM = shutil.which("chromium")
 @pytest.fixture(scope="module")
 def findings(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("report")
-    scenario = Scenario(
-        name="report",
-        seed=11,
-        days=3,
-        legitimate=[
-            Population("developer", 25),
-            Population("chat", 50),
-            Population("reseller", 1),
-        ],
-        campaigns=[
-            Campaign(id="coders", accounts=14, capability="coding"),
-            Campaign(
-                id="resold",
-                accounts=8,
-                capability="reasoning",
-                proxy_mix=ProxyMix(resellers=1, share=0.5),
-            ),
-        ],
-    )
+    scenario = two_campaigns("report", seed=11, days=3, coders=14)
     simulate(scenario, folder / "sim")
     detect(folder / "sim", folder / "findings")
     return folder

@@ -13,32 +13,13 @@ from distillguard.engines.spark import SPARK_DIGEST, digest_signed, translate
 from distillguard.features.digest import digest
 from distillguard.ingest import Options, ingest
 from distillguard.simulate import simulate
-from distillguard.simulate.scenario import Campaign, Population, ProxyMix, Scenario
+from tests.conftest import two_campaigns
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("spark")
-    scenario = Scenario(
-        name="spark",
-        seed=5,
-        days=2,
-        legitimate=[
-            Population("developer", 25),
-            Population("chat", 50),
-            Population("education", 20),
-            Population("reseller", 1),
-        ],
-        campaigns=[
-            Campaign(id="coders", accounts=12, capability="coding"),
-            Campaign(
-                id="resold",
-                accounts=8,
-                capability="reasoning",
-                proxy_mix=ProxyMix(resellers=1, share=0.5),
-            ),
-        ],
-    )
+    scenario = two_campaigns("spark", seed=5, days=2, coders=12, education=20)
     simulate(scenario, folder / "sim")
     ingest([folder / "sim" / "exchanges.parquet"], folder / "store", Options())
     ingest([folder / "sim" / "accounts.parquet"], folder / "store", Options(table="accounts"))

@@ -22,6 +22,7 @@ import pytest
 
 from distillguard.cli import main
 from distillguard.intel.stix import Sharing, export
+from tests.conftest import free_port
 
 COLLECTION = "365fed99-08fa-fdcd-a1b3-fb247eb41d01"
 SERVER = """
@@ -45,14 +46,8 @@ sys.exit(main())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _server(tmp: Path, fixed: bool) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     root = f"http://127.0.0.1:{port}/api1/"
     data = {
         "/discovery": {"title": "t", "default": root, "api_roots": [root]},
@@ -209,7 +204,7 @@ def test_wrong_password_and_a_server_that_is_down_are_reported(
     monkeypatch.setenv("TAXII_PASSWORD", "wrong")
     assert main(["intel", "push", str(bundle), "--collection", collection, "--user", "peer"]) == 7
     assert "401" in capsys.readouterr().err
-    down = f"http://127.0.0.1:{_free_port()}/api1/collections/{COLLECTION}/"
+    down = f"http://127.0.0.1:{free_port()}/api1/collections/{COLLECTION}/"
     assert main(["intel", "pull", "--collection", down, "--out", str(tmp_path / "x.json")]) == 7
     err = capsys.readouterr().err
     assert "cannot be reached" in err and "Traceback" not in err

@@ -69,21 +69,21 @@ def parse(path: str, body: dict[str, Any]) -> Ask:
         raise ValueError("`model` is required")
     system: str | None
     if path == "/v1/responses":
-        prompt, system = _text(body.get("input")), _text(body.get("instructions"))
+        prompt, system = text_of(body.get("input")), text_of(body.get("instructions"))
         reasoning = bool(body.get("reasoning"))
         limit = body.get("max_output_tokens")
     elif api == "anthropic":
         messages = _messages(body)
-        prompt = _last_user(messages)
-        system = _text(body.get("system"))
+        prompt = last_user(messages)
+        system = text_of(body.get("system"))
         reasoning = (body.get("thinking") or {}).get("type") == "enabled"
         limit = body.get("max_tokens")
     else:
         messages = _messages(body)
-        prompt = _last_user(messages)
+        prompt = last_user(messages)
         system = (
             "\n".join(
-                _text(m.get("content"))
+                text_of(m.get("content"))
                 for m in messages
                 if m.get("role") in ("system", "developer")
             )
@@ -119,23 +119,23 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
-def _last_user(messages: list[dict[str, Any]]) -> str:
+def last_user(messages: list[dict[str, Any]]) -> str:
     for m in reversed(messages):
         if m.get("role") == "user":
-            return _text(m.get("content"))
+            return text_of(m.get("content"))
     return ""
 
 
-def _text(content: Any) -> str:
+def text_of(content: Any) -> str:
     """Text of a string, a list of content parts, or an input list."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(t for t in (_text(p) for p in content) if t)
+        return "\n".join(t for t in (text_of(p) for p in content) if t)
     if isinstance(content, dict):
         for key in ("text", "content", "input_text"):
             if key in content:
-                return _text(content[key])
+                return text_of(content[key])
     return ""
 
 

@@ -101,5 +101,5 @@ class DistillguardGuardrail(CustomGuardrail):
 def _prompt(data: dict[str, Any]) -> str:
     messages = data.get("messages")
     if isinstance(messages, list):
-        return api._last_user([m for m in messages if isinstance(m, dict)])
-    return api._text(data.get("input") or data.get("prompt") or "")
+        return api.last_user([m for m in messages if isinstance(m, dict)])
+    return api.text_of(data.get("input") or data.get("prompt") or "")

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from distillguard.detect.inputs import inputs
 from distillguard.errors import InputError
-from distillguard.features.template import signatures, similarity, skeleton
+from distillguard.features.template import band_keys, signatures, similarity, skeleton
 from distillguard.ingest.engine import connect, sql_list
 from distillguard.intel import read_campaigns
 
@@ -214,8 +214,6 @@ def _links(con: Any, c: dict[str, Any], columns: set[str], with_accounts: bool) 
 
 
 def _template_keys(con: Any) -> list[tuple[str, str]]:
-    from distillguard.features.template import band_keys
-
     rows = con.execute("""
         SELECT account_id, prompt_text FROM exchanges JOIN sample USING (account_id)
         WHERE prompt_text IS NOT NULL ORDER BY md5(request_id) LIMIT 20000""").fetchall()
