@@ -17,15 +17,22 @@ import hmac
 import ipaddress
 import json
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from distillguard.engines import Engine
+from distillguard.detect.inputs import digests, inputs, load
+from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError
+from distillguard.features.digest import DIGEST
+from distillguard.features.pool import default_workers
 from distillguard.intel.stix import EXTENSION_ID, TOKEN_HEX
+from distillguard.store import atomic_write
 
 MIN_FINGERPRINTS = 3
 USED = {"campaign", "indicator", "relationship"}
@@ -214,17 +221,6 @@ def match_traffic(
 ) -> dict[str, Any]:
     """Match a peer's bundle against the traffic at `source`; writes out/matches.parquet
     and out/report.json, and returns the report."""
-    import shutil
-    import tempfile
-
-    import pyarrow.parquet as pq
-
-    from distillguard.detect.inputs import digests, inputs, load
-    from distillguard.engines import open_engine
-    from distillguard.features.digest import DIGEST
-    from distillguard.features.pool import default_workers
-    from distillguard.store import atomic_write
-
     peers, skipped = read_bundle(bundle)
     files, _ = inputs(source)
     work = Path(tempfile.mkdtemp(prefix="distillguard-match-"))
