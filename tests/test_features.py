@@ -159,6 +159,34 @@ def test_featurise_returns_one_row_per_exchange() -> None:
     assert out.column("capability").to_pylist()[1] == "general_chat"
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from(["", "hello", TEMPLATE]), st.text(max_size=80)),
+            st.one_of(st.none(), st.integers(0, 3)),
+            st.one_of(st.none(), st.booleans()),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_repeated_prompts_get_the_features_each_would_get_alone(
+    rows: list[tuple[str | None, int | None, bool | None]],
+) -> None:
+    # A batch's distinct prompts are featurised once and spread back to their rows.
+    columns = {
+        "request_id": [str(i) for i in range(len(rows))],
+        "prompt_text": pa.array([r[0] for r in rows], pa.string()),
+        "tools_declared": pa.array([r[1] for r in rows], pa.int32()),
+        "reasoning_requested": pa.array([r[2] for r in rows], pa.bool_()),
+    }
+    together = featurise(pa.table(columns)).to_pylist()
+    alone = [featurise(pa.table(columns).slice(i, 1)).to_pylist()[0] for i in range(len(rows))]
+    assert together == alone
+    assert all((r["prompt_hash"] is None) == (p is None) for r, (p, _, _) in zip(together, rows))
+
+
 FLOORS = {
     "humaneval": 0.9,
     "mbpp": 0.95,

@@ -110,12 +110,32 @@ def classify(
     max_tokens: pa.Array | None = None,
 ) -> tuple[pa.Array, pa.Array]:
     """(capability, chain-of-thought elicitation score in 0..1) for each prompt."""
+    scores, cot_hits = text_scores(prompts)
+    return label(scores, cot_hits, tools_declared, reasoning_requested, max_tokens)
+
+
+def text_scores(prompts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """What the text alone says: weighted pattern hits per category (rows x categories
+    with patterns) and requests for the reasoning. A pure function of each text, so a
+    batch's repeated prompts are scored once."""
     text = pc.utf8_lower(pc.fill_null(prompts, ""))
     scores = np.stack([_hits(text, PATTERNS[c]) * WEIGHTS[c] for c in WEIGHTS], axis=1)
+    return scores, _hits(text, COT_PATTERNS)
+
+
+def label(
+    scores: np.ndarray,
+    cot_hits: np.ndarray,
+    tools_declared: pa.Array | None = None,
+    reasoning_requested: pa.Array | None = None,
+    max_tokens: pa.Array | None = None,
+) -> tuple[pa.Array, pa.Array]:
+    """Capability and chain-of-thought score from text scores and the request's own
+    fields: declared tools count towards agentic work."""
     if tools_declared is not None:
         tools = pc.fill_null(tools_declared, 0).to_numpy(zero_copy_only=False)
+        scores = scores.copy()
         scores[:, 1] += np.where(tools > 0, 2.0, 0.0)
-    cot_hits = _hits(text, COT_PATTERNS)
     best = scores.argmax(axis=1)
     labels = np.array(list(WEIGHTS), dtype=object)[best]
     empty = scores.max(axis=1) < 1.0

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard.features.capability import classify
+from distillguard.features.capability import label, text_scores
 from distillguard.features.template import BANDS, NUM_PERM, band_keys, signatures, skeleton
 
 FEATURES = pa.schema(
@@ -61,11 +61,20 @@ def featurise(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
     prompts = column("prompt_text")
     if prompts is None:
         prompts = pa.nulls(batch.num_rows, pa.string())
-    capability, cot = classify(
-        prompts, column("tools_declared"), column("reasoning_requested"), column("max_tokens")
+    # Harvests and chat both repeat prompts: each distinct text is featurised once.
+    encoded = pc.dictionary_encode(pc.fill_null(prompts, ""))
+    texts, index = encoded.dictionary, encoded.indices.to_numpy()
+    scores, cot_hits = text_scores(texts)
+    capability, cot = label(
+        scores[index],
+        cot_hits[index],
+        column("tools_declared"),
+        column("reasoning_requested"),
+        column("max_tokens"),
     )
-    sigs = signatures(skeleton(prompts))
-    bands = band_keys(sigs)
+    sigs = signatures(skeleton(texts))
+    bands = band_keys(sigs)[index]
+    sigs = sigs[index]
     system = column("system_text")
     arrays = [
         column("request_id"),
@@ -74,8 +83,8 @@ def featurise(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
         pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), NUM_PERM),
         pa.FixedSizeListArray.from_arrays(pa.array(bands.ravel(), pa.uint64()), BANDS),
         _hashes(system) if system is not None else pa.nulls(batch.num_rows, pa.string()),
-        _prompt_hashes(prompts),
-        pc.fill_null(pc.utf8_length(prompts), 0).cast(pa.int32()),
+        _prompt_hashes(texts, index, prompts.is_null()),
+        pa.array(pc.utf8_length(texts).to_numpy()[index], pa.int32()),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=FEATURES)
 
@@ -94,17 +103,18 @@ def _hashes(texts: pa.Array) -> pa.Array:
     return pc.take(table, indices) if len(table) else pa.nulls(len(texts), pa.string())
 
 
-def _prompt_hashes(texts: pa.Array) -> pa.Array:
+def _prompt_hashes(texts: pa.Array, index: np.ndarray, missing: pa.Array) -> pa.Array:
+    """BLAKE2b-64 of each distinct text, spread to its rows; null where no prompt."""
     digest = hashlib.blake2b
-    return pa.array(
-        [
-            None
-            if t is None
-            else int.from_bytes(digest(t.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+    distinct = np.fromiter(
+        (
+            int.from_bytes(digest(t.encode("utf-8", "surrogatepass"), digest_size=8).digest())
             for t in texts.to_pylist()
-        ],
-        pa.uint64(),
+        ),
+        dtype=np.uint64,
+        count=len(texts),
     )
+    return pa.array(distinct[index], pa.uint64(), mask=missing.to_numpy(zero_copy_only=False))
 
 
 def signature_matrix(features: pa.Table | pa.RecordBatch) -> np.ndarray:
