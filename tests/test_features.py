@@ -184,7 +184,8 @@ def test_repeated_prompts_get_the_features_each_would_get_alone(
     together = featurise(pa.table(columns)).to_pylist()
     alone = [featurise(pa.table(columns).slice(i, 1)).to_pylist()[0] for i in range(len(rows))]
     assert together == alone
-    assert all((r["prompt_hash"] is None) == (p is None) for r, (p, _, _) in zip(together, rows))
+    missing = [r["prompt_hash"] is None for r in together]
+    assert missing == [p is None for p, _, _ in rows]
 
 
 FLOORS = {

@@ -263,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="take the client address from X-Forwarded-For and the time from "
         "X-Distillguard-Timestamp (only behind a trusted proxy, or to replay traffic)",
     )
+    gateway.add_argument(
+        "--otel-endpoint",
+        help="OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces): a GenAI span "
+        "per exchange, pseudonymised, without text (needs distillguard[otel])",
+    )
     gateway.set_defaults(handler=_gateway)
 
     intel = commands.add_parser(
@@ -436,6 +441,7 @@ def _gateway(args: argparse.Namespace) -> int:
         redis=args.redis,
         max_body=args.max_body,
         trust_headers=args.trust_headers,
+        otel_endpoint=args.otel_endpoint,
     )
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:

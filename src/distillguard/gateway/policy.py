@@ -41,6 +41,7 @@ class Decision:
     action: str
     reason: str
     retry_after: int = 0
+    score: float | None = None  # None when no score was computed (store unavailable)
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ class Policy:
                 why = f"rule {i + 1} ({_describe(rule.when)}): score {score:.2f}"
                 if evidence:
                     why += f", evidence {', '.join(sorted(evidence))}"
-                return Decision(rule.action, why, rule.retry_after)
-        return Decision(self.default, f"no rule matched: score {score:.2f}")
+                return Decision(rule.action, why, rule.retry_after, score)
+        return Decision(self.default, f"no rule matched: score {score:.2f}", score=score)
 
     def unavailable(self, what: str) -> Decision:
         action = "allow" if self.fail == "open" else "block"

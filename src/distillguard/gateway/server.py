@@ -30,6 +30,7 @@ from distillguard.gateway.findings import Findings
 from distillguard.gateway.policy import DEFAULT, Decision, Policy
 from distillguard.gateway.recorder import Recorder
 from distillguard.gateway.scoring import Scorer
+from distillguard.gateway.spans import Spans, usage
 from distillguard.gateway.state import MemoryStore, Store
 from distillguard.privacy import Pseudonymiser
 
@@ -46,6 +47,8 @@ HOP = {
     "accept-encoding",
 }
 RESPONSE_TEXT_CAP = 65_536
+REFUSALS = {"block", "step_up", "throttle"}  # answered by the gateway, never forwarded
+STARTED = web.RequestKey("started_ns", int)
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Config:
     # Behind a trusted proxy (or replaying recorded traffic): the client address from
     # X-Forwarded-For and the time from X-Distillguard-Timestamp. Never on an open port.
     trust_headers: bool = False
+    otel_endpoint: str | None = None  # OTLP/HTTP traces URL: a GenAI span per exchange
 
 
 @dataclass
@@ -71,6 +75,7 @@ class Gateway:
     config: Config
     scorer: Scorer
     recorder: Recorder | None
+    spans: Spans | None = None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -102,7 +107,10 @@ def build(config: Config) -> web.Application:
     findings = Findings(config.findings)
     findings.refresh()
     pseudonymiser = recorder.pseudonymiser if recorder else Pseudonymiser(config.key)
-    gateway = Gateway(config, Scorer(config.policy, store, findings, pseudonymiser), recorder)
+    spans = Spans(config.otel_endpoint, pseudonymiser) if config.otel_endpoint else None
+    gateway = Gateway(
+        config, Scorer(config.policy, store, findings, pseudonymiser), recorder, spans
+    )
     app = web.Application(client_max_size=config.max_body)
     app[GATEWAY] = gateway
     app.router.add_get("/metrics", _metrics)
@@ -133,6 +141,8 @@ async def _background(app: web.Application) -> Any:
     await app[SESSION].close()
     if gateway.recorder is not None:
         gateway.recorder.flush()
+    if gateway.spans is not None:
+        gateway.spans.close()
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -152,6 +162,7 @@ def _fail(
 
 async def _handle(request: web.Request) -> web.StreamResponse:
     gateway: Gateway = request.app[GATEWAY]
+    request[STARTED] = time.time_ns()
     kind = api.ROUTES.get(request.path)
     gateway.requests.labels(request.path if kind else "unknown").inc()
     if kind is None:
@@ -184,13 +195,19 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     gateway.scoring.observe(time.perf_counter() - started)
     gateway.decisions.labels(decision.action).inc()
     log.info(json.dumps({"account": account, "action": decision.action, "reason": decision.reason}))
+    if decision.action in REFUSALS:
+        refusal = _refusal(kind, decision)
+        _record(gateway, request, ask, account, refusal.status, "", decision)
+        return refusal
+    return await _forward(gateway, request, raw, ask, account, decision)
+
+
+def _refusal(kind: str, decision: Decision) -> web.Response:
     if decision.action == "block":
         return _fail(kind, 403, "Access to this model is suspended for this account")
     if decision.action == "step_up":
         return _fail(kind, 403, "Verification required: complete identity verification to continue")
-    if decision.action == "throttle":
-        return _fail(kind, 429, "Rate limited", {"Retry-After": str(decision.retry_after)})
-    return await _forward(gateway, request, raw, ask, account, decision)
+    return _fail(kind, 429, "Rate limited", {"Retry-After": str(decision.retry_after)})
 
 
 def _address(gateway: Gateway, request: web.Request) -> str:
@@ -235,7 +252,7 @@ async def _forward(
                 await upstream.read()
                 return _fail(ask.api, 502, f"The upstream answered {upstream.status}")
             if "text/event-stream" in upstream.headers.get("Content-Type", ""):
-                return await _stream(gateway, request, upstream, ask, account, withhold)
+                return await _stream(gateway, request, upstream, ask, account, decision)
             body = await upstream.read()
             if withhold and upstream.status == 200:
                 body = _withheld(body)
@@ -243,9 +260,8 @@ async def _forward(
             if decision.action == "mark":
                 out_headers["X-Distillguard-Mark"] = "1"
                 body = gateway.config.mark(body) if gateway.config.mark else body
-            _record(
-                gateway, request, ask, account, upstream.status, body.decode("utf-8", "replace")
-            )
+            reply = body.decode("utf-8", "replace")
+            _record(gateway, request, ask, account, upstream.status, reply, decision)
             return web.Response(body=body, status=upstream.status, headers=out_headers)
     except TimeoutError:
         return _fail(ask.api, 504, "The upstream did not answer in time")
@@ -266,8 +282,9 @@ async def _stream(
     upstream: aiohttp.ClientResponse,
     ask: api.Ask,
     account: str,
-    withhold: bool,
+    decision: Decision,
 ) -> web.StreamResponse:
+    withhold = decision.action == "withhold_reasoning"
     response = web.StreamResponse(
         status=upstream.status,
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
@@ -288,34 +305,52 @@ async def _stream(
             size += len(text)
         await response.write(text.encode())
     await response.write_eof()
-    _record(gateway, request, ask, account, upstream.status, "".join(kept)[:RESPONSE_TEXT_CAP])
+    reply = "".join(kept)[:RESPONSE_TEXT_CAP]
+    _record(gateway, request, ask, account, upstream.status, reply, decision)
     return response
 
 
 def _record(
-    gateway: Gateway, request: web.Request, ask: api.Ask, account: str, status: int, reply: str
+    gateway: Gateway,
+    request: web.Request,
+    ask: api.Ask,
+    account: str,
+    status: int,
+    reply: str,
+    decision: Decision,
 ) -> None:
-    if gateway.recorder is None:
+    """Record a forwarded exchange (a refused one never reached the model) and emit
+    the span of every decided one."""
+    if gateway.recorder is None and gateway.spans is None:
         return
-    due = gateway.recorder.add(
-        {
-            "request_id": f"gw-{uuid.uuid4().hex}",
-            "ts": _moment(gateway, request),
-            "account_id": account,
-            "model": ask.model,
-            "prompt_text": ask.prompt,
-            "system_text": ask.system,
-            "response_text": reply[:RESPONSE_TEXT_CAP],
-            "ip": _address(gateway, request),
-            "end_user_id": ask.end_user,
-            "user_agent": request.headers.get("User-Agent"),
-            "operation": ask.operation,
-            "status": status,
-            "stream": ask.stream,
-            "reasoning_requested": ask.reasoning,
-            "max_tokens": ask.max_tokens,
-            "tools_declared": ask.tools,
-        }
-    )
-    if due:
-        asyncio.get_running_loop().run_in_executor(None, gateway.recorder.flush)
+    row = {
+        "request_id": f"gw-{uuid.uuid4().hex}",
+        "ts": _moment(gateway, request),
+        "account_id": account,
+        "model": ask.model,
+        "prompt_text": ask.prompt,
+        "system_text": ask.system,
+        "response_text": reply[:RESPONSE_TEXT_CAP],
+        "ip": _address(gateway, request),
+        "end_user_id": ask.end_user,
+        "user_agent": request.headers.get("User-Agent"),
+        "operation": ask.operation,
+        "status": status,
+        "stream": ask.stream,
+        "reasoning_requested": ask.reasoning,
+        "max_tokens": ask.max_tokens,
+        "tools_declared": ask.tools,
+    }
+    if gateway.spans is not None:
+        tokens = usage(_json_or_empty(reply)) if reply and not ask.stream else (None, None)
+        gateway.spans.emit(row, ask.api, decision, request[STARTED], tokens)
+    recorder = gateway.recorder
+    if recorder is not None and decision.action not in REFUSALS and recorder.add(row):
+        asyncio.get_running_loop().run_in_executor(None, recorder.flush)
+
+
+def _json_or_empty(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
