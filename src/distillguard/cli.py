@@ -264,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         "X-Distillguard-Timestamp (only behind a trusted proxy, or to replay traffic)",
     )
     gateway.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port (SO_REUSEPORT); above 1 needs --redis",
+    )
+    gateway.add_argument(
         "--otel-endpoint",
         help="OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces): a GenAI span "
         "per exchange, pseudonymised, without text (needs distillguard[otel])",
@@ -419,12 +425,9 @@ def _intel_export(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    import logging
-
-    from aiohttp import web
-
     from distillguard.gateway import policy
-    from distillguard.gateway.server import Config, build
+    from distillguard.gateway.server import Config
+    from distillguard.gateway.workers import run
     from distillguard.privacy import load_key
 
     host, _, port = args.listen.rpartition(":")
@@ -443,15 +446,7 @@ def _gateway(args: argparse.Namespace) -> int:
         trust_headers=args.trust_headers,
         otel_endpoint=args.otel_endpoint,
     )
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        import uvloop  # libuv's event loop: about twice asyncio's request rate
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = None
-    web.run_app(build(config), host=host, port=int(port), access_log=None, print=None, loop=loop)
-    return OK
+    return run(config, host, int(port), args.workers)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from distillguard.gateway import api
 from distillguard.gateway.findings import Findings
@@ -32,6 +33,7 @@ from distillguard.gateway.recorder import Recorder
 from distillguard.gateway.scoring import Scorer
 from distillguard.gateway.spans import Spans, usage
 from distillguard.gateway.state import MemoryStore, Store
+from distillguard.gateway.workers import METRICS_DIR
 from distillguard.privacy import Pseudonymiser
 
 log = logging.getLogger("distillguard.gateway")
@@ -147,7 +149,11 @@ async def _background(app: web.Application) -> Any:
 
 async def _metrics(request: web.Request) -> web.Response:
     gateway: Gateway = request.app[GATEWAY]
-    return web.Response(body=generate_latest(gateway.registry), content_type="text/plain")
+    registry = gateway.registry
+    if os.environ.get(METRICS_DIR):  # several workers: count them all
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return web.Response(body=generate_latest(registry), content_type="text/plain")
 
 
 async def _health(request: web.Request) -> web.Response:

@@ -1,0 +1,96 @@
+"""`gateway --workers N`: several processes on one port, one account state (Redis), one
+set of metrics, a clean stop; and the refusal to split state without Redis."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from tests.conftest import free_port
+from tests.test_gateway import ACCOUNT, CHAT, KEY, REDIS, _Redis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _wait(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listening on {port}")
+
+
+def _call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """One request on its own connection, so the kernel may pick any worker."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    connection.request(method, path, body=body, headers=headers)
+    response = connection.getresponse()
+    answer = response.status, response.read()
+    connection.close()
+    return answer
+
+
+@pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (make test installs it)")
+def test_workers_share_the_port_the_state_and_the_metrics(tmp_path: Path) -> None:
+    store = _Redis(tmp_path)
+    store.start()
+    up, port = free_port(), free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "loopback.py"), "upstream", str(up)]
+    )
+    command = [sys.executable, "-m", "distillguard.cli", "gateway", "--workers", "2"]
+    command += ["--upstream", f"http://127.0.0.1:{up}", "--listen", f"127.0.0.1:{port}"]
+    command += ["--redis", f"redis://127.0.0.1:{store.port}/0"]
+    gateway = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    try:
+        _wait(up)
+        _wait(port)
+        time.sleep(1)  # both workers listening
+        listening = [
+            child
+            for child in psutil.Process(gateway.pid).children()
+            if any(
+                c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                for c in child.net_connections("tcp")
+            )
+        ]
+        assert len(listening) == 2
+        body = json.dumps(CHAT).encode()
+        statuses = [_call(port, "POST", "/v1/chat/completions", body)[0] for _ in range(40)]
+        assert statuses == [200] * 40
+        shared = redis.Redis(port=store.port).hget(f"dg:acct:{ACCOUNT}", "exchanges")
+        assert shared is not None and int(shared) == 40
+        for _ in range(4):  # whichever worker answers counts both
+            status, metrics = _call(port, "GET", "/metrics")
+            assert status == 200
+            assert b'distillguard_requests_total{route="/v1/chat/completions"} 40.0' in metrics
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(timeout=20) == 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in listening)
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+        upstream.terminate()
+        store.stop()
+
+
+def test_workers_without_redis_are_refused() -> None:
+    command = [sys.executable, "-m", "distillguard.cli", "gateway", "--workers", "2"]
+    command += ["--upstream", "http://127.0.0.1:9", "--listen", f"127.0.0.1:{free_port()}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--redis" in done.stderr and "Traceback" not in done.stderr
