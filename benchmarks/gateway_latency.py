@@ -1,22 +1,25 @@
 """Latency the gateway adds, at a fixed request rate against a fast fake upstream.
 
     .venv/bin/python benchmarks/gateway_latency.py [--rate 1000] [--seconds 20]
+        [--workers N]
 
-Three processes on loopback: a fake upstream answering chat completions at once, the
-gateway (`distillguard gateway`, default policy, recording on), and this load generator.
-Requests are sent open-loop at the given rate (each at its scheduled time, whether or
-not earlier ones have answered, so a slow server cannot hide its queue), first straight
-to the upstream, then through the gateway; latency runs from the scheduled send. The
-added latency is the gateway's percentile minus the direct one. Issue 7's target: p99
-added <= 2 ms at 1,000 requests a second on 2 cores. Results go to
-benchmarks/results/gateway.md.
+Three kinds of process on loopback: a fake upstream answering at once, the gateway
+(`distillguard gateway`, default policy, recording on; with `--workers N` above 1, N
+processes sharing state in a redis-server this script starts), and this load generator.
+Upstream and generator are raw asyncio protocols (benchmarks/loopback.py) so that they
+take as little as possible of the CPU the gateway is measured on. Requests are sent
+open-loop at the given rate (each at its scheduled time, whether or not earlier ones
+have answered, so a slow server cannot hide its queue), first straight to the upstream,
+then through the gateway; latency runs from the scheduled send. The added latency is
+the gateway's percentile minus the direct one; the gateway's CPU per request is its
+process tree's CPU time over the run. Issue 7's target: p99 added <= 2 ms at 1,000
+requests a second on 2 cores. Results go to benchmarks/results/gateway.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,108 +28,102 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
-import numpy as np
+import psutil
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ingest_memory import machine
+from loopback import load, request
 
-UPSTREAM = """
-import uvloop
-from aiohttp import web
-REPLY = {"id": "c", "choices": [{"message": {"role": "assistant", "content": "ok"}}]}
-async def chat(request):
-    await request.read()
-    return web.json_response(REPLY)
-app = web.Application()
-app.router.add_post("/v1/chat/completions", chat)
-port = int(__import__("sys").argv[1])
-loop = uvloop.new_event_loop()
-web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
-"""
-BODY = json.dumps(
-    {"model": "m", "messages": [{"role": "user", "content": "Write a function that sorts a list."}]}
-).encode()
+BODY = (
+    b'{"model": "m", "messages": [{"role": "user", '
+    b'"content": "Write a function that sorts a list."}]}'
+)
+HEADERS = {
+    "Authorization": "Bearer sk-bench",
+    "Content-Type": "application/json",
+    "User-Agent": "bench/1.0",
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dg-gateway-"))
     up_port, gw_port = _port(), _port()
-    (work / "upstream.py").write_text(UPSTREAM)
-    upstream = subprocess.Popen([sys.executable, str(work / "upstream.py"), str(up_port)])
-    gateway = subprocess.Popen(
-        gateway_command(up_port, gw_port, work / "record"), stderr=subprocess.DEVNULL
-    )
+    processes = [upstream_process(up_port)]
+    extra = ["--workers", str(args.workers)]
+    if args.workers > 1:
+        redis_port = _port()
+        processes.append(redis_process(redis_port, work))
+        extra += ["--redis", f"redis://127.0.0.1:{redis_port}/0"]
+    command = gateway_command(up_port, gw_port, work / "record") + extra
+    gateway = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    processes.append(gateway)
     try:
         _wait(up_port)
         _wait(gw_port)
-        direct = uvloop.run(_load(up_port, args.rate, args.seconds))
-        through = uvloop.run(_load(gw_port, args.rate, args.seconds))
+        time.sleep(1.0)
+        path = "/v1/chat/completions"
+        direct = uvloop.run(load(up_port, request(path, up_port, BODY, HEADERS), args.rate, 5))
+        before = _cpu(gateway.pid)
+        message = request(path, gw_port, BODY, HEADERS)
+        through = uvloop.run(load(gw_port, message, args.rate, args.seconds))
+        cpu_ms = (_cpu(gateway.pid) - before) / (args.rate * args.seconds + 500) * 1000
     finally:
-        gateway.terminate()
-        upstream.terminate()
-    row = _row(args, direct, through)
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+    row = _row(args, direct, through, cpu_ms)
     print(row)
-    path = Path(__file__).parent / "results" / "gateway.md"
-    if not path.exists():
-        path.write_text(
-            "# Gateway latency\n\nCommand: `.venv/bin/python benchmarks/gateway_latency.py`. "
-            "Open-loop load at a fixed rate on loopback; latency from the scheduled send.\n\n"
-            "| date | rate | seconds | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added "
-            "p50 / p99 (ms) | errors | machine |\n" + "|---" * 8 + "|\n"
-        )
-    with path.open("a") as handle:
+    results = Path(__file__).parent / "results" / "gateway.md"
+    with results.open("a") as handle:
         handle.write(row + "\n")
     return 0
 
 
-def _row(args: argparse.Namespace, direct: dict, through: dict) -> str:
-    d, g = direct["latency"], through["latency"]
+def _row(args: argparse.Namespace, direct: dict, through: dict, cpu_ms: float) -> str:
     return (
         f"| {datetime.now(UTC):%Y-%m-%d} | {args.rate:,}/s | {args.seconds:.0f} | "
-        f"{d[0]:.2f} / {d[1]:.2f} | {g[0]:.2f} / {g[1]:.2f} | {g[0] - d[0]:.2f} / "
-        f"{g[1] - d[1]:.2f} | {direct['errors']} / {through['errors']} | {machine()} |"
+        f"{args.workers} | {direct['p50']:.2f} / {direct['p99']:.2f} | "
+        f"{through['p50']:.2f} / {through['p99']:.2f} | {through['p50'] - direct['p50']:.2f} / "
+        f"{through['p99'] - direct['p99']:.2f} | {cpu_ms:.2f} | "
+        f"{direct['errors']} / {through['errors']} | {machine()} |"
     )
 
 
-async def _load(port: int, rate: int, seconds: float) -> dict:
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=0)
-    latencies: list[float] = []
-    errors = 0
-    async with aiohttp.ClientSession(connector=connector) as session:
+def _cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (the workers)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
-        async def one(at: float) -> None:
-            nonlocal errors
-            delay = at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                async with session.post(url, data=BODY, headers=headers) as r:
-                    await r.read()
-                    if r.status != 200:
-                        errors += 1
-            except aiohttp.ClientError:
-                errors += 1
-            latencies.append(time.perf_counter() - at)
 
-        for _ in range(200):  # warm up connections and caches
-            await one(time.perf_counter())
-        latencies.clear()
-        start = time.perf_counter() + 0.1
-        total = int(rate * seconds)
-        await asyncio.gather(*(one(start + i / rate) for i in range(total)))
-    values = np.array(latencies) * 1000
-    return {
-        "latency": (float(np.percentile(values, 50)), float(np.percentile(values, 99))),
-        "errors": errors,
-    }
+def upstream_process(port: int) -> subprocess.Popen[bytes]:
+    """The fake upstream of benchmarks/loopback.py: any route, a small chat completion."""
+    script = Path(__file__).parent / "loopback.py"
+    return subprocess.Popen([sys.executable, str(script), "upstream", str(port)])
+
+
+def redis_process(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("--workers above 1 needs redis-server (make test installs it)")
+    options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return subprocess.Popen(
+        [server, *options, "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def gateway_command(up_port: int, port: int, record: Path) -> list[str]:

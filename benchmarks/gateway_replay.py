@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_latency import UPSTREAM, _port, _wait, gateway_command
+from gateway_latency import _port, _wait, gateway_command, upstream_process
 from ingest_memory import machine
 
 CONCURRENCY = 64
@@ -59,8 +59,7 @@ def main() -> int:
     cut = pc.less(pc.cast(table.column("ts"), pa.date32()), pa.scalar(last, pa.date32()))
     nights = [table.filter(cut).to_pylist(), table.filter(pc.invert(cut)).to_pylist()]
     up_port = _port()
-    (work / "upstream.py").write_text(UPSTREAM)
-    upstream = subprocess.Popen([sys.executable, str(work / "upstream.py"), str(up_port)])
+    upstream = upstream_process(up_port)
     started = time.perf_counter()
     try:
         _wait(up_port)

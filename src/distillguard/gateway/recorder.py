@@ -11,10 +11,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distillguard.privacy import Pseudonymiser
@@ -32,6 +34,10 @@ class Recorder:
         self._since = time.monotonic()
         self._lock = threading.Lock()
         self.written = 0
+        # Arrow imports pandas the first time it converts a datetime (half a second,
+        # holding the GIL): done here, at start, rather than in the first flush, where
+        # it stalled the requests being served.
+        pa.array([datetime.now(UTC)])
 
     def add(self, row: dict[str, Any]) -> bool:
         """Buffer a row; whether the buffer is due to be flushed."""
@@ -49,7 +55,7 @@ class Recorder:
         table = self.pseudonymiser.apply(
             conform(pa.Table.from_pylist(rows), EXCHANGES), "exchanges"
         )
-        days = pa.compute.strftime(table.column("ts"), format="%Y-%m-%d").to_pylist()
+        days = pc.strftime(table.column("ts"), format="%Y-%m-%d").to_pylist()
         for day in sorted(set(days)):
             part = table.filter(pa.array([d == day for d in days]))
             folder = self.folder / f"day={day}"

@@ -11,6 +11,7 @@ clean errors. Every decision is logged with its reason, every exchange recorded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
@@ -117,6 +119,8 @@ def build(config: Config) -> web.Application:
     app[GATEWAY] = gateway
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _health)
+    for path in api.ROUTES:  # plain routes are found by a dictionary lookup
+        app.router.add_route("*", path, _handle)
     app.router.add_route("*", "/{tail:.*}", _handle)
     app.cleanup_ctx.append(_background)
     return app
@@ -125,7 +129,9 @@ def build(config: Config) -> web.Application:
 async def _background(app: web.Application) -> Any:
     gateway: Gateway = app[GATEWAY]
     app[SESSION] = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=gateway.config.upstream_timeout)
+        timeout=aiohttp.ClientTimeout(total=gateway.config.upstream_timeout),
+        connector=aiohttp.TCPConnector(limit=0),  # the upstream sets the concurrency
+        cookie_jar=aiohttp.DummyCookieJar(),  # clients' cookies are theirs, not ours
     )
 
     async def reload() -> None:
@@ -179,21 +185,23 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if not secret:
         return _fail(kind, 401, "Missing API key")
     try:
-        raw = await asyncio.wait_for(request.read(), gateway.config.body_timeout)
+        async with asyncio.timeout(gateway.config.body_timeout):  # no task per request
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _fail(kind, 413, f"Request body over {gateway.config.max_body} bytes")
     except TimeoutError:
         return _fail(kind, 408, "Request body not received in time")
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = orjson.loads(raw)
         if not isinstance(body, dict):
             raise ValueError("the body must be a JSON object")
         ask = api.parse(request.path, body)
-    except UnicodeDecodeError:
-        return _fail(kind, 400, "The body is not valid UTF-8")
+    except orjson.JSONDecodeError as exc:
+        why = "The body is not valid UTF-8" if "UTF-8" in str(exc) else f"Invalid JSON: {exc}"
+        return _fail(kind, 400, why)
     except ValueError as exc:
         return _fail(kind, 400, f"Invalid request: {exc}")
-    account = hashlib.sha256(secret.encode()).hexdigest()[:16]
+    account = _account(secret)
     started = time.perf_counter()
     decision = gateway.scorer.decide(
         account, ask.prompt, request.headers.get("User-Agent", ""), _address(gateway, request)
@@ -206,6 +214,12 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         _record(gateway, request, ask, account, refusal.status, "", decision)
         return refusal
     return await _forward(gateway, request, raw, ask, account, decision)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _account(secret: str) -> str:
+    """The account behind an API key: never the key itself."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
 def _refusal(kind: str, decision: Decision) -> web.Response:
