@@ -13,7 +13,9 @@ have answered, so a slow server cannot hide its queue), first straight to the up
 then through the gateway; latency runs from the scheduled send. The added latency is
 the gateway's percentile minus the direct one; the gateway's CPU per request is its
 process tree's CPU time over the run. Issue 7's target: p99 added <= 2 ms at 1,000
-requests a second on 2 cores. Results go to benchmarks/results/gateway.md.
+requests a second on 2 cores. `--bare` measures, in place of the gateway, an aiohttp
+proxy that only forwards (same server, client and event loop, nothing of ours): the
+floor of this design on this machine. Results go to benchmarks/results/gateway.md.
 """
 
 from __future__ import annotations
@@ -39,6 +41,25 @@ BODY = (
     b'{"model": "m", "messages": [{"role": "user", '
     b'"content": "Write a function that sorts a list."}]}'
 )
+BARE = """
+import sys, aiohttp, uvloop
+from aiohttp import web
+upstream, port = sys.argv[1], int(sys.argv[2])
+async def forward(request):
+    raw = await request.read()
+    headers = {"Content-Type": "application/json"}
+    async with request.app["session"].post(upstream + request.path, data=raw, headers=headers) as r:
+        return web.Response(body=await r.read(), status=r.status, content_type="application/json")
+async def session(app):
+    app["session"] = aiohttp.ClientSession()
+    yield
+    await app["session"].close()
+app = web.Application()
+app.router.add_route("*", "/{tail:.*}", forward)
+app.cleanup_ctx.append(session)
+loop = uvloop.new_event_loop()
+web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
+"""
 HEADERS = {
     "Authorization": "Bearer sk-bench",
     "Content-Type": "application/json",
@@ -51,6 +72,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--bare", action="store_true", help="a bare aiohttp proxy instead")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dg-gateway-"))
     up_port, gw_port = _port(), _port()
@@ -61,6 +83,10 @@ def main() -> int:
         processes.append(redis_process(redis_port, work))
         extra += ["--redis", f"redis://127.0.0.1:{redis_port}/0"]
     command = gateway_command(up_port, gw_port, work / "record") + extra
+    if args.bare:
+        (work / "bare.py").write_text(BARE)
+        command = [sys.executable, str(work / "bare.py"), f"http://127.0.0.1:{up_port}"]
+        command.append(str(gw_port))
     gateway = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     processes.append(gateway)
     try:
@@ -89,7 +115,8 @@ def main() -> int:
 def _row(args: argparse.Namespace, direct: dict, through: dict, cpu_ms: float) -> str:
     return (
         f"| {datetime.now(UTC):%Y-%m-%d} | {args.rate:,}/s | {args.seconds:.0f} | "
-        f"{args.workers} | {direct['p50']:.2f} / {direct['p99']:.2f} | "
+        f"{'bare aiohttp proxy' if args.bare else args.workers} | "
+        f"{direct['p50']:.2f} / {direct['p99']:.2f} | "
         f"{through['p50']:.2f} / {through['p99']:.2f} | {through['p50'] - direct['p50']:.2f} / "
         f"{through['p99'] - direct['p99']:.2f} | {cpu_ms:.2f} | "
         f"{direct['errors']} / {through['errors']} | {machine()} |"
