@@ -8,6 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -20,6 +22,7 @@ from distillguard.privacy import Pseudonymiser
 from tests.test_gateway import ACCOUNT, AUTH, CHAT, _findings, _run
 
 OTHER = {"Authorization": "Bearer sk-someone-else"}
+KEY = b"k" * 32
 
 
 class _Collector(BaseHTTPRequestHandler):
@@ -41,16 +44,25 @@ def test_each_decided_request_is_a_genai_span_without_its_text(tmp_path: Path) -
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
-    _findings(tmp_path / "findings")  # ACCOUNT is flagged: blocked
+    _findings(tmp_path / "findings")  # ACCOUNT is flagged (as its keyed token): blocked
+    flagged = tmp_path / "findings" / "accounts.parquet"
+    table = pq.read_table(flagged)
+    token = pa.array([Pseudonymiser(KEY).token(ACCOUNT)], table.schema.field("account_id").type)
+    pq.write_table(table.set_column(0, table.schema.field("account_id"), token), flagged)
 
     async def check(client: TestClient) -> None:
         assert (await client.post("/v1/chat/completions", json=CHAT, headers=OTHER)).status == 200
         assert (await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)).status == 403
+        failing = {**CHAT, "model": "boom"}  # the upstream answers 500: the client gets 502
+        r = await client.post("/v1/chat/completions", json=failing, headers=OTHER)
+        assert r.status == 502
 
     try:
-        _run(tmp_path, check, otel_endpoint=endpoint, findings=str(tmp_path / "findings"))
+        findings = str(tmp_path / "findings")
+        _run(tmp_path, check, otel_endpoint=endpoint, findings=findings, key=KEY)
     finally:
         server.shutdown()
+        server.server_close()
     assert _Collector.bodies, "no spans reached the collector"
     assert not any(b"Write a sort" in body for body in _Collector.bodies)
     documents = [
@@ -66,12 +78,14 @@ def test_each_decided_request_is_a_genai_span_without_its_text(tmp_path: Path) -
     decisions = {
         a["key"]: a["value"] for span in spans for a in span["attributes"] if "decision" in a["key"]
     }
-    assert len(spans) == 2 and decisions  # both requests, the blocked one too
+    assert len(spans) == 3 and decisions  # every request, the blocked and failed ones too
     rows = [row for d in documents for row in OtelAdapter().rows(d)]
     by_status = {row["status"]: row for row in rows if isinstance(row, dict)}
-    assert set(by_status) == {200, 403}
+    assert set(by_status) == {200, 403, 502}
     blocked, allowed = by_status[403], by_status[200]
-    assert blocked["account_id"] == Pseudonymiser(None).token(ACCOUNT)
+    keyed = Pseudonymiser(KEY)
+    assert blocked["account_id"] == keyed.token(ACCOUNT) != ACCOUNT
     assert allowed["model"] == "m" and allowed["operation"] == "chat"
-    assert allowed["prompt_text"] is None and allowed["ip"] == "127.0.0.0/24"
+    assert allowed["prompt_text"] is None and allowed["ip"] == keyed.prefix("127.0.0.1")
+    assert not any(b"127.0.0." in body for body in _Collector.bodies)
     assert allowed["input_tokens"] == 5 and allowed["output_tokens"] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 import redis
 
@@ -31,6 +33,24 @@ def _wait(port: int) -> None:
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"nothing listening on {port}")
+
+
+def _listeners(pid: int, port: int, count: int) -> list[psutil.Process]:
+    """The gateway's processes listening on `port`, once `count` of them are (or after
+    a minute: a loaded machine takes a while to start interpreters)."""
+    deadline = time.monotonic() + 60
+    while True:
+        found = [
+            child
+            for child in psutil.Process(pid).children()
+            if any(
+                c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                for c in child.net_connections("tcp")
+            )
+        ]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def _call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
@@ -54,20 +74,11 @@ def test_workers_share_the_port_the_state_and_the_metrics(tmp_path: Path) -> Non
     )
     command = [sys.executable, "-m", "distillguard.cli", "gateway", "--workers", "2"]
     command += ["--upstream", f"http://127.0.0.1:{up}", "--listen", f"127.0.0.1:{port}"]
-    command += ["--redis", f"redis://127.0.0.1:{store.port}/0"]
-    gateway = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    command += ["--redis", f"redis://127.0.0.1:{store.port}/0", "--record", str(tmp_path / "rec")]
+    gateway = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait(up)
-        _wait(port)
-        time.sleep(1)  # both workers listening
-        listening = [
-            child
-            for child in psutil.Process(gateway.pid).children()
-            if any(
-                c.laddr.port == port and c.status == psutil.CONN_LISTEN
-                for c in child.net_connections("tcp")
-            )
-        ]
+        listening = _listeners(gateway.pid, port, 2)
         assert len(listening) == 2
         body = json.dumps(CHAT).encode()
         statuses = [_call(port, "POST", "/v1/chat/completions", body)[0] for _ in range(40)]
@@ -78,9 +89,13 @@ def test_workers_share_the_port_the_state_and_the_metrics(tmp_path: Path) -> Non
             status, metrics = _call(port, "GET", "/metrics")
             assert status == 200
             assert b'distillguard_requests_total{route="/v1/chat/completions"} 40.0' in metrics
-        gateway.send_signal(signal.SIGTERM)
-        assert gateway.wait(timeout=20) == 0
+        # Ctrl-C reaches the whole process group: every worker and the supervisor, which
+        # signals the workers again; the recording must still be flushed on the way out.
+        os.killpg(os.getpgid(gateway.pid), signal.SIGINT)
+        assert gateway.wait(timeout=90) == 0
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in listening)
+        recorded = sum(pq.read_metadata(f).num_rows for f in (tmp_path / "rec").rglob("*.parquet"))
+        assert recorded == 40
     finally:
         if gateway.poll() is None:
             gateway.kill()

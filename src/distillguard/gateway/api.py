@@ -76,7 +76,7 @@ def parse(path: str, body: dict[str, Any]) -> Ask:
         messages = _messages(body)
         prompt = last_user(messages)
         system = text_of(body.get("system"))
-        reasoning = (body.get("thinking") or {}).get("type") == "enabled"
+        reasoning = _field(body, "thinking").get("type") == "enabled"
         limit = body.get("max_tokens")
     else:
         messages = _messages(body)
@@ -108,8 +108,16 @@ def parse(path: str, body: dict[str, Any]) -> Ask:
 
 def _end_user(body: dict[str, Any]) -> str | None:
     """The end user a reseller or app names: OpenAI's `user`, Anthropic's metadata."""
-    user = body.get("user") or (body.get("metadata") or {}).get("user_id")
+    user = body.get("user") or _field(body, "metadata").get("user_id")
     return str(user) if user else None
+
+
+def _field(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """An object-valued field; ValueError (a 400 for the client) if it is something else."""
+    value = body.get(name) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"`{name}` must be an object")
+    return value
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

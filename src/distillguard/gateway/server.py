@@ -11,7 +11,6 @@ clean errors. Every decision is logged with its reason, every exchange recorded.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
@@ -216,9 +215,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     return await _forward(gateway, request, raw, ask, account, decision)
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _account(secret: str) -> str:
-    """The account behind an API key: never the key itself."""
+    """The account behind an API key: never the key itself (nor kept in a cache)."""
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
@@ -270,7 +268,9 @@ async def _forward(
         async with session.post(url, data=raw, headers=headers) as upstream:
             if upstream.status >= 500:
                 await upstream.read()
-                return _fail(ask.api, 502, f"The upstream answered {upstream.status}")
+                failure = _fail(ask.api, 502, f"The upstream answered {upstream.status}")
+                _record(gateway, request, ask, account, failure.status, "", decision)
+                return failure
             if "text/event-stream" in upstream.headers.get("Content-Type", ""):
                 return await _stream(gateway, request, upstream, ask, account, decision)
             body = await upstream.read()
@@ -284,9 +284,11 @@ async def _forward(
             _record(gateway, request, ask, account, upstream.status, reply, decision)
             return web.Response(body=body, status=upstream.status, headers=out_headers)
     except TimeoutError:
-        return _fail(ask.api, 504, "The upstream did not answer in time")
+        failure = _fail(ask.api, 504, "The upstream did not answer in time")
     except aiohttp.ClientError as exc:
-        return _fail(ask.api, 502, f"The upstream connection failed ({type(exc).__name__})")
+        failure = _fail(ask.api, 502, f"The upstream connection failed ({type(exc).__name__})")
+    _record(gateway, request, ask, account, failure.status, "", decision)  # failed, still asked
+    return failure
 
 
 def _withheld(body: bytes) -> bytes:

@@ -5,7 +5,8 @@ Optional (`pip install distillguard[otel]`, `gateway --otel-endpoint URL`): the 
 recording is the record detection reads; spans put the gateway's decisions beside the
 rest of a provider's traces. A span carries what the recording carries, pseudonymised
 the same way (the account as its keyed token, the address as its network prefix) and
-never the prompt or the reply: collectors are read by more people than logs are.
+never the prompt or the reply: collectors are read by more people than logs are. Without
+a key (`--hmac-key-file`) the end user and the network are left out.
 `distillguard ingest` reads these spans back (the OTLP/JSON a collector writes).
 """
 
@@ -48,6 +49,10 @@ class Spans:
     ) -> None:
         """One span for one exchange, from its arrival to its answer (now)."""
         end_user = exchange.get("end_user_id")
+        # Without a key, tokens would be the values themselves: a span then names no end
+        # user and no network (the account stays, a hash of its API key).
+        keyed = self.pseudonymiser.enabled
+        address = self.pseudonymiser.prefix(exchange.get("ip") or "") if keyed else None
         operation = "chat"  # chat completions, responses and messages are all chat turns
         attributes = {
             "gen_ai.operation.name": operation,
@@ -58,10 +63,10 @@ class Spans:
             "gen_ai.usage.input_tokens": usage[0],
             "gen_ai.usage.output_tokens": usage[1],
             "http.response.status_code": exchange.get("status"),
-            "client.address": self.pseudonymiser.prefix(exchange.get("ip") or ""),
+            "client.address": address,
             "user_agent.original": exchange.get("user_agent"),
             "account.id": self.pseudonymiser.token(exchange["account_id"]),
-            "enduser.id": self.pseudonymiser.token(end_user) if end_user else None,
+            "enduser.id": self.pseudonymiser.token(end_user) if end_user and keyed else None,
             "distillguard.decision": decision.action,
             "distillguard.reason": decision.reason,
             "distillguard.score": decision.score,

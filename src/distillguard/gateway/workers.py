@@ -11,6 +11,7 @@ counts them all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -18,13 +19,17 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from distillguard.errors import UsageError
 
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+SHUTDOWN_SECONDS = 60.0  # requests in flight (a long stream) may finish within this
 
 
 def run(config: Any, host: str, port: int, workers: int = 1) -> int:
@@ -35,6 +40,7 @@ def run(config: Any, host: str, port: int, workers: int = 1) -> int:
         raise UsageError(
             "--workers above 1 needs --redis: the workers share account state through it"
         )
+    _check(config)
     if workers == 1:
         serve(config, host, port, reuse_port=False)
         return 0
@@ -45,56 +51,92 @@ def run(config: Any, host: str, port: int, workers: int = 1) -> int:
         context.Process(target=serve, args=(config, host, port, True), name=f"gateway-{i}")
         for i in range(workers)
     ]
+    stopping = _stop_on_signals()
     try:
         for process in processes:
             process.start()
-        return _supervise(processes)
+        return _supervise(processes, stopping)
     finally:
-        for process in processes:
+        for process in processes:  # one SIGTERM each; a worker ignores any after its first
             if process.is_alive():
                 process.terminate()
-            process.join(timeout=10)
+        for process in processes:
+            process.join(timeout=SHUTDOWN_SECONDS + 15)
+            if process.is_alive():
+                process.kill()
+                process.join()
         shutil.rmtree(metrics, ignore_errors=True)
 
 
-def _supervise(processes: Sequence[multiprocessing.process.BaseProcess]) -> int:
+def _check(config: Any) -> None:
+    """Refuse in this process what every worker would otherwise fail on, each with a
+    traceback."""
+    if config.otel_endpoint:
+        try:
+            import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "--otel-endpoint needs OpenTelemetry: pip install 'distillguard[otel]'"
+            ) from None
+    if config.record:
+        try:
+            Path(config.record).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--record {config.record}: cannot write there ({exc})") from None
+
+
+def _stop_on_signals() -> threading.Event:
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    return stopping
+
+
+def _supervise(
+    processes: Sequence[multiprocessing.process.BaseProcess], stopping: threading.Event
+) -> int:
     """Wait until interrupted (0) or until a worker dies (1: the others are stopped)."""
-    stopping = False
-
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopping:
+    while not stopping.wait(0.2):
         dead = [p for p in processes if not p.is_alive()]
         if dead:
             print(f"distillguard: gateway worker {dead[0].name} exited", file=sys.stderr)
             return 1
-        time.sleep(0.2)
     return 0
 
 
 def serve(config: Any, host: str, port: int, reuse_port: bool) -> None:
-    """One gateway process: the app on libuv's event loop until SIGTERM or SIGINT."""
-    from aiohttp import web
-
-    from distillguard.gateway.server import build
-
+    """One gateway process, on libuv's event loop, until SIGTERM or SIGINT. The first
+    signal starts a graceful stop (requests in flight finish, the recording is flushed,
+    spans are sent); later ones do not cut it short, which matters when a terminal or a
+    service manager signals the workers and the supervisor forwards the signal too."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         import uvloop  # libuv's event loop: about twice asyncio's request rate
 
-        loop = uvloop.new_event_loop()
+        start: Any = uvloop.run
     except ImportError:
-        loop = None
-    web.run_app(
-        build(config),
-        host=host,
-        port=port,
-        reuse_port=reuse_port or None,
-        access_log=None,
-        print=None,
-        loop=loop,
+        start = asyncio.run
+    start(_serve(config, host, port, reuse_port))
+
+
+async def _serve(config: Any, host: str, port: int, reuse_port: bool) -> None:
+    from aiohttp import web
+
+    from distillguard.gateway.server import build
+
+    runner = web.AppRunner(
+        build(config), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
     )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        try:
+            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        except OSError as exc:
+            raise UsageError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
+        await stop.wait()
+    finally:
+        await runner.cleanup()
