@@ -25,6 +25,9 @@ CREATE OR REPLACE TEMP VIEW node_exchanges AS
     SELECT e.*, CASE WHEN m.account_id IS NOT NULL AND e.end_user_id IS NOT NULL
                      THEN e.account_id || chr(31) || e.end_user_id ELSE e.account_id END AS node
     FROM exchanges e LEFT JOIN mixed m USING (account_id);
+CREATE OR REPLACE TEMP TABLE node_ids AS
+    SELECT node, CAST(row_number() OVER (ORDER BY node) AS INTEGER) AS id
+    FROM (SELECT DISTINCT node FROM node_exchanges);
 """
 
 # Prompts that several nodes send word for word: public or commodity text (a greeting, a
@@ -37,17 +40,20 @@ CREATE OR REPLACE TEMP TABLE verbatim AS
     WHERE prompt_hash IS NOT NULL GROUP BY 1 HAVING min(node) <> max(node);
 """
 
+# Band keys are counted per (node number, band): 21 rows per exchange, and grouping them
+# on an integer is about a third faster than on the node's name.
 EVIDENCE_SQL = """
 WITH bands AS (
-    SELECT node, band, count(*) AS hits, count(copied) AS copied
-    FROM (SELECT x.node, unnest(x.template_bands) AS band, v.prompt_hash AS copied
-          FROM node_exchanges x LEFT JOIN verbatim v ON x.prompt_hash = v.prompt_hash)
+    SELECT id, band, count(*) AS hits, count(copied) AS copied
+    FROM (SELECT n.id, unnest(x.template_bands) AS band, v.prompt_hash AS copied
+          FROM node_exchanges x JOIN node_ids n ON x.node = n.node
+          LEFT JOIN verbatim v ON x.prompt_hash = v.prompt_hash)
     WHERE band <> 0 GROUP BY 1, 2
 )
-SELECT node, 'template' AS kind, 'tb:' || lower(hex(band)) AS key, hits - copied AS hits
+SELECT n.node, 'template' AS kind, 'tb:' || lower(hex(b.band)) AS key, b.hits - b.copied AS hits
 FROM (SELECT *, sum(copied) OVER (PARTITION BY band) / sum(hits) OVER (PARTITION BY band)
-                AS public_share FROM bands)
-WHERE public_share < {PUBLIC_SHARE} AND hits > copied
+                AS public_share FROM bands) b JOIN node_ids n ON b.id = n.id
+WHERE b.public_share < {PUBLIC_SHARE} AND b.hits > b.copied
 UNION ALL
 SELECT x.node, 'synchrony', 'sync:' || lower(hex(x.template_bands[1])) || ':'
        || CAST(date_trunc('hour', x.ts) AS VARCHAR), count(*)
