@@ -8,7 +8,6 @@ import hashlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,7 @@ from distillguard.gateway import api
 from distillguard.gateway.policy import Policy, Rule
 from distillguard.gateway.server import Config, build
 from distillguard.schema import FINDINGS_ACCOUNTS
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_port
 
 KEY = "sk-test-farm-001"
 ACCOUNT = hashlib.sha256(KEY.encode()).hexdigest()[:16]
@@ -289,13 +288,7 @@ class _Redis:
             ],
             stdout=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(self.port, 10)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,21 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_port
 from tests.test_gateway import ACCOUNT, CHAT, KEY, REDIS, _Redis
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _wait(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listening on {port}")
 
 
 def _listeners(pid: int, port: int, count: int) -> list[psutil.Process]:
@@ -77,7 +65,7 @@ def test_workers_share_the_port_the_state_and_the_metrics(tmp_path: Path) -> Non
     command += ["--redis", f"redis://127.0.0.1:{store.port}/0", "--record", str(tmp_path / "rec")]
     gateway = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait(up)
+        assert wait_for_port(up, 60)
         listening = _listeners(gateway.pid, port, 2)
         assert len(listening) == 2
         body = json.dumps(CHAT).encode()

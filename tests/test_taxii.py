@@ -10,10 +10,8 @@ server one cannot fix, and is tested against the unpatched behaviour too.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import pytest
 
 from distillguard.cli import main
 from distillguard.intel.stix import Sharing, export
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_port
 
 COLLECTION = "365fed99-08fa-fdcd-a1b3-fb247eb41d01"
 SERVER = """
@@ -95,13 +93,7 @@ def _server(tmp: Path, fixed: bool) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_for_port(port, 20)
     try:
         yield f"{root}collections/{COLLECTION}/"
     finally:

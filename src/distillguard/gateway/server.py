@@ -373,6 +373,6 @@ def _record(
 
 def _json_or_empty(text: str) -> Any:
     try:
-        return json.loads(text)
-    except ValueError:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
         return {}

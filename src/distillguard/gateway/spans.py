@@ -21,17 +21,25 @@ from distillguard.privacy import Pseudonymiser
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic"}  # API shape -> gen_ai.provider.name
 
 
+def require() -> None:
+    """A usage error naming the extra to install when OpenTelemetry is missing."""
+    try:
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter
+        import opentelemetry.sdk.trace  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--otel-endpoint needs OpenTelemetry: pip install 'distillguard[otel]'"
+        ) from None
+
+
 class Spans:
     def __init__(self, endpoint: str, pseudonymiser: Pseudonymiser) -> None:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        except ImportError:
-            raise UsageError(
-                "--otel-endpoint needs OpenTelemetry: pip install 'distillguard[otel]'"
-            ) from None
+        require()
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": "distillguard-gateway"})
         )

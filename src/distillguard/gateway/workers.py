@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from distillguard.errors import UsageError
+from distillguard.gateway import spans
 
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-
-
 SHUTDOWN_SECONDS = 60.0  # requests in flight (a long stream) may finish within this
 
 
@@ -72,12 +71,7 @@ def _check(config: Any) -> None:
     """Refuse in this process what every worker would otherwise fail on, each with a
     traceback."""
     if config.otel_endpoint:
-        try:
-            import opentelemetry.exporter.otlp.proto.http  # noqa: F401
-        except ImportError:
-            raise UsageError(
-                "--otel-endpoint needs OpenTelemetry: pip install 'distillguard[otel]'"
-            ) from None
+        spans.require()
     if config.record:
         try:
             Path(config.record).mkdir(parents=True, exist_ok=True)
