@@ -94,7 +94,7 @@ def main() -> int:
         _wait(gw_port)
         time.sleep(1.0)
         path = "/v1/chat/completions"
-        direct = uvloop.run(load(up_port, request(path, up_port, BODY, HEADERS), args.rate, 5))
+        direct = uvloop.run(load(up_port, request(path, up_port, BODY, HEADERS), args.rate, args.seconds))
         before = _cpu(gateway.pid)
         message = request(path, gw_port, BODY, HEADERS)
         through = uvloop.run(load(gw_port, message, args.rate, args.seconds))

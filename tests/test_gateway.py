@@ -10,19 +10,22 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from distillguard.gateway import api
 from distillguard.gateway.policy import Policy, Rule
-from distillguard.gateway.server import Config, build
+from distillguard.gateway.server import Config, Running
 from distillguard.schema import FINDINGS_ACCOUNTS
 from tests.conftest import free_port, wait_for_port
 
@@ -87,7 +90,29 @@ async def _upstream_messages(request: web.Request) -> web.StreamResponse:
     return response
 
 
-Run = Callable[[TestClient], Awaitable[None]]
+@dataclass
+class Client:
+    """A client of a gateway serving on loopback: paths relative to it."""
+
+    session: aiohttp.ClientSession
+    port: int
+
+    def post(self, path: str, **options: Any) -> Any:
+        return self.session.post(path, **options)
+
+    def get(self, path: str, **options: Any) -> Any:
+        return self.session.get(path, **options)
+
+
+@asynccontextmanager
+async def gateway(config: Config) -> AsyncIterator[Client]:
+    async with Running(config) as running:
+        base = f"http://127.0.0.1:{running.port}"
+        async with aiohttp.ClientSession(base_url=base) as session:
+            yield Client(session, running.port)
+
+
+Run = Callable[[Client], Awaitable[None]]
 
 
 def _run(tmp_path: Path, check: Run, **options: Any) -> None:
@@ -97,7 +122,7 @@ def _run(tmp_path: Path, check: Run, **options: Any) -> None:
         upstream.router.add_post("/v1/messages", _upstream_messages)
         async with TestServer(upstream) as up:
             config = Config(upstream=str(up.make_url("")), record=str(tmp_path / "rec"), **options)
-            async with TestClient(TestServer(build(config))) as client:
+            async with gateway(config) as client:
                 await check(client)
 
     asyncio.run(main())
@@ -123,7 +148,7 @@ def _findings(folder: Path, score: float = 0.95, evidence: str = "reasoning_elic
 
 
 def test_a_request_passes_through_and_is_recorded(tmp_path: Path) -> None:
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         r = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
         assert r.status == 200
         assert (await r.json())["choices"][0]["message"]["content"] == "ok"
@@ -139,7 +164,7 @@ def test_a_request_passes_through_and_is_recorded(tmp_path: Path) -> None:
 
 
 def test_streams_pass_through_as_they_arrive(tmp_path: Path) -> None:
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         started = time.monotonic()
         r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH)
         first = await r.content.readline()
@@ -151,7 +176,7 @@ def test_streams_pass_through_as_they_arrive(tmp_path: Path) -> None:
 
 
 def test_bad_requests_get_the_errors_their_clients_expect(tmp_path: Path) -> None:
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         cases = [
             ("/v1/chat/completions", b"{not json", AUTH, 400, "error"),
             ("/v1/chat/completions", b'{"model": "m", "messages": "x\xff"}', AUTH, 400, "error"),
@@ -190,7 +215,7 @@ def test_bad_requests_get_the_errors_their_clients_expect(tmp_path: Path) -> Non
 
 
 def test_upstream_faults_become_clean_errors(tmp_path: Path) -> None:
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         for model, status in (("boom", 502), ("reset", 502), ("slow", 504)):
             r = await client.post(
                 "/v1/chat/completions", json={**CHAT, "model": model}, headers=AUTH
@@ -204,7 +229,7 @@ def test_upstream_faults_become_clean_errors(tmp_path: Path) -> None:
 def test_flagged_accounts_are_blocked_and_findings_reload_while_running(tmp_path: Path) -> None:
     findings = tmp_path / "findings"
 
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         assert (await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)).status == 200
         _findings(findings)
         await asyncio.sleep(0.3)
@@ -218,7 +243,7 @@ def test_flagged_accounts_are_blocked_and_findings_reload_while_running(tmp_path
 def test_reasoning_is_withheld_from_replies_and_streams(tmp_path: Path) -> None:
     _findings(tmp_path / "findings", score=0.8)
 
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         r = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
         message = (await r.json())["choices"][0]["message"]
         assert message == {"role": "assistant", "content": "ok"}
@@ -239,7 +264,7 @@ def test_throttling_says_when_to_come_back(tmp_path: Path) -> None:
     _findings(tmp_path / "findings", score=0.6)
     policy = Policy(rules=(Rule("throttle", {"flagged": True}, retry_after=17),))
 
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         r = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
         assert r.status == 429 and r.headers["Retry-After"] == "17"
 
@@ -311,9 +336,8 @@ def test_replicas_share_state_in_redis_and_follow_the_failure_policy(tmp_path: P
         upstream.router.add_post("/v1/chat/completions", _upstream_chat)
         async with TestServer(upstream) as up:
             base = str(up.make_url(""))
-            one = TestClient(TestServer(build(Config(upstream=base, redis=url, policy=policy))))
-            two = TestClient(TestServer(build(Config(upstream=base, redis=url, policy=policy))))
-            async with one, two:
+            config = Config(upstream=base, redis=url, policy=policy)
+            async with gateway(config) as one, gateway(config) as two:
                 for i in range(10):  # half the traffic through each replica
                     r = await (one if i % 2 else two).post(
                         "/v1/chat/completions", json=cot, headers=scripted
@@ -392,9 +416,8 @@ def test_the_command_line_refuses_bad_settings() -> None:
 
 
 def test_a_slow_client_is_cut_off_and_does_not_hold_the_gateway(tmp_path: Path) -> None:
-    async def check(client: TestClient) -> None:
-        server = client.server
-        reader, writer = await asyncio.open_connection(server.host, server.port)
+    async def check(client: Client) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
         writer.write(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
             b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"

@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from aiohttp.test_utils import TestClient
 
 pytest.importorskip("opentelemetry.sdk", reason="distillguard[otel] is not installed")
 from google.protobuf.json_format import MessageToDict
@@ -19,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from distillguard.ingest.adapters.otel import OtelAdapter
 from distillguard.privacy import Pseudonymiser
-from tests.test_gateway import ACCOUNT, AUTH, CHAT, _findings, _run
+from tests.test_gateway import ACCOUNT, AUTH, CHAT, Client, _findings, _run
 
 OTHER = {"Authorization": "Bearer sk-someone-else"}
 KEY = b"k" * 32
@@ -50,7 +49,7 @@ def test_each_decided_request_is_a_genai_span_without_its_text(tmp_path: Path) -
     token = pa.array([Pseudonymiser(KEY).token(ACCOUNT)], table.schema.field("account_id").type)
     pq.write_table(table.set_column(0, table.schema.field("account_id"), token), flagged)
 
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         assert (await client.post("/v1/chat/completions", json=CHAT, headers=OTHER)).status == 200
         assert (await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)).status == 403
         failing = {**CHAT, "model": "boom"}  # the upstream answers 500: the client gets 502

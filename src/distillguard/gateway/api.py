@@ -100,10 +100,18 @@ def parse(path: str, body: dict[str, Any]) -> Ask:
         system=system or None,
         stream=bool(body.get("stream")),
         reasoning=reasoning,
-        max_tokens=limit if isinstance(limit, int) else None,
+        max_tokens=_count(limit),
         tools=len(tools) if isinstance(tools, list) else 0,
         end_user=_end_user(body),
     )
+
+
+def _count(value: Any) -> int | None:
+    """A token limit as recorded: a whole number in int64's range, else none (JSON's
+    true is not a count, and a client may send any number)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
 
 
 def _end_user(body: dict[str, Any]) -> str | None:

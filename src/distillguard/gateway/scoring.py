@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import pyarrow as pa
 
@@ -22,6 +23,7 @@ from distillguard.profile.accounts import SCRIPTED_AGENTS
 log = logging.getLogger("distillguard.gateway")
 COT = re.compile("|".join(COT_PATTERNS), re.IGNORECASE)
 SCRIPTED = re.compile(SCRIPTED_AGENTS, re.IGNORECASE)
+_network = lru_cache(maxsize=1 << 16)(network)  # clients come back from the same addresses
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Scorer:
         except Exception as exc:  # a shared store that is down: the policy says open or closed
             log.warning("state store unavailable: %s", type(exc).__name__)
             return self.policy.unavailable("the state store")
-        prefix = network(address) or ""
+        prefix = _network(address) or ""
         found = verdict(
             profile, self.findings.accounts.get(ident), (prefix, agent) in self.findings.networks
         )

@@ -114,23 +114,19 @@ def serve(config: Any, host: str, port: int, reuse_port: bool) -> None:
 
 
 async def _serve(config: Any, host: str, port: int, reuse_port: bool) -> None:
-    from aiohttp import web
+    from distillguard.gateway.server import Running
 
-    from distillguard.gateway.server import build
-
-    runner = web.AppRunner(
-        build(config), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
-    )
-    await runner.setup()
+    running = Running(config, host, port, reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        try:
-            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
-        except OSError as exc:
-            raise UsageError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
+        await running.start()
+    except OSError as exc:
+        running.gateway.close()
+        raise UsageError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
+    try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await running.stop(SHUTDOWN_SECONDS)
