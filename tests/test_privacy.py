@@ -71,3 +71,30 @@ def test_short_or_missing_key_files(tmp_path: Path) -> None:
         load_key(tmp_path / "short")
     with pytest.raises(UsageError, match="cannot read"):
         load_key(tmp_path / "absent")
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "account_id": st.text(min_size=1, max_size=8),
+                "end_user_id": st.none() | st.text(max_size=8),
+                "ip": st.none() | st.sampled_from(["10.1.2.3", "2001:db8::1", "not-an-ip"]),
+            }
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from([None, b"k" * 32]),
+)
+def test_a_row_is_pseudonymised_as_its_table_would_be(rows_: list[dict], key: bytes | None) -> None:
+    import pyarrow as pa
+
+    from distillguard.schema import EXCHANGES
+
+    names = ["account_id", "end_user_id", "api_key_id", "ip", "ip_prefix"]
+    full = [{name: row.get(name) for name in names} for row in rows_]
+    table = pa.Table.from_pylist(full, schema=pa.schema([EXCHANGES.field(n) for n in names]))
+    pseudonymiser = Pseudonymiser(key)
+    expected = pseudonymiser.apply(table, "exchanges").to_pylist()
+    assert [pseudonymiser.apply_row(row, "exchanges") for row in full] == expected

@@ -149,16 +149,14 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed or self.problem:
             return
-        if self.in_head:
-            self.head_size += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.problem = (400, "Protocol upgrades are not supported")
         except httptools.HttpParserError:
             self.problem = self.problem or (400, "Malformed HTTP request")
-        if self.problem is None and self.in_head and self.head_size > self.limits.max_head:
-            self.problem = (431, f"Request head over {self.limits.max_head} bytes")
+        if self.in_head:  # a head still coming: llhttp holds its partial lines
+            self._grow_head(len(data))
         if self.problem is not None and self.task is None:
             self._refuse()
 
@@ -185,10 +183,19 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self._grow_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow_head(len(name) + len(value))
         key, text = name.decode("latin-1").lower(), value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def _grow_head(self, size: int) -> None:
+        """Count a head's bytes (about: partial lines may count twice); over the limit,
+        the request is refused before it is answered."""
+        self.head_size += size
+        if self.head_size > self.limits.max_head and self.problem is None:
+            self.problem = (431, f"Request head over {self.limits.max_head} bytes")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -237,7 +244,12 @@ class _Connection(asyncio.Protocol):
             except Exception:
                 log.exception("gateway error answering %s %s", request.method, request.path)
                 response = self.server.fail(request.path, 500, "The gateway failed")
-            await self._send(response, request.keep_alive and self.problem is None)
+            keep_alive = request.keep_alive and self.problem is None
+            try:
+                await self._send(response, keep_alive, request.method == "HEAD")
+            except Exception:  # a reply that failed half-way cannot be mended: close
+                log.exception("gateway error sending to %s %s", request.method, request.path)
+                self.close()
             if not request.keep_alive:
                 self.close()
             elif (
@@ -248,13 +260,14 @@ class _Connection(asyncio.Protocol):
         self.task = None
         if self.problem is not None:
             self._refuse()
-        elif not self.closed:
+        elif not self.closed and not self.in_head:
             self._arm(self.limits.idle_seconds, None)
 
-    async def _send(self, response: Response, keep_alive: bool) -> None:
+    async def _send(self, response: Response, keep_alive: bool, head_only: bool) -> None:
         body = response.body
         if isinstance(body, bytes | bytearray):
-            self._write(head(response.status, response.headers, len(body), keep_alive) + body)
+            top = head(response.status, response.headers, len(body), keep_alive)
+            self._write(top if head_only else top + body)
             return
         self._write(head(response.status, response.headers, None, keep_alive))
         try:
