@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,25 @@ def test_idle_connections_are_closed_and_slow_heads_refused() -> None:
         await server.close(grace=1)
 
     asyncio.run(main())
+
+
+def test_behind_a_trusted_proxy_the_given_time_and_address_are_recorded(tmp_path: Path) -> None:
+    given = {
+        "2026-03-04T05:06:07.000123Z": "2026-03-04 05:06:07.000123+00:00",
+        "2026-03-05T00:00:00": "2026-03-05 00:00:00+00:00",  # no zone: UTC
+    }
+
+    async def check(client: Client) -> None:
+        for stamp in [*given, "yesterday"]:  # an unreadable time: the time of arrival
+            headers = {**AUTH, "X-Distillguard-Timestamp": stamp, "X-Forwarded-For": "10.9.8.7"}
+            assert (await client.post("/v1/chat/completions", json=CHAT, headers=headers)).ok
+
+    started = datetime.now(UTC)
+    _run(tmp_path, check, trust_headers=True)
+    today = {f"day={moment:%Y-%m-%d}" for moment in (started, datetime.now(UTC))}
+    days = {p.name for p in (tmp_path / "rec").iterdir()}
+    assert days - today == {"day=2026-03-04", "day=2026-03-05"} and days & today
+    rows = pq.read_table(tmp_path / "rec").to_pylist()
+    stamps = {str(row["ts"]) for row in rows}
+    assert set(given.values()) <= stamps and len(stamps) == 3
+    assert {row["ip_prefix"] for row in rows} == {"10.9.8.0/24"}

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from distillguard.gateway.recorder import Recorder
 from distillguard.gateway.scoring import Scorer
 from distillguard.gateway.spans import Spans, usage
 from distillguard.gateway.state import MemoryStore, Store
-from distillguard.gateway.upstream import Upstream, UpstreamError
+from distillguard.gateway.upstream import Upstream, UpstreamError, UpstreamTimeout
 from distillguard.gateway.workers import METRICS_DIR
 from distillguard.privacy import Pseudonymiser
 
@@ -62,6 +62,7 @@ RESPONSE_TEXT_CAP = 65_536
 REFUSALS = {"block", "step_up", "throttle"}  # answered by the gateway, never forwarded
 JSON = {"Content-Type": "application/json"}
 DECISION_LOG_SECONDS = 0.25
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -184,21 +185,21 @@ class Gateway:
     ) -> Response:
         headers = {k: v for k, v in request.headers.items() if k not in HOP}
         try:
-            async with asyncio.timeout(self.config.upstream_timeout):
-                reply = await self.upstream.post(request.target, headers, request.body)
-                if reply.status >= 500:
-                    await reply.read()
-                    failure = fail(ask.api, 502, f"The upstream answered {reply.status}")
-                    self.record(request, ask, account, failure.status, "", decision)
-                    return failure
-                out = {k: v for k, v in reply.headers.items() if k not in REPLY_HOP}
-                if "text/event-stream" in reply.headers.get("content-type", ""):
-                    out["cache-control"] = "no-cache"
-                    chunks = reply.body(quiet=self.config.upstream_timeout)
-                    events = self.stream(request, chunks, reply.status, ask, account, decision)
-                    return Response(reply.status, events, out)
-                body = await reply.read()
-        except TimeoutError:
+            timeout = self.config.upstream_timeout
+            reply = await self.upstream.post(request.target, headers, request.body, timeout)
+            if reply.status >= 500:
+                await reply.read()
+                failure = fail(ask.api, 502, f"The upstream answered {reply.status}")
+                self.record(request, ask, account, failure.status, "", decision)
+                return failure
+            out = {k: v for k, v in reply.headers.items() if k not in REPLY_HOP}
+            if "text/event-stream" in reply.headers.get("content-type", ""):
+                out["cache-control"] = "no-cache"
+                chunks = reply.body(quiet=self.config.upstream_timeout)
+                events = self.stream(request, chunks, reply.status, ask, account, decision)
+                return Response(reply.status, events, out)
+            body = await reply.read()
+        except UpstreamTimeout:
             failure = fail(ask.api, 504, "The upstream did not answer in time")
         except UpstreamError as exc:
             failure = fail(ask.api, 502, f"The upstream connection failed ({exc.why})")
@@ -251,7 +252,7 @@ class Gateway:
             if pending:
                 kept.append(pending.decode("utf-8", "replace"))
                 yield pending
-        except (TimeoutError, UpstreamError):
+        except UpstreamError:
             pass  # the client sees the stream end; the recording keeps what came
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
@@ -262,16 +263,19 @@ class Gateway:
         forwarded = request.headers.get("x-forwarded-for") if self.config.trust_headers else None
         return (forwarded.split(",")[0].strip() if forwarded else request.remote) or ""
 
-    def moment(self, request: Request) -> datetime:
+    def moment(self, request: Request) -> int:
+        """When the exchange happened, in microseconds since the epoch (UTC)."""
         given = (
             request.headers.get("x-distillguard-timestamp") if self.config.trust_headers else None
         )
         if given:
             try:
-                return datetime.fromisoformat(given.replace("Z", "+00:00"))
+                when = datetime.fromisoformat(given.replace("Z", "+00:00"))
+                when = when if when.tzinfo else when.replace(tzinfo=UTC)
+                return (when - EPOCH) // timedelta(microseconds=1)
             except ValueError:
                 pass
-        return datetime.now(UTC)
+        return time.time_ns() // 1000
 
     def record(
         self,

@@ -19,6 +19,7 @@ import httptools
 
 HIGH_WATER = 256 * 2**10  # bytes of a reply buffered before reading pauses
 MAX_IDLE = 256
+SWEEP_SECONDS = 0.1
 
 
 class UpstreamError(Exception):
@@ -27,6 +28,10 @@ class UpstreamError(Exception):
     def __init__(self, why: str) -> None:
         super().__init__(why)
         self.why = why
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer, or went quiet mid-reply, for too long."""
 
 
 class Upstream:
@@ -40,9 +45,16 @@ class Upstream:
         self.prefix = parts.path.rstrip("/")
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None
         self.idle: list[_Connection] = []
+        self.busy: set[_Connection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
-    async def post(self, target: str, headers: dict[str, str], body: bytes) -> _Connection:
-        """Send a request; the connection, once the reply's status and headers are in."""
+    async def post(
+        self, target: str, headers: dict[str, str], body: bytes, timeout: float
+    ) -> _Connection:
+        """Send a request; the connection, once the reply's status and headers are in.
+        UpstreamTimeout if they take more than `timeout` seconds, or the body does."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         lines = [f"POST {self.prefix}{target} HTTP/1.1", f"Host: {self.authority}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         lines.append(f"Content-Length: {len(body)}")
@@ -51,33 +63,49 @@ class Upstream:
             connection = self.idle.pop()
             if connection.reusable():
                 try:
-                    return await connection.ask(message)
+                    return await connection.ask(message, timeout)
                 except UpstreamError:
                     if connection.answered:  # only a request nobody answered is retried
                         raise
-        return await (await self._connect()).ask(message)
+        return await (await self._connect(timeout)).ask(message, timeout)
 
-    async def _connect(self) -> _Connection:
+    async def _sweep(self) -> None:
+        """Time out replies past their deadline: one task for all connections, cheaper
+        than a timer set and cancelled for every request."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = loop.time()
+            for connection in [c for c in self.busy if c.deadline < now]:
+                connection.fail(UpstreamTimeout("timed out"))
+
+    async def _connect(self, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await loop.create_connection(
-                lambda: _Connection(self),
-                self.host,
-                self.port,
-                ssl=self.tls,
-                server_hostname=self.host if self.tls else None,
-            )
+            async with asyncio.timeout(timeout):  # a new connection: rare, a timer is fine
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls else None,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout("cannot connect in time") from None
         except OSError as exc:
             raise UpstreamError(f"cannot connect ({type(exc).__name__})") from None
         return connection
 
     def release(self, connection: _Connection) -> None:
+        self.busy.discard(connection)
         if connection.reusable() and len(self.idle) < MAX_IDLE:
             self.idle.append(connection)
         else:
             connection.abort()
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for connection in self.idle:
             connection.abort()
         self.idle.clear()
@@ -101,13 +129,18 @@ class _Connection(asyncio.Protocol):
         self.answered = self.complete = self.keep_alive = False
         self.error: UpstreamError | None = None
         self.wake: asyncio.Future[None] | None = None
+        self.deadline = float("inf")
+        self.quiet: float | None = None
+        self.paused = False
 
     def reusable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    async def ask(self, message: bytes) -> _Connection:
+    async def ask(self, message: bytes, timeout: float) -> _Connection:
         assert self.transport is not None
         self._reset()
+        self.deadline = asyncio.get_running_loop().time() + timeout
+        self.pool.busy.add(self)
         self.transport.write(message)
         try:
             while self.status == 0:
@@ -129,38 +162,41 @@ class _Connection(asyncio.Protocol):
         return b"".join([chunk async for chunk in self.body()])
 
     async def body(self, quiet: float | None = None) -> AsyncIterator[bytes]:
-        """The body as it arrives (TimeoutError after `quiet` seconds without a byte);
+        """The body as it arrives (UpstreamTimeout after `quiet` seconds without a byte,
+        rather than the request's whole timeout: a long generation keeps streaming);
         the connection goes back to the pool at its end, closed if the reader stops
         early."""
         finished = False
+        if quiet is not None:
+            self.quiet = quiet
+            self.deadline = asyncio.get_running_loop().time() + quiet
         try:
             while True:
                 if self.chunks:
                     chunks, self.chunks, self.buffered = self.chunks, [], 0
-                    if self.transport is not None and not self.complete:
+                    if self.paused and self.transport is not None:
                         self.transport.resume_reading()
+                        self.paused = False
+                        if self.quiet is not None:  # the upstream was not quiet: we were
+                            self.deadline = asyncio.get_running_loop().time() + self.quiet
                     for chunk in chunks:
                         yield chunk
                 elif self.complete:
                     finished = True
                     return
                 else:
-                    await self._wait(quiet)
+                    await self._wait()
         finally:
             if finished and self.keep_alive:
                 self.pool.release(self)
             else:
                 self.abort()
 
-    async def _wait(self, seconds: float | None = None) -> None:
+    async def _wait(self) -> None:
         if self.error is not None:
             raise self.error
         self.wake = asyncio.get_running_loop().create_future()
-        if seconds is None:
-            await self.wake
-        else:
-            async with asyncio.timeout(seconds):
-                await self.wake
+        await self.wake
         if self.error is not None and not self.complete:
             raise self.error
 
@@ -168,8 +204,15 @@ class _Connection(asyncio.Protocol):
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)
 
+    def fail(self, error: UpstreamError) -> None:
+        if self.error is None:
+            self.error = error
+        self.abort()
+        self._notify()
+
     def abort(self) -> None:
         self.closed = True
+        self.pool.busy.discard(self)
         if self.transport is not None:
             self.transport.abort()
 
@@ -180,15 +223,17 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.answered = True
+        if self.quiet is not None:
+            self.deadline = asyncio.get_running_loop().time() + self.quiet
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.error = UpstreamError("malformed reply")
-            self.abort()
+            self.fail(UpstreamError("malformed reply"))
         self._notify()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pool.busy.discard(self)
         if self in self.pool.idle:
             self.pool.idle.remove(self)
         eof_delimited = self.status and not (
@@ -197,7 +242,7 @@ class _Connection(asyncio.Protocol):
         )
         if eof_delimited and not self.complete:
             self.complete = True  # a reply without a length ends when the connection does
-        elif not self.complete:
+        elif not self.complete and self.error is None:
             self.error = UpstreamError("connection reset" if self.answered else "closed, no reply")
         self._notify()
 
@@ -212,8 +257,10 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
         self.buffered += len(body)
-        if self.buffered > HIGH_WATER and self.transport is not None:
+        if self.buffered > HIGH_WATER and self.transport is not None and not self.paused:
             self.transport.pause_reading()
+            self.paused = True
+            self.deadline = float("inf")  # our reader is slow, not the upstream
 
     def on_message_complete(self) -> None:
         self.complete = True
