@@ -24,52 +24,67 @@ from distillguard.schema import EXCHANGES
 
 ROLL_ROWS = 5_000
 ROLL_SECONDS = 30.0
+SLICE_ROWS = 256
 DAY_MICROS = 86_400 * 10**6
 
 
 class Recorder:
-    """Rows are pseudonymised as they are added and kept column by column, so a flush
-    (in a worker thread) only converts whole columns to Arrow in C++ and writes: it
-    holds the GIL in a few short pieces rather than stalling the requests being served
-    while it walks Python rows."""
+    """Rows are pseudonymised as they are added and kept column by column; every
+    SLICE_ROWS rows the slice becomes an Arrow record batch, in the caller's thread,
+    about 0.4 ms. A flush, in a worker thread, then only writes Parquet, which releases
+    the GIL. Converting Python values to Arrow holds the GIL throughout: done for
+    5,000 rows in the flush thread it stalled the requests being served (measured: a
+    competing thread's p99 wait went from 0.7 to 6.5 ms, its worst to 18 ms)."""
 
     def __init__(self, folder: str | Path, key: bytes | None = None) -> None:
         self.folder = Path(folder)
         self.pseudonymiser = Pseudonymiser(key)
         self._columns = _empty()
-        self._count = 0
+        self._batches: list[pa.RecordBatch] = []
+        self._count = self._sliced = 0
         self._since = time.monotonic()
         self._lock = threading.Lock()
         self.written = 0
         # Arrow imports pandas the first time it converts a datetime (half a second,
-        # holding the GIL): done here, at start, rather than in the first flush, where
-        # it stalled the requests being served.
+        # holding the GIL): done at start rather than while requests are served.
         pa.array([datetime.now(UTC)])
 
     def add(self, row: dict[str, Any]) -> bool:
         """Buffer a row (its `ts` in microseconds since the epoch, UTC: converting
-        datetimes took a third of a flush); whether the buffer is due to be flushed."""
+        datetimes took a third of the conversion); whether the buffer is due to be
+        flushed."""
         row = self.pseudonymiser.apply_row(row, "exchanges")
         with self._lock:
             for name, values in self._columns.items():
                 values.append(row.get(name))
             self._count += 1
+            if self._count - self._sliced >= SLICE_ROWS:
+                self._slice()
             return self._count >= ROLL_ROWS or time.monotonic() - self._since > ROLL_SECONDS
+
+    def _slice(self) -> None:
+        """The rows added since the last slice, as a record batch (the lock is held)."""
+        columns, self._columns = self._columns, _empty()
+        micros = pa.array(np.asarray(columns.pop("ts"), dtype=np.int64))
+        arrays = [
+            micros.cast(f.type) if f.name == "ts" else pa.array(columns[f.name], f.type)
+            for f in EXCHANGES
+        ]
+        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=EXCHANGES))
+        self._sliced = self._count
 
     def flush(self) -> int:
         """Write the buffered rows (safe to call from a worker thread)."""
         with self._lock:
-            columns, count, self._columns, self._count = self._columns, self._count, _empty(), 0
+            if self._count > self._sliced:
+                self._slice()
+            batches, count, self._batches, self._count = self._batches, self._count, [], 0
+            self._sliced = 0
             self._since = time.monotonic()
         if not count:
             return 0
-        micros = np.asarray(columns.pop("ts"), dtype=np.int64)
-        arrays = [
-            pa.array(micros).cast(f.type) if f.name == "ts" else pa.array(columns[f.name], f.type)
-            for f in EXCHANGES
-        ]
-        table = pa.Table.from_arrays(arrays, schema=EXCHANGES)
-        days = micros // DAY_MICROS
+        table = pa.Table.from_batches(batches, schema=EXCHANGES)
+        days = table.column("ts").cast(pa.int64()).to_numpy() // DAY_MICROS
         for day in np.unique(days):
             part = table.filter(pa.array(days == day))
             folder = self.folder / f"day={datetime.fromtimestamp(day * 86400, UTC):%Y-%m-%d}"
