@@ -148,6 +148,7 @@ def test_odd_field_values_are_recorded_as_nulls_and_nothing_is_lost(tmp_path: Pa
     _run(tmp_path, check)
     rows = pq.read_table(tmp_path / "rec").to_pylist()
     assert len(rows) == len(odd) and all(row["max_tokens"] is None for row in rows)
+    assert len({row["request_id"] for row in rows}) == len(odd)
 
 
 def test_a_client_leaving_mid_stream_still_leaves_the_exchange_recorded(tmp_path: Path) -> None:

@@ -114,6 +114,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server, self.limits = server, server.limits
+        self.loop = asyncio.get_running_loop()  # asked once: each asking is a getpid()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: collections.deque[Request] = collections.deque()
@@ -167,7 +168,7 @@ class _Connection(asyncio.Protocol):
             self.writable.set_result(None)
 
     def pause_writing(self) -> None:
-        self.writable = asyncio.get_running_loop().create_future()
+        self.writable = self.loop.create_future()
 
     def resume_writing(self) -> None:
         if self.writable is not None and not self.writable.done():
@@ -232,7 +233,7 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
             self.paused = True
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._serve())
+            self.task = self.loop.create_task(self._serve())
 
     # answering
 
@@ -302,7 +303,7 @@ class _Connection(asyncio.Protocol):
         if seconds is None:
             self.deadline = float("inf")
         else:
-            self.deadline = asyncio.get_running_loop().time() + seconds
+            self.deadline = self.loop.time() + seconds
 
     def expire(self) -> None:
         self.deadline = float("inf")

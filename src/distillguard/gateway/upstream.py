@@ -116,6 +116,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, pool: Upstream) -> None:
         self.pool = pool
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -139,7 +140,7 @@ class _Connection(asyncio.Protocol):
     async def ask(self, message: bytes, timeout: float) -> _Connection:
         assert self.transport is not None
         self._reset()
-        self.deadline = asyncio.get_running_loop().time() + timeout
+        self.deadline = self.loop.time() + timeout
         self.pool.busy.add(self)
         self.transport.write(message)
         try:
@@ -169,7 +170,7 @@ class _Connection(asyncio.Protocol):
         finished = False
         if quiet is not None:
             self.quiet = quiet
-            self.deadline = asyncio.get_running_loop().time() + quiet
+            self.deadline = self.loop.time() + quiet
         try:
             while True:
                 if self.chunks:
@@ -178,7 +179,7 @@ class _Connection(asyncio.Protocol):
                         self.transport.resume_reading()
                         self.paused = False
                         if self.quiet is not None:  # the upstream was not quiet: we were
-                            self.deadline = asyncio.get_running_loop().time() + self.quiet
+                            self.deadline = self.loop.time() + self.quiet
                     for chunk in chunks:
                         yield chunk
                 elif self.complete:
@@ -195,7 +196,7 @@ class _Connection(asyncio.Protocol):
     async def _wait(self) -> None:
         if self.error is not None:
             raise self.error
-        self.wake = asyncio.get_running_loop().create_future()
+        self.wake = self.loop.create_future()
         await self.wake
         if self.error is not None and not self.complete:
             raise self.error
@@ -224,7 +225,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.answered = True
         if self.quiet is not None:
-            self.deadline = asyncio.get_running_loop().time() + self.quiet
+            self.deadline = self.loop.time() + self.quiet
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
