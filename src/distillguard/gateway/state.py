@@ -25,12 +25,12 @@ FINGERPRINTS_TO_MATCH = 3
 
 @dataclass
 class Seen:
-    """What one exchange adds to its account."""
+    """What one exchange adds to its account (the campaign fingerprints its prompt
+    carries come later: gateway/templates.py)."""
 
     account: str
     cot: bool
     scripted: bool
-    fingerprints: list[str] = field(default_factory=list)  # campaign bands it carried
 
 
 @dataclass
@@ -43,6 +43,8 @@ class Profile:
 
 class Store(Protocol):
     def add(self, seen: Seen) -> Profile: ...
+
+    def add_fingerprints(self, carrying: list[tuple[str, list[str]]]) -> None: ...
 
 
 class MemoryStore:
@@ -58,10 +60,16 @@ class MemoryStore:
         profile.exchanges += 1
         profile.cot += seen.cot
         profile.scripted += seen.scripted
-        for f in seen.fingerprints:
-            if len(profile.fingerprints) < FINGERPRINT_CAP:
-                profile.fingerprints.add(f)
         return profile
+
+    def add_fingerprints(self, carrying: list[tuple[str, list[str]]]) -> None:
+        """Campaign fingerprints found in accounts' prompts (accounts since evicted are
+        skipped)."""
+        for account, keys in carrying:
+            profile = self._accounts.get(account)
+            for key in keys if profile is not None else ():
+                if len(profile.fingerprints) < FINGERPRINT_CAP:  # type: ignore[union-attr]
+                    profile.fingerprints.add(key)  # type: ignore[union-attr]
 
 
 class RedisStore:
@@ -80,14 +88,20 @@ class RedisStore:
         pipe.hincrby(key, "exchanges", 1)
         pipe.hincrby(key, "cot", int(seen.cot))
         pipe.hincrby(key, "scripted", int(seen.scripted))
-        if seen.fingerprints:
-            pipe.sadd(key + ":fp", *seen.fingerprints[:FINGERPRINT_CAP])
-            pipe.expire(key + ":fp", self._ttl)
         pipe.expire(key, self._ttl)
         pipe.smembers(key + ":fp")
         result: list[Any] = pipe.execute()
         fingerprints = {m.decode() for m in result[-1]}
         return Profile(int(result[0]), int(result[1]), int(result[2]), fingerprints)
+
+    def add_fingerprints(self, carrying: list[tuple[str, list[str]]]) -> None:
+        """One round trip for a batch; the set per account stays about FINGERPRINT_CAP."""
+        pipe = self._redis.pipeline()
+        for account, keys in carrying:
+            key = f"dg:acct:{account}:fp"
+            pipe.sadd(key, *keys[:FINGERPRINT_CAP])
+            pipe.expire(key, self._ttl)
+        pipe.execute()
 
 
 @dataclass

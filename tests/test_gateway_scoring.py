@@ -1,0 +1,115 @@
+"""Online scoring agrees with batch detection: the same chain-of-thought rule, the same
+template fingerprints (matched off the request path, counted from the next request)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distillguard.features.capability import COT_PATTERNS, text_scores
+from distillguard.features.template import band_keys, signatures, skeleton
+from distillguard.gateway.findings import Findings
+from distillguard.gateway.policy import DEFAULT, Policy, Rule
+from distillguard.gateway.scoring import COT, Scorer
+from distillguard.gateway.server import Config
+from distillguard.gateway.state import MemoryStore
+from distillguard.privacy import Pseudonymiser
+from distillguard.schema import FINDINGS_ACCOUNTS
+from tests.test_gateway import AUTH, _upstream_chat, gateway
+
+PIECES = [*(p.replace("\\b", "").replace("[- ]", " ") for p in COT_PATTERNS[:3]), "step-by-step"]
+WORDS = st.sampled_from(
+    [
+        "Step",
+        "by",
+        "step",
+        "think",
+        "through",
+        "SHOW",
+        "your",
+        "work",
+        "Chain",
+        "of",
+        "thought",
+        "<think>",
+        "reasoning",
+        "behind",
+        "x",
+        "2+2",
+        "Ünï",
+        "İ",
+        ".",
+        "!",
+        "\n",
+        "explain",
+        "the",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(WORDS | st.text(max_size=6), max_size=30).map(" ".join))
+def test_the_gateway_flags_chain_of_thought_as_batch_detection_does(text: str) -> None:
+    _, batch = text_scores(pa.array([text]))
+    assert bool(COT.search(text.lower())) == bool(batch[0] > 0)
+
+
+TEMPLATE = 'Refactor the function "{}" in module "{}" and explain every design decision.'
+
+
+def _fingerprints(prompts: list[str]) -> list[str]:
+    keys = band_keys(signatures(skeleton(pa.array(prompts))))
+    return sorted({f"{int(k):016x}" for row in keys for k in row})
+
+
+def test_template_fingerprints_count_from_the_next_request(tmp_path: Path) -> None:
+    findings = tmp_path / "findings"
+    findings.mkdir()
+    campaign = {
+        "id": "campaign-001",
+        "score": 0.9,
+        "template_fingerprints": _fingerprints([TEMPLATE.format("parse_row", "io")]),
+    }
+    (findings / "campaigns.json").write_text(json.dumps([campaign]))
+    empty = FINDINGS_ACCOUNTS.empty_table()  # no flagged accounts: templates alone
+    pq.write_table(empty, findings / "accounts.parquet")
+    policy = Policy(rules=(Rule("mark", {"evidence": "campaign_templates"}),))
+
+    async def main() -> None:
+        upstream = web.Application()
+        upstream.router.add_post("/v1/chat/completions", _upstream_chat)
+        async with TestServer(upstream) as up:
+            config = Config(upstream=str(up.make_url("")), findings=str(findings), policy=policy)
+            async with gateway(config) as client:
+                prompt = TEMPLATE.format("load_user", "db")
+                chat = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
+                first = await client.post("/v1/chat/completions", json=chat, headers=AUTH)
+                assert "x-distillguard-mark" not in first.headers  # matched after it
+                await asyncio.sleep(0.3)
+                again = await client.post("/v1/chat/completions", json=chat, headers=AUTH)
+                assert again.headers.get("x-distillguard-mark") == "1"
+                other = {**chat, "messages": [{"role": "user", "content": "What is a monad?"}]}
+                key = {"Authorization": "Bearer another-account"}
+                for _ in range(2):
+                    r = await client.post("/v1/chat/completions", json=other, headers=key)
+                    assert "x-distillguard-mark" not in r.headers
+                    await asyncio.sleep(0.2)
+
+    asyncio.run(main())
+
+
+def test_without_an_event_loop_templates_are_matched_at_once(tmp_path: Path) -> None:
+    findings = Findings(None)
+    findings.fingerprints = dict.fromkeys(_fingerprints([TEMPLATE.format("a", "b")]), "c-1")
+    scorer = Scorer(DEFAULT, MemoryStore(), findings, Pseudonymiser(None))
+    scorer.decide("acct", TEMPLATE.format("c", "d"), "curl/8", "10.0.0.1")
+    decision = scorer.decide("acct", "hello", "curl/8", "10.0.0.1")
+    assert "campaign_templates" in decision.reason
