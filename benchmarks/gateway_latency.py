@@ -21,6 +21,7 @@ floor of this design on this machine. Results go to benchmarks/results/gateway.m
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import socket
 import subprocess
@@ -73,11 +74,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--bare", action="store_true", help="a bare aiohttp proxy instead")
+    parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="2 KB coding prompts from 1,000 accounts, findings loaded (see realistic())",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dg-gateway-"))
     up_port, gw_port = _port(), _port()
     processes = [upstream_process(up_port)]
     extra = ["--workers", str(args.workers)]
+    bodies, keys = [BODY], [HEADERS["Authorization"]]
+    if args.realistic:
+        bodies, keys = realistic(work / "findings")
+        extra += ["--findings", str(work / "findings")]
     if args.workers > 1:
         redis_port = _port()
         processes.append(redis_process(redis_port, work))
@@ -93,12 +103,13 @@ def main() -> int:
         _wait(up_port)
         _wait(gw_port)
         time.sleep(1.0)
-        path = "/v1/chat/completions"
-        direct = uvloop.run(load(up_port, request(path, up_port, BODY, HEADERS), args.rate, args.seconds))
+        direct = uvloop.run(
+            load(up_port, _messages(up_port, bodies, keys), args.rate, args.seconds)
+        )
         before = _cpu(gateway.pid)
-        message = request(path, gw_port, BODY, HEADERS)
-        through = uvloop.run(load(gw_port, message, args.rate, args.seconds))
-        cpu_ms = (_cpu(gateway.pid) - before) / (args.rate * args.seconds + 500) * 1000
+        messages = _messages(gw_port, bodies, keys)
+        through = uvloop.run(load(gw_port, messages, args.rate, args.seconds))
+        cpu_ms = (_cpu(gateway.pid) - before) / (args.rate * (args.seconds + 1)) * 1000
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -112,10 +123,72 @@ def main() -> int:
     return 0
 
 
+def _messages(port: int, bodies: list[bytes], keys: list[str]) -> list[bytes]:
+    """Requests cycling through the accounts, each account through the bodies."""
+    count = max(len(bodies), len(keys))
+    return [
+        request(
+            "/v1/chat/completions",
+            port,
+            bodies[i % len(bodies)],
+            {**HEADERS, "Authorization": keys[i % len(keys)]},
+        )
+        for i in range(count)
+    ]
+
+
+CODE = (
+    "I have this Python function that is slow on large inputs:\n```python\n"
+    "def merge(rows, key):\n    out = {{}}\n    for row in rows:\n"
+    "        out.setdefault(row[key], []).append(row)\n    return out\n```\n"
+)
+ASK = (
+    "Refactor it for speed with {} rows and the key {!r}; explain each change, its "
+    "complexity and the trade-offs, and write unit tests for the edge cases. "
+)
+
+
+def realistic(findings: Path) -> tuple[list[bytes], list[str]]:
+    """2 KB coding prompts (a code block and a request with varying numbers and names),
+    1,000 accounts, and a findings folder as nightly detection leaves it: one campaign
+    with 500 template fingerprints and 20,000 flagged accounts (none of these)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from distillguard.schema import FINDINGS_ACCOUNTS
+
+    bodies = []
+    for i in range(200):
+        prompt = CODE + "".join(ASK.format(1000 * (i + j), f"field_{j}") for j in range(8))
+        chat = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
+        bodies.append(json.dumps(chat).encode())
+    findings.mkdir(parents=True)
+    campaign = {"id": "campaign-001", "score": 0.95, "evidence": [{"signal": "timing"}]}
+    campaign["template_fingerprints"] = [
+        f"{(i * 0x9E3779B97F4A7C15) % 2**64:016x}" for i in range(500)
+    ]
+    (findings / "campaigns.json").write_text(json.dumps([campaign]))
+    flagged = [
+        {
+            "account_id": f"farm-{i:05d}",
+            "score": 0.95,
+            "flagged": True,
+            "campaign_id": "campaign-001",
+            "reasons": [],
+        }
+        for i in range(20_000)
+    ]
+    pq.write_table(
+        pa.Table.from_pylist(flagged, schema=FINDINGS_ACCOUNTS), findings / "accounts.parquet"
+    )
+    return bodies, [f"Bearer sk-user-{i:04d}" for i in range(1000)]
+
+
 def _row(args: argparse.Namespace, direct: dict, through: dict, cpu_ms: float) -> str:
+    kind = "bare aiohttp proxy" if args.bare else str(args.workers)
     return (
         f"| {datetime.now(UTC):%Y-%m-%d} | {args.rate:,}/s | {args.seconds:.0f} | "
-        f"{'bare aiohttp proxy' if args.bare else args.workers} | "
+        f"{kind}{', realistic' if args.realistic else ''} | "
         f"{direct['p50']:.2f} / {direct['p99']:.2f} | "
         f"{through['p50']:.2f} / {through['p99']:.2f} | {through['p50'] - direct['p50']:.2f} / "
         f"{through['p99'] - direct['p99']:.2f} | {cpu_ms:.2f} | "

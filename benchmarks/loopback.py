@@ -88,7 +88,9 @@ class _Client(asyncio.Protocol):
     def send(self, scheduled: float) -> None:
         assert self.transport is not None
         self.scheduled = scheduled
-        self.transport.write(self.run.message)
+        run = self.run
+        self.transport.write(run.messages[run.sent % len(run.messages)])
+        run.sent += 1
 
     def data_received(self, data: bytes) -> None:
         for head in self.messages.feed(data):
@@ -108,8 +110,9 @@ class _Client(asyncio.Protocol):
 class _Run:
     """The generator's bookkeeping: idle connections, latencies, errors, in flight."""
 
-    def __init__(self, port: int, message: bytes) -> None:
-        self.port, self.message = port, message
+    def __init__(self, port: int, messages: list[bytes]) -> None:
+        self.port, self.messages = port, messages
+        self.sent = 0
         self.idle: list[_Client] = []
         self.latencies: list[float] = []
         self.errors = self.in_flight = self.opened = 0
@@ -151,13 +154,14 @@ def request(path: str, port: int, body: bytes, headers: dict[str, str]) -> bytes
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def load(port: int, message: bytes, rate: int, seconds: float) -> dict:
-    """Send `message` at `rate` a second for `seconds`, each at its scheduled time
-    whatever earlier ones are doing (open loop: a slow server cannot hide its queue);
-    latency runs from the scheduled send. Sends are made just in time by one loop, not
-    by a task each created up front: tens of thousands of waiting tasks made the
-    generator itself late (a 159 ms p99 straight to the upstream over 15 s)."""
-    run = _Run(port, message)
+async def load(port: int, message: bytes | list[bytes], rate: int, seconds: float) -> dict:
+    """Send `message` (or the messages in turn) at `rate` a second for `seconds`, each
+    at its scheduled time whatever earlier ones are doing (open loop: a slow server
+    cannot hide its queue); latency runs from the scheduled send. Sends are made just
+    in time by one loop, not by a task each created up front: tens of thousands of
+    waiting tasks made the generator itself late (a 159 ms p99 straight to the
+    upstream over 15 s)."""
+    run = _Run(port, message if isinstance(message, list) else [message])
     await _schedule(run, rate, 1.0)  # warm up connections and caches
     run.latencies.clear()
     run.errors = run.opened = 0

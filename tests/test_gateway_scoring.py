@@ -93,7 +93,7 @@ def test_template_fingerprints_count_from_the_next_request(tmp_path: Path) -> No
                 chat = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
                 first = await client.post("/v1/chat/completions", json=chat, headers=AUTH)
                 assert "x-distillguard-mark" not in first.headers  # matched after it
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.25 + 0.6)  # the matcher's batch interval, and its work
                 again = await client.post("/v1/chat/completions", json=chat, headers=AUTH)
                 assert again.headers.get("x-distillguard-mark") == "1"
                 other = {**chat, "messages": [{"role": "user", "content": "What is a monad?"}]}

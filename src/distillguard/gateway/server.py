@@ -367,6 +367,7 @@ class Running:
     async def start(self) -> None:
         await self.server.start(self.host, self.port, self.reuse_port)
         self.port = self.server.port
+        self.gateway.scorer.matcher.warm()
         gc.collect()
         gc.freeze()  # what start-up made lives on: full collections need not walk it
         self._reload = asyncio.create_task(self.gateway.reload())
