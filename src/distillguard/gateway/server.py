@@ -16,9 +16,11 @@ import gc
 import hashlib
 import itertools
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -363,11 +365,18 @@ class Running:
         limits = Limits(max_body=config.max_body, request_seconds=config.body_timeout)
         self.server = Server(self.gateway.handle, _fail_at, limits)
         self._reload: asyncio.Task[None] | None = None
+        # Template matching in its own process, when there are findings to match against.
+        self.matching = None
+        if config.findings:
+            spawn = multiprocessing.get_context("spawn")
+            self.matching = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
+            self.gateway.scorer.matcher.executor = self.matching
 
     async def start(self) -> None:
         await self.server.start(self.host, self.port, self.reuse_port)
         self.port = self.server.port
-        self.gateway.scorer.matcher.warm()
+        if self.matching is not None:
+            self.gateway.scorer.matcher.warm()
         gc.collect()
         gc.freeze()  # what start-up made lives on: full collections need not walk it
         self._reload = asyncio.create_task(self.gateway.reload())
@@ -384,6 +393,8 @@ class Running:
         await self.server.close(grace)
         if self._reload is not None:
             self._reload.cancel()
+        if self.matching is not None:
+            self.matching.shutdown(wait=False, cancel_futures=True)
         self.gateway.close()
 
 
