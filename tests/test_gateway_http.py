@@ -122,18 +122,35 @@ class _Forgetful(asyncio.Protocol):
         self.transport.write(head + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
 
 
-def test_a_reused_connection_the_upstream_dropped_is_retried_on_a_new_one() -> None:
+class _EarlyHints(_Forgetful):
+    """An upstream that sends an informational 103 a moment before each reply."""
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n")
+        self.answered = False
+        asyncio.get_running_loop().call_later(0.05, super().data_received, data)
+
+
+def _upstream_then(protocol: type[asyncio.Protocol], requests: int) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(_Forgetful, "127.0.0.1", 0)
+        server = await loop.create_server(protocol, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         async with gateway(Config(upstream=f"http://127.0.0.1:{port}")) as client:
-            for _ in range(3):
+            for _ in range(requests):
                 r = await client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
-                assert r.status == 200
+                assert r.status == 200 and await r.json() == {"choices": []}
         server.close()
 
     asyncio.run(main())
+
+
+def test_a_reused_connection_the_upstream_dropped_is_retried_on_a_new_one() -> None:
+    _upstream_then(_Forgetful, 3)
+
+
+def test_informational_replies_before_the_answer_are_skipped() -> None:
+    _upstream_then(_EarlyHints, 2)
 
 
 def test_odd_field_values_are_recorded_as_nulls_and_nothing_is_lost(tmp_path: Path) -> None:

@@ -253,7 +253,9 @@ class _Connection(asyncio.Protocol):
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        code = self.parser.get_status_code()
+        if code >= 200:  # 1xx (early hints) are informational: the reply follows
+            self.status = code
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -264,5 +266,8 @@ class _Connection(asyncio.Protocol):
             self.deadline = float("inf")  # our reader is slow, not the upstream
 
     def on_message_complete(self) -> None:
+        if self.status == 0:  # the end of an informational reply
+            self.headers = {}
+            return
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive()
