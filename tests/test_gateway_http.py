@@ -4,14 +4,17 @@ what a client or an upstream may do on the wire, byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import aiohttp
 import pyarrow.parquet as pq
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -220,3 +223,91 @@ def test_behind_a_trusted_proxy_the_given_time_and_address_are_recorded(tmp_path
     stamps = {str(row["ts"]) for row in rows}
     assert set(given.values()) <= stamps and len(stamps) == 3
     assert {row["ip_prefix"] for row in rows} == {"10.9.8.0/24"}
+
+
+class _Counting(asyncio.Protocol):
+    """An upstream that answers at once, except `slow` (never) and `cut` (a stream
+    event, then the connection dropped); it counts what it was asked and dropped."""
+
+    asked: ClassVar[list[str]] = []
+    lost: ClassVar[list[float]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+
+    def data_received(self, data: bytes) -> None:
+        model = json.loads(data.partition(b"\r\n\r\n")[2])["model"]
+        _Counting.asked.append(model)
+        if model == "cut":
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            self.transport.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
+            self.transport.write(b"%x\r\n%b\r\n" % (len(b"data: {}\n\n"), b"data: {}\n\n"))
+            asyncio.get_running_loop().call_later(0.1, self.transport.abort)
+        elif model != "slow":
+            body = b'{"choices":[]}'
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            self.transport.write(head + b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _Counting.lost.append(time.monotonic())
+
+
+def test_upstream_failures_are_never_sent_twice_and_leaving_clients_stop_them(
+    tmp_path: Path,
+) -> None:
+    _Counting.asked.clear()
+    _Counting.lost.clear()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_Counting, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = Config(
+            upstream=f"http://127.0.0.1:{port}", upstream_timeout=0.5, record=str(tmp_path)
+        )
+        async with gateway(config) as client:
+            ask = lambda model: client.post(  # noqa: E731
+                "/v1/chat/completions", json={**CHAT, "model": model}, headers=AUTH
+            )
+            replies = await asyncio.gather(*(ask("m") for _ in range(4)))  # 4 pooled
+            assert {r.status for r in replies} == {200}
+            assert (await ask("slow")).status == 504
+            assert _Counting.asked.count("slow") == 1  # not again on each pooled one
+            cut = await ask("cut")
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await cut.read()  # cut short, not a complete reply
+            left = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ask("slow"), 0.1)  # the client gives up
+            await asyncio.sleep(0.3)
+            assert any(t >= left for t in _Counting.lost)  # so the upstream is left too
+        server.close()
+
+    asyncio.run(main())
+    statuses = sorted(pq.read_table(tmp_path).column("status").to_pylist())
+    assert statuses == [200, 200, 200, 200, 200, 499, 504]
+
+
+def test_a_refused_request_is_never_answered_by_the_next_one(tmp_path: Path) -> None:
+    async def check(client: Client) -> None:
+        huge = b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n"
+        raw = await _exchange(client.port, huge + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"}")
+        assert _statuses(raw) == [431]
+
+    _run(tmp_path, check)
+
+
+def test_rows_a_failed_write_did_not_save_are_kept_for_the_next(tmp_path: Path) -> None:
+    from distillguard.gateway.recorder import Recorder
+
+    blocked = tmp_path / "rec"
+    blocked.write_text("a file where the folder should be")
+    recorder = Recorder(blocked)
+    row = {"request_id": "r1", "ts": 1_700_000_000_000_000, "account_id": "a", "model": "m"}
+    recorder.add(row)
+    with pytest.raises(OSError):
+        recorder.flush()
+    blocked.unlink()
+    recorder.add({**row, "request_id": "r2"})
+    assert recorder.flush() == 2
+    assert sorted(pq.read_table(blocked).column("request_id").to_pylist()) == ["r1", "r2"]

@@ -51,6 +51,14 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Truncated(Exception):
+    """Raised by a reply's body iterator to end it without its terminating chunk (the
+    upstream failed mid-stream): the connection is closed and the client sees the
+    reply cut short, not a complete one."""
+
+
 Fail = Callable[[str, int, str], Response]
 
 
@@ -60,6 +68,7 @@ class Limits:
     max_head: int = 64 * 2**10
     request_seconds: float = 10.0  # from a request's first byte to its last
     idle_seconds: float = 75.0  # a keep-alive connection with nothing asked
+    send_seconds: float = 60.0  # a client not reading what it is sent
     queued: int = 16  # pipelined requests read ahead before reading pauses
 
 
@@ -105,6 +114,10 @@ class Server:
             for connection in [c for c in self.connections if not c.busy]:
                 connection.close()
             await asyncio.sleep(0.05)
+        left = [c.task for c in self.connections if c.task is not None]
+        for task in left:  # past the grace: cancelled, and what they asked still recorded
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
         for connection in list(self.connections):
             connection.close()
 
@@ -124,6 +137,9 @@ class _Connection(asyncio.Protocol):
         self.writable: asyncio.Future[None] | None = None
         self.remote = ""
         self.closed = self.paused = False
+        # A refused request closes the connection: its problem is never reset (a
+        # pipelined request after it must not be answered in its place).
+        self.problem: tuple[int, str] | None = None
         self._fresh()
 
     @property
@@ -136,7 +152,6 @@ class _Connection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.head_size = self.body_size = 0
         self.in_head = False
-        self.problem: tuple[int, str] | None = None
 
     # asyncio.Protocol
 
@@ -164,6 +179,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        if self.task is not None:  # the client left: stop asking the upstream for it
+            self.task.cancel()
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
 
@@ -203,8 +220,8 @@ class _Connection(asyncio.Protocol):
         length = self.headers.get("content-length", "")
         if length.isdigit() and int(length) > self.limits.max_body:
             self.problem = (413, f"Request body over {self.limits.max_body} bytes")
-        elif self.headers.get("expect", "").lower() == "100-continue" and self.transport:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        elif self.headers.get("expect", "").lower() == "100-continue" and self.task is None:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")  # (mid-reply it would corrupt it)
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -238,6 +255,18 @@ class _Connection(asyncio.Protocol):
     # answering
 
     async def _serve(self) -> None:
+        try:
+            await self._answer_queued()
+        except asyncio.CancelledError:
+            self.close()  # the client left, or the server is stopping
+        finally:
+            self.task = None
+        if self.problem is not None:
+            self._refuse()
+        elif not self.closed and not self.in_head:
+            self._arm(self.limits.idle_seconds, None)
+
+    async def _answer_queued(self) -> None:
         while self.queue and not self.closed:
             request = self.queue.popleft()
             try:
@@ -248,6 +277,8 @@ class _Connection(asyncio.Protocol):
             keep_alive = request.keep_alive and self.problem is None
             try:
                 await self._send(response, keep_alive, request.method == "HEAD")
+            except Truncated:
+                self.close()  # no terminating chunk: the client sees the reply cut short
             except Exception:  # a reply that failed half-way cannot be mended: close
                 log.exception("gateway error sending to %s %s", request.method, request.path)
                 self.close()
@@ -258,17 +289,13 @@ class _Connection(asyncio.Protocol):
             ):
                 self.transport.resume_reading()  # only when paused: each call is a syscall
                 self.paused = False
-        self.task = None
-        if self.problem is not None:
-            self._refuse()
-        elif not self.closed and not self.in_head:
-            self._arm(self.limits.idle_seconds, None)
 
     async def _send(self, response: Response, keep_alive: bool, head_only: bool) -> None:
         body = response.body
         if isinstance(body, bytes | bytearray):
             top = head(response.status, response.headers, len(body), keep_alive)
             self._write(top if head_only else top + body)
+            await self._drain()
             return
         self._write(head(response.status, response.headers, None, keep_alive))
         try:
@@ -277,11 +304,20 @@ class _Connection(asyncio.Protocol):
                     break
                 if chunk:
                     self._write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                    if self.writable is not None:
-                        await self.writable
+                    await self._drain()
             self._write(b"0\r\n\r\n")
         finally:
             await body.aclose()  # type: ignore[attr-defined]
+
+    async def _drain(self) -> None:
+        """Wait while the client is not reading what was written, at most
+        `send_seconds` (then the connection is cut): a client that stops reading
+        holds neither memory nor the upstream for long."""
+        if self.writable is None:
+            return
+        self._arm(self.limits.send_seconds, None)
+        await self.writable
+        self._arm(None, None)
 
     def _write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
@@ -309,16 +345,22 @@ class _Connection(asyncio.Protocol):
         self.deadline = float("inf")
         problem = self.on_expiry
         if problem is None:
-            self.close()
+            self.close(abort=True)  # idle, or not reading: nothing more will be read
             return
         self.problem = problem  # a request being answered first finishes (see _serve)
         if self.task is None:
             self._refuse()
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Close after what was written is sent, or at once (`abort`)."""
         if not self.closed and self.transport is not None:
             self.closed = True
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
 
 
 def head(status: int, headers: dict[str, str], length: int | None, keep_alive: bool) -> bytes:

@@ -8,6 +8,7 @@ reduced to their prefix. The folder is then a store's exchanges that `detect` re
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -22,9 +23,12 @@ import pyarrow.parquet as pq
 from distillguard.privacy import Pseudonymiser
 from distillguard.schema import EXCHANGES
 
+log = logging.getLogger("distillguard.gateway")
+
 ROLL_ROWS = 5_000
 ROLL_SECONDS = 30.0
 SLICE_ROWS = 256
+KEPT_ROWS = 20 * ROLL_ROWS  # buffered through failed writes at most
 DAY_MICROS = 86_400 * 10**6
 
 
@@ -85,16 +89,36 @@ class Recorder:
             return 0
         table = pa.Table.from_batches(batches, schema=EXCHANGES)
         days = table.column("ts").cast(pa.int64()).to_numpy() // DAY_MICROS
-        for day in np.unique(days):
-            part = table.filter(pa.array(days == day))
-            folder = self.folder / f"day={datetime.fromtimestamp(day * 86400, UTC):%Y-%m-%d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-            tmp = folder / f".{name}.tmp"
-            pq.write_table(part, tmp)
-            tmp.replace(folder / name)
+        done = np.zeros(len(days), dtype=bool)
+        try:
+            for day in np.unique(days):
+                self._write(table.filter(pa.array(days == day)), int(day))
+                done |= days == day
+        except Exception:
+            self._keep(table.filter(pa.array(~done)))
+            raise
         self.written += count
         return count
+
+    def _write(self, part: pa.Table, day: int) -> None:
+        folder = self.folder / f"day={datetime.fromtimestamp(day * 86400, UTC):%Y-%m-%d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(part, tmp)
+        tmp.replace(folder / name)
+
+    def _keep(self, unwritten: pa.Table) -> None:
+        """Rows a failed write did not save go back to the front of the buffer, at most
+        KEPT_ROWS of them (a disk that stays full must not exhaust memory: the oldest
+        beyond that are dropped, and that is logged)."""
+        if unwritten.num_rows > KEPT_ROWS:
+            log.error("recording: %d rows dropped", unwritten.num_rows - KEPT_ROWS)
+            unwritten = unwritten.slice(unwritten.num_rows - KEPT_ROWS)
+        with self._lock:
+            self._batches[:0] = unwritten.to_batches()
+            self._count += unwritten.num_rows
+            self._sliced += unwritten.num_rows
 
 
 def _empty() -> dict[str, list[Any]]:

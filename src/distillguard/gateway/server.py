@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from distillguard.gateway import api
 from distillguard.gateway.findings import Findings
-from distillguard.gateway.http import Limits, Request, Response, Server
+from distillguard.gateway.http import Limits, Request, Response, Server, Truncated
 from distillguard.gateway.policy import DEFAULT, Decision, Policy
 from distillguard.gateway.recorder import Recorder
 from distillguard.gateway.scoring import Scorer
@@ -64,6 +64,7 @@ RESPONSE_TEXT_CAP = 65_536
 REFUSALS = {"block", "step_up", "throttle"}  # answered by the gateway, never forwarded
 JSON = {"Content-Type": "application/json"}
 DECISION_LOG_SECONDS = 0.25
+CLIENT_LEFT = 499  # recorded status of a request whose client left before the answer
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -190,6 +191,7 @@ class Gateway:
         self, request: Request, ask: api.Ask, account: str, decision: Decision
     ) -> Response:
         headers = {k: v for k, v in request.headers.items() if k not in HOP}
+        headers["accept-encoding"] = "identity"  # replies we can read and take reasoning from
         try:
             timeout = self.config.upstream_timeout
             reply = await self.upstream.post(request.target, headers, request.body, timeout)
@@ -205,6 +207,9 @@ class Gateway:
                 events = self.stream(request, chunks, reply.status, ask, account, decision)
                 return Response(reply.status, events, out)
             body = await reply.read()
+        except asyncio.CancelledError:  # the client left (or the gateway is stopping)
+            self.record(request, ask, account, CLIENT_LEFT, "", decision)  # still asked
+            raise
         except UpstreamTimeout:
             failure = fail(ask.api, 504, "The upstream did not answer in time")
         except UpstreamError as exc:
@@ -259,7 +264,7 @@ class Gateway:
                 kept.append(pending.decode("utf-8", "replace"))
                 yield pending
         except UpstreamError:
-            pass  # the client sees the stream end; the recording keeps what came
+            raise Truncated from None  # the client sees it cut; the recording keeps what came
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
             reply = "".join(kept)[:RESPONSE_TEXT_CAP]
@@ -319,17 +324,33 @@ class Gateway:
             self.spans.emit(row, ask.api, decision, request.started_ns, tokens)
         recorder = self.recorder
         if recorder is not None and decision.action not in REFUSALS and recorder.add(row):
-            asyncio.get_running_loop().run_in_executor(None, recorder.flush)
+            self.flush_soon()
 
     async def reload(self) -> None:
-        """Every few seconds: new findings in, the recording's buffer out."""
+        """Every few seconds: new findings in, the recording's buffer out. A failure
+        is logged and tried again next time, never the end of the loop."""
         while True:
             await asyncio.sleep(self.config.reload_every)
-            findings = self.scorer.findings
-            if findings.refresh():
-                log.info("findings reloaded: %d flagged accounts", len(findings.accounts))
-            if self.recorder is not None:
-                await asyncio.to_thread(self.recorder.flush)
+            try:
+                findings = self.scorer.findings
+                if findings.refresh():
+                    log.info("findings reloaded: %d flagged accounts", len(findings.accounts))
+                if self.recorder is not None:
+                    await asyncio.to_thread(self.recorder.flush)
+            except Exception:
+                log.exception("reloading findings or writing the recording failed")
+
+    def flush_soon(self) -> None:
+        """Write the recording in a worker thread; a failure is logged (the rows stay
+        buffered for the next try)."""
+
+        def flush() -> None:
+            try:
+                self.recorder.flush()  # type: ignore[union-attr]
+            except Exception:
+                log.exception("writing the recording failed")
+
+        asyncio.get_running_loop().run_in_executor(None, flush)
 
     def close(self) -> None:
         self.write_decisions()
@@ -373,10 +394,10 @@ class Running:
             self.gateway.scorer.matcher.executor = self.matching
 
     async def start(self) -> None:
+        if self.matching is not None:
+            self.gateway.scorer.matcher.warm()  # before listening: it takes seconds
         await self.server.start(self.host, self.port, self.reuse_port)
         self.port = self.server.port
-        if self.matching is not None:
-            self.gateway.scorer.matcher.warm()
         gc.collect()
         gc.freeze()  # what start-up made lives on: full collections need not walk it
         self._reload = asyncio.create_task(self.gateway.reload())

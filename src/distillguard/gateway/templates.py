@@ -61,6 +61,7 @@ class Matcher:
         self.executor = executor
         self.queue: list[tuple[str, str]] = []
         self.dropped = 0
+        self.scheduled = False  # a batch is waiting or being matched: the next one waits
         self._known = (-1, _numbers({}))  # the fingerprints as numbers, per findings load
 
     def warm(self) -> None:
@@ -75,11 +76,23 @@ class Matcher:
         if len(self.queue) >= MAX_QUEUED:
             self.dropped += 1
             return
-        if not self.queue:
-            loop.call_later(MATCH_SECONDS, lambda: loop.create_task(self._match()))
         self.queue.append((account, prompt))
+        if not self.scheduled:
+            self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.scheduled = True
+        loop.call_later(MATCH_SECONDS, lambda: loop.create_task(self._match()))
 
     async def _match(self) -> None:
+        try:
+            await self._match_queued()
+        finally:
+            self.scheduled = False
+            if self.queue:  # what came meanwhile: the next batch, after the same wait
+                self._schedule(asyncio.get_running_loop())
+
+    async def _match_queued(self) -> None:
         batch, self.queue = self.queue, []
         if self.dropped:
             log.warning("template matching behind: %d prompts not matched", self.dropped)

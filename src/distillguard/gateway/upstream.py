@@ -64,9 +64,12 @@ class Upstream:
             if connection.reusable():
                 try:
                     return await connection.ask(message, timeout)
+                except UpstreamTimeout:
+                    raise  # it may be generating: never sent twice
                 except UpstreamError:
-                    if connection.answered:  # only a request nobody answered is retried
+                    if connection.answered:
                         raise
+                    break  # closed before any reply byte: retried once, on a new connection
         return await (await self._connect(timeout)).ask(message, timeout)
 
     async def _sweep(self) -> None:
@@ -98,6 +101,7 @@ class Upstream:
 
     def release(self, connection: _Connection) -> None:
         self.busy.discard(connection)
+        connection.resume()  # a long reply may have paused it in the turn it completed
         if connection.reusable() and len(self.idle) < MAX_IDLE:
             self.idle.append(connection)
         else:
@@ -130,7 +134,7 @@ class _Connection(asyncio.Protocol):
         self.answered = self.complete = self.keep_alive = False
         self.error: UpstreamError | None = None
         self.wake: asyncio.Future[None] | None = None
-        self.deadline = float("inf")
+        self.deadline = self.due = float("inf")  # due: the whole request's deadline
         self.quiet: float | None = None
         self.paused = False
 
@@ -140,7 +144,7 @@ class _Connection(asyncio.Protocol):
     async def ask(self, message: bytes, timeout: float) -> _Connection:
         assert self.transport is not None
         self._reset()
-        self.deadline = self.loop.time() + timeout
+        self.deadline = self.due = self.loop.time() + timeout
         self.pool.busy.add(self)
         self.transport.write(message)
         try:
@@ -175,11 +179,7 @@ class _Connection(asyncio.Protocol):
             while True:
                 if self.chunks:
                     chunks, self.chunks, self.buffered = self.chunks, [], 0
-                    if self.paused and self.transport is not None:
-                        self.transport.resume_reading()
-                        self.paused = False
-                        if self.quiet is not None:  # the upstream was not quiet: we were
-                            self.deadline = self.loop.time() + self.quiet
+                    self.resume()
                     for chunk in chunks:
                         yield chunk
                 elif self.complete:
@@ -204,6 +204,14 @@ class _Connection(asyncio.Protocol):
     def _notify(self) -> None:
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)
+
+    def resume(self) -> None:
+        """Read again after a pause for a slow reader; the deadline counts again (the
+        upstream was not quiet: our reader was slow)."""
+        if self.paused and self.transport is not None:
+            self.transport.resume_reading()
+            self.paused = False
+            self.deadline = self.due if self.quiet is None else self.loop.time() + self.quiet
 
     def fail(self, error: UpstreamError) -> None:
         if self.error is None:
