@@ -21,9 +21,10 @@ import collections
 import http
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from typing import Protocol, TypeVar
 
 import httptools
 
@@ -86,17 +87,8 @@ class Server:
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, reuse_port=reuse_port or None, backlog=2048
         )
-        self._sweeper = loop.create_task(self._sweep())
-
-    async def _sweep(self) -> None:
-        """Expire connections past their deadline: one task for all of them, cheaper
-        than a timer set and cancelled for every request."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            now = loop.time()
-            for connection in [c for c in self.connections if c.deadline < now]:
-                connection.expire()
+        overdue = sweep(SWEEP_SECONDS, lambda: self.connections, _Connection.expire)
+        self._sweeper = loop.create_task(overdue)
 
     @property
     def port(self) -> int:
@@ -361,6 +353,26 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
+
+
+class _Timed(Protocol):
+    deadline: float  # the event loop's time
+
+
+T = TypeVar("T", bound=_Timed)
+
+
+async def sweep(
+    every: float, items: Callable[[], Iterable[T]], overdue: Callable[[T], None]
+) -> None:
+    """Every `every` seconds, `overdue(item)` for each item past its deadline: one task
+    for all connections, cheaper than a timer set and cancelled for every request."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        now = loop.time()
+        for item in [i for i in items() if i.deadline < now]:
+            overdue(item)
 
 
 def head(status: int, headers: dict[str, str], length: int | None, keep_alive: bool) -> bytes:

@@ -67,9 +67,11 @@ class MemoryStore:
         skipped)."""
         for account, keys in carrying:
             profile = self._accounts.get(account)
-            for key in keys if profile is not None else ():
-                if len(profile.fingerprints) < FINGERPRINT_CAP:  # type: ignore[union-attr]
-                    profile.fingerprints.add(key)  # type: ignore[union-attr]
+            if profile is None:
+                continue
+            for key in keys:
+                if len(profile.fingerprints) < FINGERPRINT_CAP:
+                    profile.fingerprints.add(key)
 
 
 class RedisStore:

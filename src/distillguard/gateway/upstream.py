@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from distillguard.gateway.http import sweep
+
 HIGH_WATER = 256 * 2**10  # bytes of a reply buffered before reading pauses
 MAX_IDLE = 256
 SWEEP_SECONDS = 0.1
@@ -54,7 +56,8 @@ class Upstream:
         """Send a request; the connection, once the reply's status and headers are in.
         UpstreamTimeout if they take more than `timeout` seconds, or the body does."""
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+            overdue = sweep(SWEEP_SECONDS, lambda: self.busy, _timed_out)
+            self._sweeper = asyncio.get_running_loop().create_task(overdue)
         lines = [f"POST {self.prefix}{target} HTTP/1.1", f"Host: {self.authority}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         lines.append(f"Content-Length: {len(body)}")
@@ -71,16 +74,6 @@ class Upstream:
                         raise
                     break  # closed before any reply byte: retried once, on a new connection
         return await (await self._connect(timeout)).ask(message, timeout)
-
-    async def _sweep(self) -> None:
-        """Time out replies past their deadline: one task for all connections, cheaper
-        than a timer set and cancelled for every request."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            now = loop.time()
-            for connection in [c for c in self.busy if c.deadline < now]:
-                connection.fail(UpstreamTimeout("timed out"))
 
     async def _connect(self, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -113,6 +106,10 @@ class Upstream:
         for connection in self.idle:
             connection.abort()
         self.idle.clear()
+
+
+def _timed_out(connection: _Connection) -> None:
+    connection.fail(UpstreamTimeout("timed out"))
 
 
 class _Connection(asyncio.Protocol):

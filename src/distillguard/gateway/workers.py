@@ -124,7 +124,7 @@ async def _serve(config: Any, host: str, port: int, reuse_port: bool) -> None:
     try:
         await running.start()
     except OSError as exc:
-        running.gateway.close()
+        await running.stop(grace=0)  # the matching process, the recording: all closed
         raise UsageError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
     try:
         await stop.wait()
