@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -82,10 +83,10 @@ def test_signatures_match_a_plain_reference_minhash() -> None:
     prompt's shingles of the high word of a * shingle + b (mod 2**64)."""
     from distillguard.features import template
 
-    texts = ["alpha beta gamma delta", "one", "", "x y x y x y", " a\u3000b\x1fc\u00a0d\u2014e "]
+    texts = ["alpha beta", "one", "", "x y x y x y", " a\u3000b\x1fc\u00a0d\u2014e <n>!"]
     got = signatures(pa.array(texts))
     for row, text in enumerate(texts):
-        words = text.split()
+        words = _words(text)
         if not words:
             assert (got[row] == template.EMPTY).all()
             continue
@@ -236,19 +237,64 @@ def test_letters_of_every_script_are_kept_in_skeletons() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.text(alphabet="abc def()`1+2=step by x\\n日本語テキスト", max_size=80), max_size=30)
+    st.lists(st.text(alphabet="abc def()`1+2=step by x\n日本語テキスト", max_size=80), max_size=30)
 )
-def test_prefiltered_pattern_counts_equal_plain_counts(texts: list[str]) -> None:
-    """The one-pass prefilter in capability._hits changes nothing but the speed."""
+def test_pattern_counts_equal_plain_counts(texts: list[str]) -> None:
+    """Counting each pattern only where RE2's pattern set says it matches changes
+    nothing but the speed."""
     from distillguard.features import capability
 
     array = pc.utf8_lower(pa.array(texts, pa.string()))
-    for patterns in [*capability.PATTERNS.values(), capability.COT_PATTERNS]:
-        plain = np.zeros(len(texts))
-        for pattern in patterns:
-            found = pc.count_substring_regex(array, pattern=pattern)
-            plain += np.minimum(pc.fill_null(found, 0).to_numpy(zero_copy_only=False), 3)
-        assert np.array_equal(capability._hits(array, patterns), plain)
+    plain = (
+        np.stack(
+            [
+                np.minimum(pc.count_substring_regex(array, pattern=p).to_numpy(), 3)
+                for p in capability.ALL_PATTERNS
+            ],
+            axis=1,
+        )
+        if texts
+        else np.zeros((0, len(capability.ALL_PATTERNS)))
+    )
+    assert np.array_equal(capability._counts(array), plain)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet='abc .!?\nstep-by thinkcarefuly0`"', max_size=80), max_size=20))
+def test_skeletons_masked_only_on_rows_asking_for_reasoning_are_the_same(
+    texts: list[str],
+) -> None:
+    """featurise masks reasoning asks only in the rows whose scores found one."""
+    from distillguard.features import capability
+
+    lowered = pc.utf8_lower(pa.array(texts, pa.string()))
+    _, cot = capability.text_scores(lowered, lowered=True)
+    fast = skeleton(lowered, lowered=True, cot=cot > 0)
+    assert fast.to_pylist() == skeleton(pa.array(texts, pa.string())).to_pylist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=60) | st.none(), max_size=20))
+def test_text_hashes_follow_their_definition(texts: list[str | None]) -> None:
+    from distillguard.features import template
+
+    got = template.text_hashes(pa.array(texts, pa.string()))
+    expected = template._token_hashes(pa.array([t or "" for t in texts], pa.string()))
+    assert np.array_equal(got, expected)
+    assert len(set(got.tolist())) == len({t or "" for t in texts})
+
+
+def _words(text: str) -> list[str]:
+    """The definition of a skeleton's words: runs of letters and digits of any script,
+    `_`, `<` and `>`."""
+    words, current = [], ""
+    for char in text:
+        if char in "_<>" or unicodedata.category(char)[0] in "LN":
+            current += char
+        elif current:
+            words.append(current)
+            current = ""
+    return [*words, current] if current else words
 
 
 @settings(max_examples=80, deadline=None)
@@ -257,7 +303,7 @@ def test_prefiltered_pattern_counts_equal_plain_counts(texts: list[str]) -> None
         st.text(
             alphabet=st.sampled_from(
                 [
-                    *"ab é—日",
+                    *"ab é—日.,!<>_-'9٣",
                     " ",
                     "\t",
                     "\n",
@@ -279,13 +325,13 @@ def test_prefiltered_pattern_counts_equal_plain_counts(texts: list[str]) -> None
         max_size=20,
     )
 )
-def test_words_are_what_str_split_returns(texts: list[str]) -> None:
-    """The compiled tokeniser splits exactly where Python's str.split() does."""
+def test_words_are_runs_of_letters_and_digits(texts: list[str]) -> None:
+    """The compiled tokeniser splits exactly where the definition (`_words`) does."""
     from distillguard.features import template
 
     got = signatures(pa.array(texts))
     for row, text in enumerate(texts):
-        alone = signatures(pa.array([" ".join(text.split())]))
+        alone = signatures(pa.array([" ".join(_words(text))]))
         assert np.array_equal(got[row], alone[0])
-        if not text.split():
+        if not _words(text):
             assert (got[row] == template.EMPTY).all()

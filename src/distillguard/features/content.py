@@ -10,7 +10,7 @@ takes only columns of the canonical exchanges table and returns one row per inpu
     template_sig      MinHash signature (64 x uint32) of the prompt's skeleton
     template_bands    LSH band keys (21 x uint64); 0 means no prompt
     system_hash       hex BLAKE2b-64 of the exact system prompt, null without one
-    prompt_hash       BLAKE2b-64 of the exact prompt, null without one: text that many
+    prompt_hash       64-bit hash of the exact prompt, null without one: text that many
                       senders send verbatim (greetings, public benchmarks) is told apart
                       from a template filled by one sender
     prompt_chars      length of the prompt in characters
@@ -25,7 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillguard.features.capability import label, text_scores
-from distillguard.features.template import BANDS, NUM_PERM, band_keys, signatures, skeleton
+from distillguard.features.template import (
+    BANDS,
+    NUM_PERM,
+    band_keys,
+    signatures,
+    skeleton,
+    text_hashes,
+)
 
 FEATURES = pa.schema(
     [
@@ -64,7 +71,8 @@ def featurise(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
     # Harvests and chat both repeat prompts: each distinct text is featurised once.
     encoded = pc.dictionary_encode(pc.fill_null(prompts, ""))
     texts, index = encoded.dictionary, encoded.indices.to_numpy()
-    scores, cot_hits = text_scores(texts)
+    lowered = pc.utf8_lower(texts)
+    scores, cot_hits = text_scores(lowered, lowered=True)
     capability, cot = label(
         scores[index],
         cot_hits[index],
@@ -72,7 +80,7 @@ def featurise(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
         column("reasoning_requested"),
         column("max_tokens"),
     )
-    sigs = signatures(skeleton(texts))
+    sigs = signatures(skeleton(lowered, lowered=True, cot=cot_hits > 0))
     bands = band_keys(sigs)[index]
     sigs = sigs[index]
     system = column("system_text")
@@ -104,16 +112,8 @@ def _hashes(texts: pa.Array) -> pa.Array:
 
 
 def _prompt_hashes(texts: pa.Array, index: np.ndarray, missing: pa.Array) -> pa.Array:
-    """BLAKE2b-64 of each distinct text, spread to its rows; null where no prompt."""
-    digest = hashlib.blake2b
-    distinct = np.fromiter(
-        (
-            int.from_bytes(digest(t.encode("utf-8", "surrogatepass"), digest_size=8).digest())
-            for t in texts.to_pylist()
-        ),
-        dtype=np.uint64,
-        count=len(texts),
-    )
+    """The hash of each distinct text, spread to its rows; null where no prompt."""
+    distinct = text_hashes(texts)
     return pa.array(distinct[index], pa.uint64(), mask=missing.to_numpy(zero_copy_only=False))
 
 

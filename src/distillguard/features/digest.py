@@ -15,7 +15,7 @@ from distillguard.features.content import FEATURES, INPUT_COLUMNS, featurise
 from distillguard.schema import EXCHANGES
 
 # Bump when the features or this schema change: cached digests are then recomputed.
-VERSION = 2  # 2: word hashes by the compiled tokeniser
+VERSION = 3  # 2: word hashes by the compiled tokeniser; 3: compiled prompt hashes
 KEPT = (
     "request_id",
     "ts",
