@@ -26,8 +26,11 @@ CREATE OR REPLACE TEMP VIEW node_exchanges AS
                      THEN e.account_id || chr(31) || e.end_user_id ELSE e.account_id END AS node
     FROM exchanges e LEFT JOIN mixed m USING (account_id);
 CREATE OR REPLACE TEMP TABLE node_ids AS
-    SELECT node, CAST(row_number() OVER (ORDER BY node) AS INTEGER) AS id
-    FROM (SELECT DISTINCT node FROM node_exchanges);
+    SELECT node, CAST(row_number() OVER (ORDER BY node) AS INTEGER) AS id,
+           CAST(row_number() OVER (ORDER BY md5(node)) AS INTEGER) AS ring,
+           CAST(dense_rank() OVER (ORDER BY split_part(node, chr(31), 1)) AS INTEGER)
+               AS account
+    FROM (SELECT DISTINCT node FROM node_exchanges UNION SELECT account_id FROM mixed);
 """
 
 # Prompts that several nodes send word for word: public or commodity text (a greeting, a
@@ -40,8 +43,12 @@ CREATE OR REPLACE TEMP TABLE verbatim AS
     WHERE prompt_hash IS NOT NULL GROUP BY 1 HAVING min(node) <> max(node);
 """
 
-# Band keys are counted per (node number, band): 21 rows per exchange, and grouping them
-# on an integer is about a third faster than on the node's name.
+# Nodes are numbered (node_ids: id in name order; ring, a fixed pseudo-random order for
+# the graph's rings; account, the number of the node's account; a mixed account's own
+# name is numbered too, for its sign-up evidence): the later stages group
+# and join on those integers, not on names. Band keys are counted per (node number,
+# band): 21 rows per exchange, and grouping them on an integer is about a third faster
+# than on the node's name. Evidence rows carry the node's number too.
 EVIDENCE_SQL = """
 WITH bands AS (
     SELECT id, band, count(*) AS hits, count(copied) AS copied
@@ -50,22 +57,25 @@ WITH bands AS (
           LEFT JOIN verbatim v ON x.prompt_hash = v.prompt_hash)
     WHERE band <> 0 GROUP BY 1, 2
 )
-SELECT n.node, 'template' AS kind, 'tb:' || lower(hex(b.band)) AS key, b.hits - b.copied AS hits
+SELECT n.node, 'template' AS kind, 'tb:' || lower(hex(b.band)) AS key, b.hits - b.copied AS hits,
+       b.id
 FROM (SELECT *, sum(copied) OVER (PARTITION BY band) / sum(hits) OVER (PARTITION BY band)
                 AS public_share FROM bands) b JOIN node_ids n ON b.id = n.id
 WHERE b.public_share < {PUBLIC_SHARE} AND b.hits > b.copied
 UNION ALL
-SELECT x.node, 'synchrony', 'sync:' || lower(hex(x.template_bands[1])) || ':'
-       || CAST(date_trunc('hour', x.ts) AS VARCHAR), count(*)
-FROM node_exchanges x ANTI JOIN verbatim v ON x.prompt_hash = v.prompt_hash
-WHERE x.template_bands[1] <> 0 GROUP BY 1, 2, 3
-UNION ALL
-SELECT node, 'system_prompt', 'sp:' || system_hash, count(*)
-FROM node_exchanges WHERE system_hash IS NOT NULL GROUP BY 1, 2, 3
-UNION ALL
-SELECT node, 'network', 'ip:' || ip_prefix || '|' || coalesce(user_agent, ''), count(*)
-FROM node_exchanges WHERE ip_prefix IS NOT NULL AND NOT contains(node, chr(31))
-GROUP BY 1, 2, 3
+SELECT e.*, n.id FROM (
+    SELECT x.node, 'synchrony', 'sync:' || lower(hex(x.template_bands[1])) || ':'
+           || CAST(date_trunc('hour', x.ts) AS VARCHAR), count(*)
+    FROM node_exchanges x ANTI JOIN verbatim v ON x.prompt_hash = v.prompt_hash
+    WHERE x.template_bands[1] <> 0 GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT node, 'system_prompt', 'sp:' || system_hash, count(*)
+    FROM node_exchanges WHERE system_hash IS NOT NULL GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT node, 'network', 'ip:' || ip_prefix || '|' || coalesce(user_agent, ''), count(*)
+    FROM node_exchanges WHERE ip_prefix IS NOT NULL AND NOT contains(node, chr(31))
+    GROUP BY 1, 2, 3{ACCOUNTS}
+) e JOIN node_ids n ON e.node = n.node
 """
 
 ACCOUNT_EVIDENCE_SQL = """
@@ -83,6 +93,6 @@ FROM accounts WHERE created_at IS NOT NULL
 
 
 def evidence_sql(with_accounts: bool) -> str:
-    """The evidence query; run VERBATIM_SQL first."""
+    """The evidence query: (node, kind, key, hits, id) rows; run VERBATIM_SQL first."""
     sql = EVIDENCE_SQL.replace("{PUBLIC_SHARE}", str(PUBLIC_SHARE))
-    return sql + (ACCOUNT_EVIDENCE_SQL if with_accounts else "")
+    return sql.replace("{ACCOUNTS}", ACCOUNT_EVIDENCE_SQL if with_accounts else "")

@@ -48,22 +48,24 @@ class Graph:
 
 
 def build(engine: Engine) -> Graph:
-    """Edges between nodes from the `evidence` table (node, kind, key, hits). Edges are
-    sorted and weights rounded, so the communities do not depend on the order an engine
-    returns rows in or on the order it summed them. Keys are numbered before the rings
-    and pairs are formed: partitioning and joining on an integer rather than the key's
-    text took a quarter off the edge query at 3M exchanges."""
+    """Edges between nodes from the `evidence` table (node, kind, key, hits, id). Edges
+    are sorted and weights rounded, so the communities do not depend on the order an
+    engine returns rows in or on the order it summed them. Nodes and keys are numbered
+    before the rings and pairs are formed (node_ids, key_degree): grouping and joining on
+    integers rather than names is what keeps the edge query fast. Leaves `keyed` (node,
+    id, kind, key, share) and `linked` (the keys more than one node holds, numbered) for
+    the later stages."""
     engine.register(
         "kind_weight", pa.table({"kind": list(KIND_WEIGHT), "weight": list(KIND_WEIGHT.values())})
     )
     engine.run(f"""
         CREATE OR REPLACE TEMP TABLE node_totals AS
-            SELECT node, kind, sum(hits) / CASE WHEN kind = 'template' THEN {BANDS} ELSE 1 END
+            SELECT id, kind, sum(hits) / CASE WHEN kind = 'template' THEN {BANDS} ELSE 1 END
                    AS total
             FROM evidence GROUP BY 1, 2;
         CREATE OR REPLACE TEMP TABLE keyed AS
-            SELECT e.node, e.kind, e.key, e.hits / t.total AS share
-            FROM evidence e JOIN node_totals t USING (node, kind)
+            SELECT e.node, e.id, e.kind, e.key, e.hits / t.total AS share
+            FROM evidence e JOIN node_totals t USING (id, kind)
             WHERE (e.kind = 'template' AND e.hits >= {MIN_TEMPLATE_HITS})
                OR (e.kind <> 'template' AND e.hits / t.total >= {MIN_SHARE});
         CREATE OR REPLACE TEMP TABLE key_degree AS
@@ -71,20 +73,23 @@ def build(engine: Engine) -> Graph:
                    CAST(row_number() OVER (ORDER BY key, kind) AS INTEGER) AS key_id
             FROM (SELECT key, kind, count(*) AS degree FROM keyed GROUP BY 1, 2
                   HAVING count(*) > 1);
+        CREATE OR REPLACE TEMP TABLE linked AS
+            SELECT k.id, d.key_id, k.kind, k.share, d.degree
+            FROM keyed k JOIN key_degree d USING (key, kind);
     """)
-    total_nodes = engine.rows("SELECT count(DISTINCT node) FROM evidence")[0][0]
+    total_nodes = engine.rows("SELECT count(DISTINCT id) FROM evidence")[0][0]
     table = engine.arrow(f"""
         WITH members AS (
-            SELECT k.node, d.key_id, k.kind, k.share, d.degree,
-                   row_number() OVER (PARTITION BY d.key_id ORDER BY md5(k.node)) AS pos
-            FROM keyed k JOIN key_degree d USING (key, kind)
+            SELECT l.id, l.key_id, l.kind, l.share, l.degree,
+                   row_number() OVER (PARTITION BY l.key_id ORDER BY n.ring) AS pos
+            FROM linked l JOIN node_ids n USING (id)
         ),
         pairs AS (
-            SELECT a.node AS a, b.node AS b, a.kind, a.degree, least(a.share, b.share) AS s
-            FROM members a JOIN members b ON a.key_id = b.key_id AND a.node < b.node
+            SELECT a.id AS a, b.id AS b, a.kind, a.degree, least(a.share, b.share) AS s
+            FROM members a JOIN members b ON a.key_id = b.key_id AND a.id < b.id
             WHERE a.degree <= {PAIR_LIMIT}
             UNION ALL
-            SELECT a.node, b.node, a.kind, a.degree, least(a.share, b.share)
+            SELECT a.id, b.id, a.kind, a.degree, least(a.share, b.share)
             FROM members a JOIN members b ON a.key_id = b.key_id
                  AND b.pos = CASE WHEN a.pos = a.degree THEN 1 ELSE a.pos + 1 END
             WHERE a.degree > {PAIR_LIMIT}
@@ -96,19 +101,26 @@ def build(engine: Engine) -> Graph:
         FROM pairs JOIN kind_weight w USING (kind) WHERE a <> b GROUP BY 1, 2
     """)
     engine.unregister("kind_weight")
-    a, b = table.column(0), table.column(1)
-    names = pc.unique(pa.chunked_array(a.chunks + b.chunks, pa.string())).sort()
-    nodes = [str(n) for n in names.to_pylist()]
-    sources, targets = _positions(a, names), _positions(b, names)
+    return _graph(engine.arrow("SELECT id, node FROM node_ids"), table)
+
+
+def _graph(names: pa.Table, edges: pa.Table) -> Graph:
+    """The graph of edges (a, b, weight) between node numbers, with the linked nodes
+    sorted by name and numbered from 0 in that order."""
+    ids = names.column("id").to_numpy()
+    by_id = np.empty(int(ids.max()) + 1 if len(ids) else 0, dtype=object)
+    by_id[ids] = names.column("node").to_pylist()
+    a, b = (edges.column(i).to_numpy().astype(np.int64) for i in (0, 1))
+    linked = np.unique(np.concatenate([a, b]))
+    linked = linked[pc.sort_indices(pa.array(by_id[linked].tolist(), pa.string())).to_numpy()]
+    position = np.zeros(len(by_id), dtype=np.int64)
+    position[linked] = np.arange(len(linked))
+    sources = np.minimum(position[a], position[b])
+    targets = np.maximum(position[a], position[b])
     order = np.lexsort((targets, sources))
-    weights = table.column(2).to_numpy().astype(np.float64)
+    weights = edges.column(2).to_numpy().astype(np.float64)
+    nodes = [str(n) for n in by_id[linked]]
     return Graph(nodes, sources[order], targets[order], np.round(weights[order], 9))
-
-
-def _positions(values: pa.ChunkedArray, names: pa.Array) -> np.ndarray:
-    if not len(values):
-        return np.zeros(0, dtype=np.int64)
-    return pc.index_in(values, value_set=names).to_numpy().astype(np.int64)
 
 
 def communities(graph: Graph, seed: int = 7) -> dict[str, int]:
@@ -173,20 +185,19 @@ def exclusivity(engine: Engine, groups: dict[str, int]) -> dict[int, float]:
     )
     rows = engine.rows("""
         WITH t AS (
-            SELECT k.node, k.key, k.share, g.community, d.degree,
-                   split_part(k.node, chr(31), 1) AS account
-            FROM keyed k JOIN node_group g USING (node) JOIN key_degree d USING (key, kind)
-            WHERE k.kind = 'template'
+            SELECT l.key_id, l.share, g.community, l.degree, n.account
+            FROM linked l JOIN node_ids n USING (id) JOIN node_group g ON g.node = n.node
+            WHERE l.kind = 'template'
         ),
         inside AS (
-            SELECT community, key, count(*) AS n, count(DISTINCT account) AS accounts,
+            SELECT community, key_id, count(*) AS n, count(DISTINCT account) AS accounts,
                    any_value(degree) AS degree
             FROM t GROUP BY 1, 2
         )
         SELECT t.community,
                sum(t.share * CASE WHEN i.n >= 3 AND i.accounts >= 3 AND i.n >= 0.5 * i.degree
                                   THEN 1 ELSE 0 END) / sum(t.share)
-        FROM t JOIN inside i USING (community, key) GROUP BY 1
+        FROM t JOIN inside i USING (community, key_id) GROUP BY 1
     """)
     engine.unregister("node_group")
     return {community: float(value or 0.0) for community, value in rows}
