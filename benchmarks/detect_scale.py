@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ simulated for D days. Scan floor: read the Parquet input and hash its prompt col
 Peak RSS: the detect process tree (with its feature workers), sampled every 0.2 s.
 
 """
+WORD = re.compile(r"[\w<>]+")  # words as ours are: letters and digits of any script, _ < >
 COLUMNS = [
     "date",
     "exchanges",
@@ -196,7 +198,7 @@ def minhash_against_datasketch(prompts, rounds: int = 3) -> str:  # type: ignore
 
     def theirs() -> None:
         for text in texts:
-            words = text.split()
+            words = WORD.findall(text)
             shingles = [" ".join(words[i : i + SHINGLE]) for i in range(max(1, len(words) - 1))]
             m = MinHash(num_perm=64)
             m.update_batch([s.encode() for s in shingles])
