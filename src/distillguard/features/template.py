@@ -17,7 +17,6 @@ keys.
 from __future__ import annotations
 
 import functools
-import unicodedata
 
 import numba
 import numpy as np
@@ -146,11 +145,18 @@ ASCII_WORD = np.array([chr(c).isalnum() or chr(c) in "_<>" for c in range(128)])
 
 @functools.cache
 def _word_table() -> np.ndarray:
-    """Per Unicode code point, whether it is a letter or a digit (categories L and N).
-    Planes 4 and up hold none (tags, private use, unassigned)."""
-    return np.array(
-        [unicodedata.category(chr(c))[0] in "LN" for c in range(0x40000)], dtype=np.bool_
-    )
+    """Per Unicode code point, whether it is a letter or a digit (categories L and N),
+    by the tables of the engine that runs the masks (Arrow's RE2), not by this Python's
+    `unicodedata`, whose Unicode version changes with the Python release: producers on
+    different Pythons must get the same fingerprints. Planes 4 and up hold no letters or
+    digits (tags, private use, unassigned); surrogates never occur in text."""
+    codes = np.arange(0x40000)
+    codes = codes[(codes < 0xD800) | (codes > 0xDFFF)]
+    chars = pa.array(list(codes.astype("<u4").tobytes().decode("utf-32-le")), pa.string())
+    word = pc.match_substring_regex(chars, pattern=r"^[\p{L}\p{N}]$")
+    table = np.zeros(0x40000, dtype=np.bool_)
+    table[codes] = word.to_numpy(zero_copy_only=False)
+    return table
 
 
 @numba.njit(cache=True, nogil=True)
