@@ -8,8 +8,7 @@ positions and they share LSH band keys, which link accounts without comparing al
 Arrow does the masking in C++; compiled Numba loops split the skeletons into words and
 hash them in one pass over the bytes, and take the minima; NumPy forms the shingles. A
 word is a run of letters, digits (of any script), `_`, `<` and `>`: everything else
-separates words, so punctuation needs no masking pass of its own (that pass, with its
-Unicode classes, cost more than all the other masks together).
+separates words, so punctuation needs no masking pass of its own.
 Hashes are computed here, never by an engine, so DuckDB and Spark runs get identical
 keys.
 """
@@ -80,7 +79,7 @@ def signatures(skeletons: pa.Array) -> np.ndarray:
     raw, ends = _buffers(skeletons)
     hashes = np.empty(int(ends[-1] - ends[0]) + 1, dtype=np.uint64)
     lengths = np.zeros(len(skeletons), dtype=np.int64)
-    count = _tokens_kernel(raw, ends, hashes, lengths, ASCII_WORD, _word_table())
+    count = _tokens_kernel(raw, ends, hashes, lengths, _word_table())
     shingles, owners = _shingles(hashes[:count], lengths)
     out = np.full((len(lengths), NUM_PERM), EMPTY, dtype=np.uint32)
     _minhash(shingles, owners, out)
@@ -139,13 +138,10 @@ def _token_hashes(tokens: pa.Array) -> np.ndarray:
     return np.array(out, dtype=np.uint64)
 
 
-# Word characters below 128: letters, digits, `_`, and the `<` `>` of placeholders.
-ASCII_WORD = np.array([chr(c).isalnum() or chr(c) in "_<>" for c in range(128)])
-
-
 @functools.cache
 def _word_table() -> np.ndarray:
-    """Per Unicode code point, whether it is a letter or a digit (categories L and N),
+    """Per Unicode code point, whether it is part of a word: a letter or a digit
+    (categories L and N), or `_`, `<`, `>` (of the placeholders). Letters and digits are
     by the tables of the engine that runs the masks (Arrow's RE2), not by this Python's
     `unicodedata`, whose Unicode version changes with the Python release: producers on
     different Pythons must get the same fingerprints. Planes 4 and up hold no letters or
@@ -156,6 +152,7 @@ def _word_table() -> np.ndarray:
     word = pc.match_substring_regex(chars, pattern=r"^[\p{L}\p{N}]$")
     table = np.zeros(0x40000, dtype=np.bool_)
     table[codes] = word.to_numpy(zero_copy_only=False)
+    table[[ord(c) for c in "_<>"]] = True
     return table
 
 
@@ -172,7 +169,6 @@ def _tokens_kernel(
     ends: np.ndarray,
     hashes: np.ndarray,
     lengths: np.ndarray,
-    ascii_word: np.ndarray,
     word: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     # One pass over the bytes: split each text into words and hash them as it goes.
@@ -188,7 +184,7 @@ def _tokens_kernel(
             b = data[i]
             width = 1
             if b < 0x80:
-                is_word = ascii_word[b]
+                is_word = word[b]
             else:
                 code = np.int64(-1)  # a stray continuation byte separates
                 if b >= 0xF0:
