@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -238,6 +240,28 @@ def test_flagged_accounts_are_blocked_and_findings_reload_while_running(tmp_path
 
     findings.mkdir()
     _run(tmp_path, check, findings=str(findings), reload_every=0.1)
+
+
+def test_template_matching_runs_below_the_serving_process(tmp_path: Path) -> None:
+    _findings(tmp_path / "findings")
+
+    async def main() -> None:
+        config = Config(upstream="http://127.0.0.1:9", findings=str(tmp_path / "findings"))
+        async with Running(config) as running:
+            assert running.matching is not None
+            matcher_nice = running.matching.submit(os.nice, 0).result(timeout=60)
+            assert matcher_nice >= min(19, os.nice(0) + 10)
+
+    asyncio.run(main())
+
+
+def test_gateway_processes_allocate_arrow_memory_from_the_c_heap() -> None:
+    code = (
+        "import pyarrow as pa; from distillguard.gateway.workers import steady_memory; "
+        "steady_memory(); print(pa.default_memory_pool().backend_name)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "system"
 
 
 def test_reasoning_is_withheld_from_replies_and_streams(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
-from distillguard.gateway import api
+from distillguard.gateway import api, templates
 from distillguard.gateway.findings import Findings
 from distillguard.gateway.http import Limits, Request, Response, Server, Truncated
 from distillguard.gateway.policy import DEFAULT, Decision, Policy
@@ -390,7 +390,9 @@ class Running:
         self.matching = None
         if config.findings:
             spawn = multiprocessing.get_context("spawn")
-            self.matching = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
+            self.matching = ProcessPoolExecutor(
+                max_workers=1, mp_context=spawn, initializer=templates.in_background
+            )
             self.gateway.scorer.matcher.executor = self.matching
 
     async def start(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
 from concurrent.futures import Executor
 
@@ -30,6 +31,13 @@ from distillguard.gateway.state import Store
 log = logging.getLogger("distillguard.gateway")
 MATCH_SECONDS = 0.25  # each batch costs ~4 ms of pattern compiling: not too many
 MAX_QUEUED = 50_000  # prompts waiting; past this, new ones are not matched (and logged)
+
+
+def in_background() -> None:
+    """The matching process yields the CPU to the serving one: it works in bursts of
+    tens of milliseconds, and on a small machine a request waiting behind such a burst
+    is a slow request. Lower priority, not idle-only: under full load it still matches."""
+    os.nice(10)
 
 
 def keys_of(prompts: list[str]) -> np.ndarray:
