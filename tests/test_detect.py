@@ -396,12 +396,14 @@ def test_a_pool_of_workers_finds_exactly_what_one_process_finds(
 
 def test_a_script_without_a_main_guard_still_gets_findings(traffic: Path, tmp_path: Path) -> None:
     """Spawned feature workers re-import an unguarded script and fail; detection says so
-    and featurises in one process instead of failing."""
+    and featurises in one process instead of failing. Small batches, so that the input
+    is still being read when the workers fail (as it is at scale)."""
     import subprocess
     import sys
 
     script = tmp_path / "unguarded.py"
     script.write_text(
+        "import distillguard.engines.duck as duck\nduck.FEATURE_BATCH = 1_000\n"
         "from distillguard.detect import detect\n"
         f"print(detect({str(traffic)!r}, {str(tmp_path / 'f')!r})['campaigns'])\n"
     )

@@ -70,9 +70,11 @@ class Pool:
     ) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         if self.workers > 1:
+            stream = batches()
             try:
-                return self._in_pool(batches(), folder, function)
+                return self._in_pool(stream, folder, function)
             except BrokenProcessPool:
+                _close(stream)  # half read: an engine refuses a new query while it is open
                 print(
                     "distillguard: feature workers could not start (a script that calls "
                     'detect() needs `if __name__ == "__main__":`); continuing in one process',
@@ -106,6 +108,12 @@ class Pool:
         if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
+
+
+def _close(stream: Iterable[pa.RecordBatch]) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 def _write(batch: pa.RecordBatch, path: Path, function: Transform) -> str:
