@@ -21,10 +21,11 @@ def parts_to_join(
     engine: Engine, node_part: dict[str, int], solos: frozenset[int] = frozenset()
 ) -> list[int]:
     """For each part (0..n-1), the part it is joined into (its own index if none). Uses
-    the `keyed` table (node, kind, key). A solo part (one account the graph linked to no
-    group) joins others only by payment: the graph already weighed its templates and
-    left it alone, and a few colliding template bands would otherwise merge unrelated
-    lone harvesters."""
+    the graph stage's `linked` (id, key_id, kind, degree: the keys more than one node
+    holds) and `node_ids` (id, node) tables. A solo part (one account the graph linked
+    to no group) joins others only by payment: the graph already weighed its templates
+    and left it alone, and a few colliding template bands would otherwise merge
+    unrelated lone harvesters."""
     count = max(node_part.values(), default=-1) + 1
     parent = list(range(count))
     if count < 2:
@@ -37,14 +38,17 @@ def parts_to_join(
     kinds = ", ".join(f"'{k}'" for k in KINDS)
     try:
         rows = engine.rows(f"""
-            WITH holders AS (
-                SELECT kind, key, count(*) AS total FROM keyed WHERE kind IN ({kinds})
-                GROUP BY 1, 2 HAVING count(*) > 1
+            WITH flagged AS (
+                SELECT n.id, f.part, f.solo FROM flagged_parts f JOIN node_ids n USING (node)
+            ),
+            held AS (
+                SELECT key_id, kind, degree, part, solo, count(*) AS nodes
+                FROM linked JOIN flagged USING (id) WHERE kind IN ({kinds})
+                GROUP BY key_id, kind, degree, part, solo
             )
-            SELECT list_sort(list(DISTINCT part) FILTER (WHERE kind = 'payment' OR NOT solo))
-            FROM keyed JOIN flagged_parts USING (node) JOIN holders USING (kind, key)
-            GROUP BY kind, key, total
-            HAVING count(*) >= {MOSTLY_FLAGGED} * total AND count(DISTINCT part) > 1
+            SELECT list_sort(list(part) FILTER (WHERE kind = 'payment' OR NOT solo))
+            FROM held GROUP BY key_id, kind, degree
+            HAVING sum(nodes) >= {MOSTLY_FLAGGED} * degree AND count(*) > 1
         """)
     finally:
         engine.unregister("flagged_parts")
