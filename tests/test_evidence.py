@@ -24,7 +24,7 @@ def _keys(tmp_path: Path, rows: list[dict[str, object]]) -> dict[str, set[str]]:
     con.execute(evidence.VERBATIM_SQL)
     shared = con.execute(
         "SELECT kind, key FROM (" + evidence.evidence_sql(False) + ") "
-        "GROUP BY 1, 2 HAVING count(DISTINCT node) > 1"
+        "GROUP BY 1, 2 HAVING count(DISTINCT id) > 1"
     ).fetchall()
     result: dict[str, set[str]] = {}
     for kind, key in shared:

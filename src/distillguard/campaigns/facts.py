@@ -23,7 +23,8 @@ ACTIONABLE = ("network", "payment", "system_prompt")
 
 def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Per campaign id: exchanges, first_seen, last_seen, mix, links, top keys. Uses the
-    `node_exchanges` and `evidence` relations."""
+    `node_exchanges`, `evidence` and `node_ids` relations (evidence joined on node
+    numbers)."""
     facts: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"exchanges": 0, "first_seen": None, "last_seen": None, "mix": {}, "links": {}}
     )
@@ -33,19 +34,24 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
         "flagged_nodes",
         pa.table({"node": list(node_campaign), "campaign_id": list(node_campaign.values())}),
     )
+    engine.run("""
+        CREATE OR REPLACE TEMP TABLE flagged_ids AS
+        SELECT n.id, f.campaign_id FROM flagged_nodes f JOIN node_ids n USING (node)""")
     try:
-        for cid, n, first, last in engine.rows("""
-            SELECT campaign_id, count(*), min(epoch_us(ts)), max(epoch_us(ts))
-            FROM node_exchanges JOIN flagged_nodes USING (node) GROUP BY 1"""):
-            facts[cid].update(exchanges=n, first_seen=_iso(first), last_seen=_iso(last))
-        for cid, capability, n in engine.rows("""
-            SELECT campaign_id, capability, count(*)
+        for cid, capability, n, first, last in engine.rows("""
+            SELECT campaign_id, capability, count(*), min(epoch_us(ts)), max(epoch_us(ts))
             FROM node_exchanges JOIN flagged_nodes USING (node) GROUP BY 1, 2
             ORDER BY 1, 3 DESC, 2"""):
-            facts[cid]["mix"][capability] = n
+            fact = facts[cid]
+            fact["mix"][capability] = n
+            fact["exchanges"] += n
+            fact["first_seen"] = min(first, fact["first_seen"] or first)
+            fact["last_seen"] = max(last, fact["last_seen"] or last)
+        for fact in facts.values():
+            fact.update(first_seen=_iso(fact["first_seen"]), last_seen=_iso(fact["last_seen"]))
         for cid, kind, n in engine.rows("""
             SELECT campaign_id, kind, count(*) FROM (
-                SELECT campaign_id, kind, key FROM evidence JOIN flagged_nodes USING (node)
+                SELECT campaign_id, kind, key FROM evidence JOIN flagged_ids USING (id)
                 GROUP BY 1, 2, 3 HAVING count(*) >= 2)
             GROUP BY 1, 2 ORDER BY 1, 2"""):
             facts[cid]["links"][kind] = n
@@ -55,7 +61,7 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
                 SELECT campaign_id, kind, key, count(*) AS n,
                        row_number() OVER (PARTITION BY campaign_id
                                           ORDER BY count(*) DESC, kind, key) AS rank
-                FROM evidence JOIN flagged_nodes USING (node)
+                FROM evidence JOIN flagged_ids USING (id)
                 WHERE kind IN ({kinds}) GROUP BY 1, 2, 3)
             WHERE rank <= {TOP_KEYS} ORDER BY campaign_id, rank""")
         for cid, kind, key, n in top:
@@ -64,7 +70,7 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
             SELECT campaign_id, key FROM (
                 SELECT campaign_id, key, row_number() OVER (PARTITION BY campaign_id
                     ORDER BY count(*) DESC, sum(hits) DESC, key) AS rank
-                FROM evidence JOIN flagged_nodes USING (node)
+                FROM evidence JOIN flagged_ids USING (id)
                 WHERE kind = 'template' GROUP BY 1, 2)
             WHERE rank <= {TOP_FINGERPRINTS} ORDER BY campaign_id, rank"""):
             band = int(key.removeprefix("tb:"), 16)

@@ -48,12 +48,12 @@ class Graph:
 
 
 def build(engine: Engine) -> Graph:
-    """Edges between nodes from the `evidence` table (node, kind, key, hits, id). Edges
+    """Edges between nodes from the `evidence` table (id, kind, key, hits). Edges
     are sorted and weights rounded, so the communities do not depend on the order an
     engine returns rows in or on the order it summed them. Nodes and keys are numbered
     before the rings and pairs are formed (node_ids, key_degree): grouping and joining on
-    integers rather than names is what keeps the edge query fast. Leaves `keyed` (node,
-    id, kind, key, share) and `linked` (the keys more than one node holds, numbered) for
+    integers rather than names is what keeps the edge query fast. Leaves `keyed` (id,
+    kind, key, share) and `linked` (the keys more than one node holds, numbered) for
     the later stages."""
     engine.register(
         "kind_weight", pa.table({"kind": list(KIND_WEIGHT), "weight": list(KIND_WEIGHT.values())})
@@ -64,7 +64,7 @@ def build(engine: Engine) -> Graph:
                    AS total
             FROM evidence GROUP BY 1, 2;
         CREATE OR REPLACE TEMP TABLE keyed AS
-            SELECT e.node, e.id, e.kind, e.key, e.hits / t.total AS share
+            SELECT e.id, e.kind, e.key, e.hits / t.total AS share
             FROM evidence e JOIN node_totals t USING (id, kind)
             WHERE (e.kind = 'template' AND e.hits >= {MIN_TEMPLATE_HITS})
                OR (e.kind <> 'template' AND e.hits / t.total >= {MIN_SHARE});
