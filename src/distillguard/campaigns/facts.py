@@ -34,10 +34,10 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
         "flagged_nodes",
         pa.table({"node": list(node_campaign), "campaign_id": list(node_campaign.values())}),
     )
-    engine.run("""
-        CREATE OR REPLACE TEMP TABLE flagged_ids AS
-        SELECT n.id, f.campaign_id FROM flagged_nodes f JOIN node_ids n USING (node)""")
     try:
+        engine.run("""
+            CREATE OR REPLACE TEMP TABLE flagged_ids AS
+            SELECT n.id, f.campaign_id FROM flagged_nodes f JOIN node_ids n USING (node)""")
         for cid, capability, n, first, last in engine.rows("""
             SELECT campaign_id, capability, count(*), min(epoch_us(ts)), max(epoch_us(ts))
             FROM node_exchanges JOIN flagged_nodes USING (node) GROUP BY 1, 2
