@@ -127,7 +127,10 @@ def communities(graph: Graph, seed: int = 7) -> dict[str, int]:
     """Leiden communities (CPM, weighted) of the graph's nodes; singletons are left out."""
     if not len(graph.sources):
         return {}
-    g = igraph.Graph(n=len(graph.nodes), edges=np.column_stack([graph.sources, graph.targets]))
+    # Pairs of Python ints: igraph walks a NumPy array row by row (1.45 s against 0.66 s
+    # for the 1.7M edges at 3M exchanges).
+    pairs = zip(graph.sources.tolist(), graph.targets.tolist(), strict=True)
+    g = igraph.Graph(n=len(graph.nodes), edges=list(pairs))
     g.es["weight"] = graph.weights.tolist()
     import random
 
