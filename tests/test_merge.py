@@ -14,18 +14,18 @@ def _engine(rows: list[tuple[str, str, str]]) -> DuckEngine:
     nodes numbered, and the keys more than one node holds numbered with their degree."""
     con = duckdb.connect()
     con.register(
-        "keyed",
+        "held_keys",
         pa.table({k: [r[i] for r in rows] for i, k in enumerate(("node", "kind", "key"))}),
     )
     con.execute("""
         CREATE TABLE node_ids AS
             SELECT CAST(row_number() OVER (ORDER BY node) AS INTEGER) AS id, node
-            FROM (SELECT DISTINCT node FROM keyed);
+            FROM (SELECT DISTINCT node FROM held_keys);
         CREATE TABLE linked AS
             SELECT id, key_id, kind, degree FROM (
                 SELECT n.id, k.kind, dense_rank() OVER (ORDER BY k.key, k.kind) AS key_id,
                        count(*) OVER (PARTITION BY k.key, k.kind) AS degree
-                FROM keyed k JOIN node_ids n USING (node))
+                FROM held_keys k JOIN node_ids n USING (node))
             WHERE degree > 1
     """)
     return DuckEngine(con)

@@ -9,6 +9,7 @@ that Leiden splits into many parts would make that quadratic in practice.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,8 +46,8 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
             fact = facts[cid]
             fact["mix"][capability] = n
             fact["exchanges"] += n
-            fact["first_seen"] = min(first, fact["first_seen"] or first)
-            fact["last_seen"] = max(last, fact["last_seen"] or last)
+            fact["first_seen"] = _least(min, fact["first_seen"], first)
+            fact["last_seen"] = _least(max, fact["last_seen"], last)
         for fact in facts.values():
             fact.update(first_seen=_iso(fact["first_seen"]), last_seen=_iso(fact["last_seen"]))
         for cid, kind, n in engine.rows("""
@@ -80,5 +81,13 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
     return dict(facts)
 
 
-def _iso(micros: int) -> str:
+def _least(pick: Callable[[int, int], int], kept: int | None, new: int | None) -> int | None:
+    """`pick` (min or max) of two times, either of which may be missing (a capability
+    whose exchanges carry no time)."""
+    return kept if new is None else new if kept is None else pick(kept, new)
+
+
+def _iso(micros: int | None) -> str | None:
+    if micros is None:
+        return None
     return datetime.fromtimestamp(micros / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

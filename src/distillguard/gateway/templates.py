@@ -16,6 +16,7 @@ of delay changes nothing for a campaign account sending hundreds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -36,8 +37,10 @@ MAX_QUEUED = 50_000  # prompts waiting; past this, new ones are not matched (and
 def in_background() -> None:
     """The matching process yields the CPU to the serving one: it works in bursts of
     tens of milliseconds, and on a small machine a request waiting behind such a burst
-    is a slow request. Lower priority, not idle-only: under full load it still matches."""
-    os.nice(10)
+    is a slow request. Lower priority, not idle-only: under full load it still matches.
+    Where priorities cannot be changed (no `os.nice`), it runs as it is."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(10)
 
 
 def keys_of(prompts: list[str]) -> np.ndarray:
