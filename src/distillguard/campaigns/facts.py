@@ -9,7 +9,6 @@ that Leiden splits into many parts would make that quadratic in practice.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,16 +39,15 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
             CREATE OR REPLACE TEMP TABLE flagged_ids AS
             SELECT n.id, f.campaign_id FROM flagged_nodes f JOIN node_ids n USING (node)""")
         for cid, capability, n, first, last in engine.rows("""
-            SELECT campaign_id, capability, count(*), min(epoch_us(ts)), max(epoch_us(ts))
+            SELECT campaign_id, capability, count(*),
+                   min(min(epoch_us(ts))) OVER (PARTITION BY campaign_id),
+                   max(max(epoch_us(ts))) OVER (PARTITION BY campaign_id)
             FROM node_exchanges JOIN flagged_nodes USING (node) GROUP BY 1, 2
             ORDER BY 1, 3 DESC, 2"""):
             fact = facts[cid]
             fact["mix"][capability] = n
             fact["exchanges"] += n
-            fact["first_seen"] = _least(min, fact["first_seen"], first)
-            fact["last_seen"] = _least(max, fact["last_seen"], last)
-        for fact in facts.values():
-            fact.update(first_seen=_iso(fact["first_seen"]), last_seen=_iso(fact["last_seen"]))
+            fact.update(first_seen=_iso(first), last_seen=_iso(last))
         for cid, kind, n in engine.rows("""
             SELECT campaign_id, kind, count(*) FROM (
                 SELECT campaign_id, kind, key FROM evidence JOIN flagged_ids USING (id)
@@ -79,12 +77,6 @@ def campaign_facts(engine: Engine, node_campaign: dict[str, str]) -> dict[str, d
     finally:
         engine.unregister("flagged_nodes")
     return dict(facts)
-
-
-def _least(pick: Callable[[int, int], int], kept: int | None, new: int | None) -> int | None:
-    """`pick` (min or max) of two times, either of which may be missing (a capability
-    whose exchanges carry no time)."""
-    return kept if new is None else new if kept is None else pick(kept, new)
 
 
 def _iso(micros: int | None) -> str | None:
