@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -99,5 +101,56 @@ def test_a_substream_does_not_inherit_its_resellers_scripted_client() -> None:
     base |= {"hour_entropy": 0.5, "interarrival_cv": None, "exchanges": 5, "reasoning_share": 0}
     account = {**base, "account_id": "acct-1", "scripted_agent_share": 1.0}
     substream = {**base, "account_id": "acct-1\x1fuser-9", "scripted_agent_share": 1.0}
-    assert scoring.indicators([account])["scripted_clients"] == 1.0
-    assert scoring.indicators([substream])["scripted_clients"] == 0.0
+    signals = scoring.member_signals(pa.Table.from_pylist([account, substream]))
+    assert scoring.indicators(signals, np.array([0]))["scripted_clients"] == 1.0
+    assert scoring.indicators(signals, np.array([1]))["scripted_clients"] == 0.0
+
+
+def _profiles(**columns: list) -> pa.Table:
+    n = len(next(iter(columns.values())))
+    base = {
+        "account_id": [f"acct-{i}" for i in range(n)],
+        "exchanges": [20] * n,
+        "cot_share": [0.0] * n,
+        "scripted_agent_share": [0.0] * n,
+        "hour_entropy": [0.5] * n,
+        "interarrival_cv": [1.0] * n,
+        "capability_concentration": [0.0] * n,
+        "max_tokens_ceiling_share": [0.0] * n,
+        "reasoning_share": [0.0] * n,
+    }
+    return pa.table(base | columns)
+
+
+def test_member_signals_read_missing_values_as_absent_evidence() -> None:
+    """No timing, no sign-up date, no share: the member shows nothing, it is not an error."""
+    table = _profiles(
+        exchanges=[20, 20, 5, 20],
+        interarrival_cv=[0.2, None, 0.2, 0.9],
+        cot_share=[1.0, None, 0.5, 0.0],
+        hour_entropy=[0.95, 0.9, None, 1.0],
+        seconds_signup_to_first_use=[3600.0, None, 30 * 86400.0, 6 * 86400.0],
+    )
+    signals = scoring.member_signals(table)
+    assert signals["machine_regularity"].tolist() == [1.0, 0.0, 0.0, 0.0]  # 5 exchanges: too few
+    assert signals["reasoning_elicitation"].tolist() == [1.0, 0.0, 0.5, 0.0]
+    assert signals["around_the_clock"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert signals["fresh_accounts"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    no_signup = scoring.member_signals(table.drop_columns(["seconds_signup_to_first_use"]))
+    assert no_signup["fresh_accounts"].tolist() == [0.0] * 4
+    assert scoring.indicators(signals)["reasoning_elicitation"] == pytest.approx(1.5 / 4)
+    assert scoring.indicators(signals, np.array([], dtype=np.int64))["around_the_clock"] == 0.0
+
+
+@given(st.lists(st.tuples(st.integers(-1, 4), st.floats(0, 1)), min_size=1, max_size=60))
+def test_every_groups_indicators_at_once_equal_each_groups_alone(
+    rows: list[tuple[int, float]],
+) -> None:
+    labels = np.array([label for label, _ in rows])
+    table = _profiles(cot_share=[share for _, share in rows])
+    signals = scoring.member_signals(table)
+    means = scoring.group_indicators(signals, labels)
+    for group in range(labels.max() + 1):
+        alone = scoring.indicators(signals, np.flatnonzero(labels == group))
+        for key, values in means.items():
+            assert values[group] == pytest.approx(alone[key], abs=1e-12)

@@ -17,7 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distillguard.campaigns import score as scoring
@@ -96,7 +98,7 @@ def detect(
             f"CREATE OR REPLACE TEMP VIEW by_node AS "
             f"SELECT {others}, node AS account_id FROM node_exchanges"
         )
-        profiles = {r["account_id"]: r for r in profile(db, "by_node").to_pylist()}
+        profiles = profile(db, "by_node")
         clock.lap("profiles")
         db.run(evidence.VERBATIM_SQL)
         db.run(
@@ -136,53 +138,93 @@ class Stopwatch:
         self._last = now
 
 
+class Nodes:
+    """Every node's name and member signals (campaigns/score.py) as columns: what
+    scoring needs of the profiles, in a few bytes a node rather than a dict of every
+    profile field each, so that a million accounts fit. Graph nodes without a profile
+    (a mixed account linked by its sign-up data, its traffic being its sub-streams')
+    have rows too, so that they carry their group's score, but no signals."""
+
+    def __init__(self, profiles: pa.Table, others: list[str]) -> None:
+        names = profiles.column("account_id").to_pylist()
+        self._row = {name: i for i, name in enumerate(names)}
+        names += [n for n in others if n not in self._row]
+        self._row.update((n, i) for i, n in enumerate(names[len(profiles) :], len(profiles)))
+        self.names = pa.array(names, pa.string())
+        self.profiled = np.arange(len(names)) < len(profiles)
+        extra = np.zeros(len(names) - len(profiles))
+        signals = scoring.member_signals(profiles)
+        self.signals = {k: np.concatenate([v, extra]) for k, v in signals.items()}
+        exchanges = pc.cast(profiles.column("exchanges"), pa.float64())
+        self.exchanges = np.concatenate(
+            [np.nan_to_num(exchanges.to_numpy(zero_copy_only=False)), extra]
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def rows(self, nodes: list[str]) -> np.ndarray:
+        """Row numbers of the named nodes."""
+        return np.fromiter((self._row[n] for n in nodes), dtype=np.int64, count=len(nodes))
+
+    def profiled_rows(self, nodes: list[str]) -> np.ndarray:
+        rows = self.rows(nodes)
+        return rows[self.profiled[rows]]
+
+
 def _findings(
     db: Engine,
     g: graph.Graph,
     groups: dict[str, int],
-    profiles: dict[str, dict[str, Any]],
+    profiles: pa.Table,
     fpr: float,
 ) -> dict[str, Any]:
+    nodes = Nodes(profiles, list(groups))
     members: dict[int, list[str]] = {}
     for node, community in groups.items():
         members.setdefault(community, []).append(node)
-    scored = []
+    labels = np.full(len(nodes), -1, dtype=np.int64)  # each node's community, if scored
+    for community, names in members.items():
+        if len(names) >= MIN_GROUP:
+            labels[nodes.rows(names)] = community
+    means = scoring.group_indicators(nodes.signals, np.where(nodes.profiled, labels, -1))
     private = graph.exclusivity(db, groups)
-    for community, nodes in members.items():
-        if len(nodes) < MIN_GROUP:
-            continue
-        values = scoring.indicators(
-            [profiles[n] for n in nodes if n in profiles], private.get(community, 0.0)
-        )
-        s = scoring.score(values, len(nodes))
-        scored.append((community, nodes, s, values))
+    scored = []
+    for community, names in members.items():
+        if len(names) >= MIN_GROUP:
+            values = {k: float(v[community]) for k, v in means.items()}
+            values["private_templates"] = private.get(community, 0.0)
+            scored.append((community, names, scoring.score(values, len(names)), values))
     calibration = calibrate([item[2] for item in scored], fpr)
-    solos, solo_calibration = _solos(members, profiles, fpr)
-    node_score: dict[str, float] = {}
+    solos, solo_calibration = _solos(nodes, labels, fpr)
+    community_score = np.zeros(max(members, default=0) + 1)
+    for community, _names, s, _values in scored:
+        community_score[community] = s
+    node_score = np.where(labels >= 0, community_score[np.maximum(labels, 0)], 0.0)
     parts = []
-    for _community, nodes, s, values in scored + solos:
-        for node in nodes:
-            node_score[node] = s
-        fitted = calibration if len(nodes) > 1 else solo_calibration
+    for _community, names, s, values in scored + solos:
+        fitted = calibration if len(names) > 1 else solo_calibration
+        if len(names) == 1:
+            node_score[nodes.rows(names)] = s
         if s >= fitted.threshold:
-            parts.append((nodes, s, values, fitted))
-    flagged = _join_parts(db, parts, profiles)
+            parts.append((names, s, values, fitted))
+    flagged = _join_parts(db, parts, nodes)
     ids = [f"campaign-{rank + 1:03d}" for rank in range(len(flagged))]
     node_campaign: dict[str, str] = {}
-    for cid, (nodes, s, _values, _fitted) in zip(ids, flagged, strict=True):
-        for node in nodes:
-            node_campaign[node] = cid
-            node_score[node] = max(node_score[node], s)
+    for cid, (names, s, _values, _fitted) in zip(ids, flagged, strict=True):
+        node_campaign.update(dict.fromkeys(names, cid))
+        rows = nodes.rows(names)
+        node_score[rows] = np.maximum(node_score[rows], s)
     facts = campaign_facts(db, node_campaign)
     campaigns = [_campaign(facts[cid], cid, *part) for cid, part in zip(ids, flagged, strict=True)]
     return {
         "campaigns": campaigns,
         "node_campaign": node_campaign,
-        "node_score": node_score,
         "accounts": _account_rows(
             db,
-            node_campaign,
+            nodes,
             node_score,
+            node_campaign,
             {c["id"]: [e["signal"] for e in c["evidence"][:4]] for c in campaigns},
         ),
         "exchanges": _substream_exchanges(db, node_campaign),
@@ -203,7 +245,7 @@ def _findings(
 Part = tuple[list[str], float, dict[str, float], Calibration]
 
 
-def _join_parts(db: Engine, parts: list[Part], profiles: dict[str, dict[str, Any]]) -> list[Part]:
+def _join_parts(db: Engine, parts: list[Part], nodes: Nodes) -> list[Part]:
     """Flagged parts joined into campaigns (campaigns/merge.py), strongest first. A
     joined campaign is scored on all its members; it keeps its strongest part's score
     if that is higher."""
@@ -220,27 +262,25 @@ def _join_parts(db: Engine, parts: list[Part], profiles: dict[str, dict[str, Any
         if len(members) == 1:
             result.append(parts[members[0]])
             continue
-        nodes = sorted(n for i in members for n in parts[i][0])
+        names = sorted(n for i in members for n in parts[i][0])
         private = sum(parts[i][2]["private_templates"] * len(parts[i][0]) for i in members)
-        values = scoring.indicators([profiles[n] for n in nodes], private / len(nodes))
-        s = max([scoring.score(values, len(nodes))] + [parts[i][1] for i in members])
-        result.append((nodes, s, values, parts[members[0]][3]))
+        rows = nodes.profiled_rows(names)
+        values = scoring.indicators(nodes.signals, rows, private / len(names))
+        s = max([scoring.score(values, len(names))] + [parts[i][1] for i in members])
+        result.append((names, s, values, parts[members[0]][3]))
     return sorted(result, key=lambda part: (-part[1], part[0][0]))
 
 
 def _solos(
-    members: dict[int, list[str]], profiles: dict[str, dict[str, Any]], fpr: float
+    nodes: Nodes, labels: np.ndarray, fpr: float
 ) -> tuple[list[tuple[int, list[str], float, dict[str, float]]], Calibration]:
     """Accounts outside every group that harvest at volume on their own, scored alone.
     Their threshold is the calibrated one for lone accounts, never below the default:
     one account has no linkage to corroborate it."""
-    grouped = {n for nodes in members.values() if len(nodes) >= MIN_GROUP for n in nodes}
     solos = []
-    for node, p in profiles.items():
-        if node in grouped or (p["exchanges"] or 0) < SOLO_EXCHANGES:
-            continue
-        values = scoring.indicators([p])
-        solos.append((-1, [node], scoring.score(values, 1), values))
+    for row in np.flatnonzero((labels < 0) & (nodes.exchanges >= SOLO_EXCHANGES)).tolist():
+        values = scoring.indicators(nodes.signals, np.array([row]))
+        solos.append((-1, [nodes.names[row].as_py()], scoring.score(values, 1), values))
     fitted = calibrate([item[2] for item in solos], fpr)
     return solos, replace(fitted, threshold=max(fitted.threshold, scoring.THRESHOLD))
 
@@ -286,27 +326,39 @@ def _indicator(kind: str, key: str, accounts: int) -> dict[str, Any]:
 
 def _account_rows(
     db: Engine,
+    nodes: Nodes,
+    node_score: np.ndarray,
     node_campaign: dict[str, str],
-    node_score: dict[str, float],
     reasons: dict[str, list[str]],
-) -> list[dict[str, Any]]:
-    """One row per account; a flagged one carries its campaign's strongest evidence.
-    A mixed account is never flagged whole: its flagged sub-streams are in exchanges."""
-    rows = []
+) -> pa.Table:
+    """One row per account, built as columns; a flagged one carries its campaign's
+    strongest evidence. A mixed account is never flagged whole: its flagged sub-streams
+    are in exchanges."""
+    accounts = db.arrow("SELECT DISTINCT account_id FROM exchanges ORDER BY 1").column(0)
+    found = pc.index_in(accounts, value_set=nodes.names)
+    rows = pc.fill_null(found, -1).to_numpy()
+    scores = np.where(rows >= 0, node_score[np.maximum(rows, 0)], 0.0)
+    distinct = np.unique(scores)  # rounded as Python rounds, once per distinct score
+    rounded = np.array([round(float(v), 4) for v in distinct])[np.searchsorted(distinct, scores)]
     mixed = {r[0] for r in db.rows("SELECT account_id FROM mixed")}
-    for (account,) in db.rows("SELECT DISTINCT account_id FROM exchanges ORDER BY 1"):
-        cid = None if account in mixed else node_campaign.get(account)
-        s = node_score.get(account, 0.0)
-        rows.append(
-            {
-                "account_id": account,
-                "score": round(s, 4),
-                "flagged": cid is not None,
-                "campaign_id": cid,
-                "reasons": reasons[cid] if cid else [],
-            }
-        )
-    return rows
+    whole = {n: c for n, c in node_campaign.items() if SEPARATOR not in n and n not in mixed}
+    at = pc.index_in(accounts, value_set=pa.array(list(whole), pa.string()))
+    campaign = pc.take(pa.array(list(whole.values()), pa.string()), at)
+    texts = list(reasons)
+    reason = pc.take(
+        pa.array([reasons[c] for c in texts], pa.list_(pa.string())),
+        pc.index_in(campaign, value_set=pa.array(texts, pa.string())),
+    )
+    return pa.table(
+        [
+            accounts,
+            pa.array(rounded, pa.float64()),
+            pc.is_valid(campaign),
+            campaign,
+            pc.fill_null(reason, pa.scalar([], pa.list_(pa.string()))),
+        ],
+        schema=FINDINGS_ACCOUNTS,
+    )
 
 
 def _substream_exchanges(db: Engine, node_campaign: dict[str, str]) -> pa.Table:
@@ -328,9 +380,8 @@ def _substream_exchanges(db: Engine, node_campaign: dict[str, str]) -> pa.Table:
 
 def _write(out: Path, findings: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(findings["accounts"], schema=FINDINGS_ACCOUNTS)
     tmp = out / ".accounts.parquet.tmp"
-    pq.write_table(table, tmp)
+    pq.write_table(findings["accounts"], tmp)
     tmp.replace(out / "accounts.parquet")
     atomic_write(out / "campaigns.json", json.dumps(findings["campaigns"], indent=1).encode())
     tmp = out / ".exchanges.parquet.tmp"
