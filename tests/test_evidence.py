@@ -21,10 +21,9 @@ def _keys(tmp_path: Path, rows: list[dict[str, object]]) -> dict[str, set[str]]:
     con = connect("256MB", tmp_path / "spill")
     con.register("exchanges", digest(table.combine_chunks().to_batches()[0]))
     con.execute(evidence.NODES_SQL)
-    con.execute(evidence.VERBATIM_SQL)
+    con.execute(evidence.evidence_sql(False))
     shared = con.execute(
-        "SELECT kind, key FROM (" + evidence.evidence_sql(False) + ") "
-        "GROUP BY 1, 2 HAVING count(DISTINCT id) > 1"
+        "SELECT kind, key FROM evidence GROUP BY 1, 2 HAVING count(DISTINCT id) > 1"
     ).fetchall()
     result: dict[str, set[str]] = {}
     for kind, key in shared:

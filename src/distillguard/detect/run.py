@@ -100,10 +100,7 @@ def detect(
         )
         profiles = profile(db, "by_node")
         clock.lap("profiles")
-        db.run(evidence.VERBATIM_SQL)
-        db.run(
-            "CREATE OR REPLACE TEMP TABLE evidence AS " + evidence.evidence_sql(bool(account_files))
-        )
+        db.run(evidence.evidence_sql(bool(account_files)))
         clock.lap("evidence")
         g = graph.build(db)
         clock.lap("edges")

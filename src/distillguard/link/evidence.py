@@ -50,18 +50,29 @@ CREATE OR REPLACE TEMP TABLE verbatim AS
 # on those integers rather than on names: evidence rows carry the node's number only
 # (at 3M exchanges, 13M rows; leaving their names out took the graph stage from 8.4-9.8
 # to 5.9-6.7 s). Band keys are counted per (node number, band): 21 rows per exchange.
+# Only a band some copied prompt carries can be public, so the public ones are found
+# among those few, and left out before the count (at 5.4M exchanges from 290k accounts,
+# a window over the 68M (node, band) counts took 17 s of the stage's 30).
+BANDS_SQL = """
+CREATE OR REPLACE TEMP TABLE public_bands AS
+    WITH copied AS (
+        SELECT DISTINCT unnest(x.template_bands) AS band
+        FROM node_exchanges x JOIN verbatim v ON x.prompt_hash = v.prompt_hash
+    )
+    SELECT band FROM (
+        SELECT unnest(x.template_bands) AS band, v.prompt_hash AS copied
+        FROM node_exchanges x LEFT JOIN verbatim v ON x.prompt_hash = v.prompt_hash)
+    WHERE band IN (SELECT band FROM copied)
+    GROUP BY band HAVING count(copied) / count(*) >= {PUBLIC_SHARE};
+"""
 EVIDENCE_SQL = """
-WITH bands AS (
-    SELECT id, band, count(*) AS hits, count(copied) AS copied
-    FROM (SELECT n.id, unnest(x.template_bands) AS band, v.prompt_hash AS copied
-          FROM node_exchanges x JOIN node_ids n ON x.node = n.node
-          LEFT JOIN verbatim v ON x.prompt_hash = v.prompt_hash)
-    WHERE band <> 0 GROUP BY 1, 2
-)
 SELECT id, 'template' AS kind, 'tb:' || lower(hex(band)) AS key, hits - copied AS hits
-FROM (SELECT *, sum(copied) OVER (PARTITION BY band) / sum(hits) OVER (PARTITION BY band)
-                AS public_share FROM bands)
-WHERE public_share < {PUBLIC_SHARE} AND hits > copied
+FROM (SELECT id, band, count(*) AS hits, count(copied) AS copied
+      FROM (SELECT n.id, unnest(x.template_bands) AS band, v.prompt_hash AS copied
+            FROM node_exchanges x JOIN node_ids n ON x.node = n.node
+            LEFT JOIN verbatim v ON x.prompt_hash = v.prompt_hash)
+      WHERE band <> 0 AND band NOT IN (SELECT band FROM public_bands) GROUP BY 1, 2)
+WHERE hits > copied
 UNION ALL
 SELECT n.id, 'synchrony', 'sync:' || lower(hex(x.template_bands[1])) || ':'
        || CAST(date_trunc('hour', x.ts) AS VARCHAR), count(*)
@@ -94,6 +105,8 @@ WHERE a.created_at IS NOT NULL
 
 
 def evidence_sql(with_accounts: bool) -> str:
-    """The evidence query: (id, kind, key, hits) rows; run VERBATIM_SQL first."""
-    sql = EVIDENCE_SQL.replace("{PUBLIC_SHARE}", str(PUBLIC_SHARE))
-    return sql + (ACCOUNT_EVIDENCE_SQL if with_accounts else "")
+    """The statements that leave the `evidence` table, (id, kind, key, hits) rows, after
+    NODES_SQL (and the `accounts` view, `with_accounts`)."""
+    query = EVIDENCE_SQL + (ACCOUNT_EVIDENCE_SQL if with_accounts else "")
+    sql = VERBATIM_SQL + BANDS_SQL + f"CREATE OR REPLACE TEMP TABLE evidence AS {query};"
+    return sql.replace("{PUBLIC_SHARE}", str(PUBLIC_SHARE))
