@@ -3,7 +3,7 @@
 floor, plus template signatures per second against datasketch.
 
     .venv/bin/python benchmarks/detect_scale.py [--days 1,3,10,30] [--spark-days 1]
-        [--workdir DIR]
+        [--workdir DIR] [--scenario benchmarks/many-accounts.yaml]
 
 The scan floor is reading the input Parquet and hashing its prompt column (DuckDB, all
 cores): no detection can be faster than reading its input. Peak RSS is sampled over the
@@ -59,6 +59,11 @@ COLUMNS = [
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", default="1,3")
+    parser.add_argument(
+        "--scenario",
+        default="alibaba-2026",
+        help="a preset or scenario file (many-accounts.yaml: half a million light users)",
+    )
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--minhash-sample", type=int, default=20_000)
     parser.add_argument(
@@ -75,13 +80,13 @@ def main() -> int:
             HEADER + "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
         )
     for days in [int(d) for d in args.days.split(",")]:
-        traffic = work / f"alibaba-{days}d"
+        traffic = work / f"{Path(args.scenario).stem}-{days}d"
         if not (traffic / "exchanges.parquet").exists():
             _run(
                 [
                     "simulate",
                     "--scenario",
-                    "alibaba-2026",
+                    args.scenario,
                     "--days",
                     str(days),
                     "--out",

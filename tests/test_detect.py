@@ -394,6 +394,25 @@ def test_a_pool_of_workers_finds_exactly_what_one_process_finds(
     assert main(["detect", str(traffic), "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
 
 
+def test_feature_workers_are_gone_before_the_relational_stages(
+    traffic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle workers would hold their memory while the graph stage needs it."""
+    import psutil
+
+    from distillguard.link import graph
+
+    def workers() -> list[psutil.Process]:
+        children = psutil.Process().children(recursive=True)
+        return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+
+    seen: list[int] = []
+    build = graph.build
+    monkeypatch.setattr(graph, "build", lambda db: seen.append(len(workers())) or build(db))
+    detect(traffic, tmp_path / "findings", workers=2)
+    assert seen == [0]
+
+
 def test_a_script_without_a_main_guard_still_gets_findings(traffic: Path, tmp_path: Path) -> None:
     """Spawned feature workers re-import an unguarded script and fail; detection says so
     and featurises in one process instead of failing. Small batches, so that the input

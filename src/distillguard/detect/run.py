@@ -84,6 +84,7 @@ def detect(
         db = open_engine(engine, work, memory_limit, cores=workers, **(engine_options or {}))
         cache = Path(cache) if cache is not None else None
         folders, missing, reuse = digests(db, exchange_files, work, cache, workers)
+        db.digests_done()
         load(db, "exchanges", folders, DIGEST, until)
         if account_files:
             load(db, "accounts", account_files, ACCOUNTS)

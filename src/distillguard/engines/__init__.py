@@ -52,6 +52,10 @@ class Engine(Protocol):
         """Digests (features/digest.py) of the rows of `relation`, written as Parquet
         under `folder`."""
 
+    def digests_done(self) -> None:
+        """No more digests this run: workers kept between them can go, and with them
+        their memory, before the relational stages need it."""
+
     def scratch_folder(self, name: str, local: Path) -> str:
         """Where intermediate files called `name` go (`local` unless the engine has
         shared scratch storage)."""

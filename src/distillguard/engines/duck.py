@@ -82,7 +82,11 @@ class DuckEngine:
             lambda: arrow_reader(self.con.sql(select), FEATURE_BATCH), Path(folder), digest
         )
 
-    def close(self) -> None:
+    def digests_done(self) -> None:
         if self._pool is not None:
             self._pool.close()
+            self._pool = None
+
+    def close(self) -> None:
+        self.digests_done()
         self.con.close()

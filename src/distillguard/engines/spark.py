@@ -149,6 +149,9 @@ class SparkEngine:
         schema = self.spark.createDataFrame(SPARK_DIGEST.empty_table()).schema
         frame.mapInArrow(digest_signed, schema).write.mode("overwrite").parquet(str(folder))
 
+    def digests_done(self) -> None:
+        pass  # Spark's executors are its own to keep
+
     def scratch_folder(self, name: str, local: Path) -> str:
         """Where intermediate `name` goes: under --spark-scratch, else the local folder."""
         return f"{self.scratch}/{name}" if self.scratch else str(local)
