@@ -181,18 +181,7 @@ def _findings(
     members: dict[int, list[str]] = {}
     for node, community in groups.items():
         members.setdefault(community, []).append(node)
-    labels = np.full(len(nodes), -1, dtype=np.int64)  # each node's community, if scored
-    for community, names in members.items():
-        if len(names) >= MIN_GROUP:
-            labels[nodes.rows(names)] = community
-    means = scoring.group_indicators(nodes.signals, np.where(nodes.profiled, labels, -1))
-    private = graph.exclusivity(db, groups)
-    scored = []
-    for community, names in members.items():
-        if len(names) >= MIN_GROUP:
-            values = {k: float(v[community]) for k, v in means.items()}
-            values["private_templates"] = private.get(community, 0.0)
-            scored.append((community, names, scoring.score(values, len(names)), values))
+    scored, labels = _score_groups(nodes, members, graph.exclusivity(db, groups))
     calibration = calibrate([item[2] for item in scored], fpr)
     solos, solo_calibration = _solos(nodes, labels, fpr)
     community_score = np.zeros(max(members, default=0) + 1)
@@ -240,6 +229,28 @@ def _findings(
     }
 
 
+Scored = tuple[int, list[str], float, dict[str, float]]  # community, nodes, score, values
+
+
+def _score_groups(
+    nodes: Nodes, members: dict[int, list[str]], private: dict[int, float]
+) -> tuple[list[Scored], np.ndarray]:
+    """Every community of at least MIN_GROUP nodes scored on its members' mean signals
+    and its private templates; and each node's scored community (-1 for none)."""
+    labels = np.full(len(nodes), -1, dtype=np.int64)
+    for community, names in members.items():
+        if len(names) >= MIN_GROUP:
+            labels[nodes.rows(names)] = community
+    means = scoring.group_indicators(nodes.signals, np.where(nodes.profiled, labels, -1))
+    scored = []
+    for community, names in members.items():
+        if len(names) >= MIN_GROUP:
+            values = {k: float(v[community]) for k, v in means.items()}
+            values["private_templates"] = private.get(community, 0.0)
+            scored.append((community, names, scoring.score(values, len(names)), values))
+    return scored, labels
+
+
 Part = tuple[list[str], float, dict[str, float], Calibration]
 
 
@@ -269,9 +280,7 @@ def _join_parts(db: Engine, parts: list[Part], nodes: Nodes) -> list[Part]:
     return sorted(result, key=lambda part: (-part[1], part[0][0]))
 
 
-def _solos(
-    nodes: Nodes, labels: np.ndarray, fpr: float
-) -> tuple[list[tuple[int, list[str], float, dict[str, float]]], Calibration]:
+def _solos(nodes: Nodes, labels: np.ndarray, fpr: float) -> tuple[list[Scored], Calibration]:
     """Accounts outside every group that harvest at volume on their own, scored alone.
     Their threshold is the calibrated one for lone accounts, never below the default:
     one account has no linkage to corroborate it."""
