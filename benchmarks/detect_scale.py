@@ -96,7 +96,7 @@ def main() -> int:
             )
         rows = pq.ParquetFile(traffic / "exchanges.parquet").metadata.num_rows
         floor = scan_floor(traffic / "exchanges.parquet")
-        seconds, peak, summary = timed_detect(traffic, work / f"findings-{days}d")
+        seconds, peak, summary = timed_detect(traffic, work / f"findings-{traffic.name}")
         stages = ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items())
         row = (
             f"| {datetime.now(UTC):%Y-%m-%d} | {rows:,} | {seconds:.0f} s | "
@@ -113,7 +113,7 @@ def main() -> int:
         with results.open("a") as handle:
             handle.write(f"\n{note}\n\n" if days == int(args.days.split(",")[-1]) else "")
         if days == args.spark_days:
-            engines(traffic, rows, seconds, summary, work / f"findings-{days}d")
+            engines(traffic, rows, seconds, summary, work / f"findings-{traffic.name}")
     return 0
 
 
