@@ -113,3 +113,17 @@ def test_without_an_event_loop_templates_are_matched_at_once(tmp_path: Path) -> 
     scorer.decide("acct", TEMPLATE.format("c", "d"), "curl/8", "10.0.0.1")
     decision = scorer.decide("acct", "hello", "curl/8", "10.0.0.1")
     assert "campaign_templates" in decision.reason
+
+
+def test_repeated_prompts_get_the_keys_they_get_alone() -> None:
+    """Band keys are computed once per distinct prompt in a batch; each row still gets
+    exactly its own prompt's keys (batch detection's keys, so findings match)."""
+    from distillguard.gateway.templates import keys_of
+
+    prompts = [TEMPLATE.format("parse_row", "io"), "", "Summarise this article on tides briefly."]
+    batch = [prompts[i] for i in (0, 1, 0, 2, 2, 0)]
+    keys = keys_of(batch)
+    assert keys.shape[0] == len(batch)
+    for row, prompt in zip(keys, batch, strict=True):
+        assert (row == keys_of([prompt])[0]).all()
+    assert not (keys_of([prompts[0]]) == keys_of([prompts[2]])).all()

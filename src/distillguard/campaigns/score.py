@@ -109,14 +109,16 @@ def indicators(
     return values | {"private_templates": private_templates}
 
 
-def group_indicators(signals: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
+def group_indicators(
+    signals: dict[str, np.ndarray], labels: np.ndarray, groups: int
+) -> dict[str, np.ndarray]:
     """Every group's member means at once: the mean of each signal per label (labels
-    0..k-1; rows labelled -1 belong to no group). Groups without members read 0."""
+    0..groups-1; rows labelled -1 belong to no group). A group without members reads 0."""
     inside = labels >= 0
-    counts = np.bincount(labels[inside])
+    counts = np.bincount(labels[inside], minlength=groups)
     size = np.maximum(counts, 1)
     return {
-        k: np.bincount(labels[inside], weights=v[inside], minlength=len(counts)) / size
+        k: np.bincount(labels[inside], weights=v[inside], minlength=groups) / size
         for k, v in signals.items()
     }
 

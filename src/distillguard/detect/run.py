@@ -241,7 +241,8 @@ def _score_groups(
     for community, names in members.items():
         if len(names) >= MIN_GROUP:
             labels[nodes.rows(names)] = community
-    means = scoring.group_indicators(nodes.signals, np.where(nodes.profiled, labels, -1))
+    profiled = np.where(nodes.profiled, labels, -1)  # a member without traffic has no signals
+    means = scoring.group_indicators(nodes.signals, profiled, max(members, default=0) + 1)
     scored = []
     for community, names in members.items():
         if len(names) >= MIN_GROUP:

@@ -44,8 +44,12 @@ def in_background() -> None:
 
 
 def keys_of(prompts: list[str]) -> np.ndarray:
-    """The LSH band keys (prompts x bands, uint64) of each prompt's skeleton."""
-    return band_keys(signatures(skeleton(pa.array(prompts, pa.string()))))
+    """The LSH band keys (prompts x bands, uint64) of each prompt's skeleton, computed
+    once per distinct prompt: chat repeats itself and harvests resend items, and the
+    matching process shares the machine with the serving one."""
+    encoded = pa.array(prompts, pa.string()).dictionary_encode()
+    distinct = band_keys(signatures(skeleton(encoded.dictionary)))
+    return distinct[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def carried(prompts: list[str], fingerprints: Mapping[str, str]) -> list[list[str]]:
