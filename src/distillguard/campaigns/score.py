@@ -61,9 +61,6 @@ class Scored:
     evidence: list[Evidence] = field(default_factory=list)
 
 
-SIGNALS = tuple(k for k in INDICATORS if k != "private_templates")  # one value per member
-
-
 def member_signals(profiles: pa.Table) -> dict[str, np.ndarray]:
     """Each member's part in each indicator (0..1), an array per indicator in the rows'
     order: a group's indicator is the mean over its members. Columns, not a dict per

@@ -229,12 +229,12 @@ def _findings(
     }
 
 
-Scored = tuple[int, list[str], float, dict[str, float]]  # community, nodes, score, values
+Group = tuple[int, list[str], float, dict[str, float]]  # community, nodes, score, values
 
 
 def _score_groups(
     nodes: Nodes, members: dict[int, list[str]], private: dict[int, float]
-) -> tuple[list[Scored], np.ndarray]:
+) -> tuple[list[Group], np.ndarray]:
     """Every community of at least MIN_GROUP nodes scored on its members' mean signals
     and its private templates; and each node's scored community (-1 for none)."""
     labels = np.full(len(nodes), -1, dtype=np.int64)
@@ -281,7 +281,7 @@ def _join_parts(db: Engine, parts: list[Part], nodes: Nodes) -> list[Part]:
     return sorted(result, key=lambda part: (-part[1], part[0][0]))
 
 
-def _solos(nodes: Nodes, labels: np.ndarray, fpr: float) -> tuple[list[Scored], Calibration]:
+def _solos(nodes: Nodes, labels: np.ndarray, fpr: float) -> tuple[list[Group], Calibration]:
     """Accounts outside every group that harvest at volume on their own, scored alone.
     Their threshold is the calibrated one for lone accounts, never below the default:
     one account has no linkage to corroborate it."""
@@ -343,6 +343,7 @@ def _account_rows(
     strongest evidence. A mixed account is never flagged whole: its flagged sub-streams
     are in exchanges."""
     accounts = db.arrow("SELECT DISTINCT account_id FROM exchanges ORDER BY 1").column(0)
+    accounts = accounts.cast(pa.string())  # whichever string type the engine returned
     found = pc.index_in(accounts, value_set=nodes.names)
     rows = pc.fill_null(found, -1).to_numpy()
     scores = np.where(rows >= 0, node_score[np.maximum(rows, 0)], 0.0)
