@@ -184,15 +184,11 @@ def _findings(
     scored, labels = _score_groups(nodes, members, graph.exclusivity(db, groups))
     calibration = calibrate([item[2] for item in scored], fpr)
     solos, solo_calibration = _solos(nodes, labels, fpr)
-    community_score = np.zeros(max(members, default=0) + 1)
-    for community, _names, s, _values in scored:
-        community_score[community] = s
-    node_score = np.where(labels >= 0, community_score[np.maximum(labels, 0)], 0.0)
+    node_score = np.zeros(len(nodes))
     parts = []
     for _community, names, s, values in scored + solos:
+        node_score[nodes.rows(names)] = s
         fitted = calibration if len(names) > 1 else solo_calibration
-        if len(names) == 1:
-            node_score[nodes.rows(names)] = s
         if s >= fitted.threshold:
             parts.append((names, s, values, fitted))
     flagged = _join_parts(db, parts, nodes)

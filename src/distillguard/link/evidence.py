@@ -53,7 +53,7 @@ CREATE OR REPLACE TEMP TABLE verbatim AS
 # Only a band some copied prompt carries can be public, so the public ones are found
 # among those few, and left out before the count (at 5.4M exchanges from 290k accounts,
 # a window over the 68M (node, band) counts took 17 s of the stage's 30).
-BANDS_SQL = """
+PUBLIC_BANDS_SQL = """
 CREATE OR REPLACE TEMP TABLE public_bands AS
     WITH copied AS (
         SELECT DISTINCT unnest(x.template_bands) AS band
@@ -108,5 +108,5 @@ def evidence_sql(with_accounts: bool) -> str:
     """The statements that leave the `evidence` table, (id, kind, key, hits) rows, after
     NODES_SQL (and the `accounts` view, `with_accounts`)."""
     query = EVIDENCE_SQL + (ACCOUNT_EVIDENCE_SQL if with_accounts else "")
-    sql = VERBATIM_SQL + BANDS_SQL + f"CREATE OR REPLACE TEMP TABLE evidence AS {query};"
+    sql = VERBATIM_SQL + PUBLIC_BANDS_SQL + f"CREATE OR REPLACE TEMP TABLE evidence AS {query};"
     return sql.replace("{PUBLIC_SHARE}", str(PUBLIC_SHARE))
