@@ -3,7 +3,7 @@
 floor, plus template signatures per second against datasketch.
 
     .venv/bin/python benchmarks/detect_scale.py [--days 1,3,10,30] [--spark-days 1]
-        [--workdir DIR] [--scenario benchmarks/many-accounts.yaml]
+        [--workdir DIR] [--scenario benchmarks/many-accounts.yaml] [--scale 2]
 
 The scan floor is reading the input Parquet and hashing its prompt column (DuckDB, all
 cores): no detection can be faster than reading its input. Peak RSS is sampled over the
@@ -64,6 +64,9 @@ def main() -> int:
         default="alibaba-2026",
         help="a preset or scenario file (many-accounts.yaml: half a million light users)",
     )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply the scenario's account counts"
+    )
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--minhash-sample", type=int, default=20_000)
     parser.add_argument(
@@ -80,7 +83,8 @@ def main() -> int:
             HEADER + "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
         )
     for days in [int(d) for d in args.days.split(",")]:
-        traffic = work / f"{Path(args.scenario).stem}-{days}d"
+        scaled = "" if args.scale == 1 else f"-x{args.scale:g}"
+        traffic = work / f"{Path(args.scenario).stem}{scaled}-{days}d"
         if not (traffic / "exchanges.parquet").exists():
             _run(
                 [
@@ -89,6 +93,8 @@ def main() -> int:
                     args.scenario,
                     "--days",
                     str(days),
+                    "--scale",
+                    str(args.scale),
                     "--out",
                     str(traffic),
                     "--quiet",

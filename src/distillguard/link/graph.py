@@ -11,12 +11,12 @@ template pool do.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import igraph
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from distillguard.engines import Engine
 
@@ -49,7 +49,7 @@ class Graph:
 
 def build(engine: Engine) -> Graph:
     """Edges between nodes from the `evidence` table (id, kind, key, hits). Edges
-    are sorted and weights rounded, so the communities do not depend on the order an
+    are sorted (by the engine) and weights rounded, so the communities do not depend on the order an
     engine returns rows in or on the order it summed them. Nodes and keys are numbered
     before the rings and pairs are formed (node_ids, key_degree): grouping and joining on
     integers rather than names is what keeps the edge query fast. Leaves `keyed` (id,
@@ -98,53 +98,59 @@ def build(engine: Engine) -> Graph:
                sum(w.weight * s * pow(ln(1 + {total_nodes} / degree) / ln(1 + {total_nodes}),
                                       CASE WHEN kind = 'template' THEN 2 ELSE 1 END))
               AS weight
-        FROM pairs JOIN kind_weight w USING (kind) WHERE a <> b GROUP BY 1, 2
+        FROM pairs JOIN kind_weight w USING (kind) WHERE a <> b GROUP BY 1, 2 ORDER BY 1, 2
     """)
     engine.unregister("kind_weight")
     return _graph(engine.arrow("SELECT id, node FROM node_ids"), table)
 
 
 def _graph(names: pa.Table, edges: pa.Table) -> Graph:
-    """The graph of edges (a, b, weight) between node numbers, with the linked nodes
-    sorted by name and numbered from 0 in that order."""
+    """The graph of edges (a, b, weight), a < b, between node numbers, sorted by (a, b),
+    with the linked nodes numbered from 0 in name order. Node numbers are in name order
+    already (NODES_SQL), so a node's position is the count of linked numbers below it:
+    no sort here, and no copy of the edges but the renumbered pair (at 12M edges the
+    sort and the copies took 13 s and 1.1 GB)."""
     ids = names.column("id").to_numpy()
     by_id = np.empty(int(ids.max()) + 1 if len(ids) else 0, dtype=object)
     by_id[ids] = names.column("node").to_pylist()
-    a, b = (edges.column(i).to_numpy().astype(np.int64) for i in (0, 1))
-    linked = np.unique(np.concatenate([a, b]))
-    linked = linked[pc.sort_indices(pa.array(by_id[linked].tolist(), pa.string())).to_numpy()]
-    position = np.zeros(len(by_id), dtype=np.int64)
-    position[linked] = np.arange(len(linked))
-    sources = np.minimum(position[a], position[b])
-    targets = np.maximum(position[a], position[b])
-    order = np.lexsort((targets, sources))
-    weights = edges.column(2).to_numpy().astype(np.float64)
+    a, b = (edges.column(i).to_numpy() for i in (0, 1))
+    linked = np.zeros(len(by_id), dtype=bool)
+    linked[a] = True
+    linked[b] = True
+    position = (np.cumsum(linked) - 1).astype(np.int32)
+    weights = np.round(edges.column(2).to_numpy(), 9)
     nodes = [str(n) for n in by_id[linked]]
-    return Graph(nodes, sources[order], targets[order], np.round(weights[order], 9))
+    return Graph(nodes, position[a], position[b], weights)
 
 
 def communities(graph: Graph, seed: int = 7) -> dict[str, int]:
     """Leiden communities (CPM, weighted) of the graph's nodes; singletons are left out."""
     if not len(graph.sources):
         return {}
-    # Pairs of Python ints: igraph walks a NumPy array row by row (1.45 s against 0.66 s
-    # for the 1.7M edges at 3M exchanges).
-    pairs = zip(graph.sources.tolist(), graph.targets.tolist(), strict=True)
-    g = igraph.Graph(n=len(graph.nodes), edges=list(pairs))
-    g.es["weight"] = graph.weights.tolist()
+    g = igraph.Graph(n=len(graph.nodes), edges=_pairs(graph))
     import random
 
     random.seed(seed)
     igraph.set_random_number_generator(random)
     parts = g.community_leiden(
         objective_function="CPM",
-        weights="weight",
+        weights=graph.weights,
         resolution=RESOLUTION,
         n_iterations=LEIDEN_ITERATIONS,
     )
     membership = _attach(graph, list(parts.membership))
     sizes = np.bincount(membership)
     return {graph.nodes[i]: c for i, c in enumerate(membership) if sizes[c] >= 2}
+
+
+def _pairs(graph: Graph, step: int = 1 << 16) -> Iterator[tuple[int, int]]:
+    """The edges as pairs of Python ints, made a slice at a time as igraph reads them.
+    igraph walks a NumPy array row by row (17 s against 9 s for 12M edges), and a list
+    of all the pairs at once held about 160 bytes an edge (2 GB at 12M edges, the
+    detection's peak on a day of 580k active accounts); a slice at a time, nothing."""
+    for start in range(0, len(graph.sources), step):
+        sources, targets = graph.sources[start : start + step], graph.targets[start : start + step]
+        yield from zip(sources.tolist(), targets.tolist(), strict=True)
 
 
 def _attach(graph: Graph, membership: list[int], share: float = 0.5) -> list[int]:
