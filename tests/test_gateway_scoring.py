@@ -127,3 +127,17 @@ def test_repeated_prompts_get_the_keys_they_get_alone() -> None:
     for row, prompt in zip(keys, batch, strict=True):
         assert (row == keys_of([prompt])[0]).all()
     assert not (keys_of([prompts[0]]) == keys_of([prompts[2]])).all()
+
+
+def test_only_prompts_that_carry_a_fingerprint_come_back() -> None:
+    """The matching process returns the positions of the prompts carrying a known key,
+    each with exactly the known keys it carries; the rest stay in that process."""
+    from distillguard.gateway.templates import carried, keys_of, numbers
+
+    farm, other = TEMPLATE.format("parse_row", "io"), "Summarise this article on tides."
+    known = [f"{int(k):016x}" for k in keys_of([farm])[0][:2]]
+    found = carried([other, farm, other, farm], numbers([*known, "00000000000000ff"]))
+    assert [i for i, _ in found] == [1, 3]
+    assert all(sorted(keys) == sorted(known) for _, keys in found)
+    assert carried([other], numbers(known)) == []
+    assert carried([], numbers(known)) == []

@@ -17,7 +17,7 @@ from distillguard.features.capability import COT_PATTERNS
 from distillguard.gateway.findings import Findings
 from distillguard.gateway.policy import Decision, Policy
 from distillguard.gateway.state import Seen, Store, verdict
-from distillguard.gateway.templates import Matcher, carried
+from distillguard.gateway.templates import Matcher, carried, numbers
 from distillguard.privacy import Pseudonymiser, network
 from distillguard.profile.accounts import SCRIPTED_AGENTS
 
@@ -61,8 +61,8 @@ class Scorer:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            keys = carried([prompt], self.findings.fingerprints)[0]
-            if keys:
-                self.store.add_fingerprints([(account, keys)])
+            found = carried([prompt], numbers(self.findings.fingerprints))
+            if found:
+                self.store.add_fingerprints([(account, found[0][1])])
             return
         self.matcher.submit(loop, account, prompt)
