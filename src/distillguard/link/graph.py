@@ -49,12 +49,12 @@ class Graph:
 
 def build(engine: Engine) -> Graph:
     """Edges between nodes from the `evidence` table (id, kind, key, hits). Edges
-    are sorted (by the engine) and weights rounded, so the communities do not depend on the order an
-    engine returns rows in or on the order it summed them. Nodes and keys are numbered
-    before the rings and pairs are formed (node_ids, key_degree): grouping and joining on
-    integers rather than names is what keeps the edge query fast. Leaves `keyed` (id,
-    kind, key, share) and `linked` (the keys more than one node holds, numbered) for
-    the later stages."""
+    are sorted by the engine and weights rounded, so the communities do not depend on
+    the order an engine returns rows in or on the order it summed them. Nodes and keys
+    are numbered before the rings and pairs are formed (node_ids, key_degree): grouping
+    and joining on integers rather than names is what keeps the edge query fast. Leaves
+    `keyed` (id, kind, key, share) and `linked` (the keys more than one node holds,
+    numbered) for the later stages."""
     engine.register(
         "kind_weight", pa.table({"kind": list(KIND_WEIGHT), "weight": list(KIND_WEIGHT.values())})
     )
@@ -147,7 +147,8 @@ def _pairs(graph: Graph, step: int = 1 << 16) -> Iterator[tuple[int, int]]:
     """The edges as pairs of Python ints, made a slice at a time as igraph reads them.
     igraph walks a NumPy array row by row (17 s against 9 s for 12M edges), and a list
     of all the pairs at once held about 160 bytes an edge (2 GB at 12M edges, the
-    detection's peak on a day of 580k active accounts); a slice at a time, nothing."""
+    detection's peak on a day of 580k active accounts); a slice at a time holds next to
+    nothing."""
     for start in range(0, len(graph.sources), step):
         sources, targets = graph.sources[start : start + step], graph.targets[start : start + step]
         yield from zip(sources.tolist(), targets.tolist(), strict=True)
