@@ -42,3 +42,17 @@ def test_two_cliques_joined_by_one_weak_edge_are_two_communities() -> None:
     second = {found[f"n{i:02d}"] for i in range(6, 11)}
     assert len(first) == len(second) == 1 and first != second
     assert found == graph.communities(graph._graph(names, _edges(rows)))  # seeded
+
+
+def test_no_shared_keys_no_graph_and_no_communities() -> None:
+    names = pa.table({"id": pa.array([1, 2], pa.int32()), "node": ["a", "b"]})
+    empty = pa.table(
+        {
+            "a": pa.array([], pa.int32()),
+            "b": pa.array([], pa.int32()),
+            "weight": pa.array([], pa.float64()),
+        }
+    )
+    g = graph._graph(names, empty)
+    assert g.nodes == [] and len(g.sources) == len(g.weights) == 0
+    assert graph.communities(g) == {}
