@@ -9,8 +9,8 @@ computed in batches a few times a second, in a separate process when the gateway
 (in a thread the work held the GIL long enough to push a competing thread's p99 wait
 from 0.7 to 5.7 ms), which also looks the keys up among the fingerprints; the serving
 process adds the few hits to their accounts' state, where the evidence counts from the
-account's next request on. It is cumulative evidence (three fingerprints or more), so one request
-of delay changes nothing for a campaign account sending hundreds.
+account's next request on. It is cumulative evidence (three fingerprints or more), so
+one request of delay changes nothing for a campaign account sending hundreds.
 """
 
 from __future__ import annotations
