@@ -14,10 +14,9 @@ def _edges(rows: list[tuple[int, int, float]]) -> pa.Table:
     return pa.table({"a": pa.array(a, pa.int32()), "b": pa.array(b, pa.int32()), "weight": list(w)})
 
 
-def test_linked_nodes_are_numbered_in_name_order_and_unlinked_ones_left_out() -> None:
-    names = pa.table({"id": pa.array([3, 1, 2, 5, 4], pa.int32()), "node": list("cabed")})
-    g = graph._graph(names, _edges([(1, 3, 0.5), (3, 5, 0.1234567891)]))
-    assert g.nodes == ["a", "c", "e"]  # b and d share nothing
+def test_linked_nodes_are_numbered_in_order_and_unlinked_ones_left_out() -> None:
+    g = graph._graph(_edges([(1, 3, 0.5), (3, 5, 0.1234567891)]))
+    assert g.ids.tolist() == [1, 3, 5]  # 2 and 4 share nothing
     assert g.sources.tolist() == [0, 1]
     assert g.targets.tolist() == [1, 2]
     assert g.weights.tolist() == [0.5, 0.123456789]  # rounded: sums differ in the last bits
@@ -25,7 +24,7 @@ def test_linked_nodes_are_numbered_in_name_order_and_unlinked_ones_left_out() ->
 
 def test_pairs_come_in_slices_yet_all_and_in_order() -> None:
     sources, targets = np.arange(7, dtype=np.int32), np.arange(1, 8, dtype=np.int32)
-    g = graph.Graph([str(i) for i in range(8)], sources, targets, np.ones(7))
+    g = graph.Graph(np.arange(8, dtype=np.int32), sources, targets, np.ones(7))
     assert list(graph._pairs(g, step=3)) == [(i, i + 1) for i in range(7)]
     assert all(type(a) is int for pair in graph._pairs(g, step=3) for a in pair)
 
@@ -33,19 +32,18 @@ def test_pairs_come_in_slices_yet_all_and_in_order() -> None:
 def test_two_cliques_joined_by_one_weak_edge_are_two_communities() -> None:
     cliques = [(a, b, 1.0) for block in (range(1, 6), range(6, 11)) for a in block for b in block]
     rows = sorted({(a, b, w) for a, b, w in cliques if a < b} | {(5, 6, 0.01)})
-    names = pa.table(
-        {"id": pa.array(range(1, 12), pa.int32()), "node": [f"n{i:02d}" for i in range(1, 12)]}
-    )
-    found = graph.communities(graph._graph(names, _edges(rows)))
-    assert len(found) == 10  # n11 is linked to nothing
-    first = {found[f"n{i:02d}"] for i in range(1, 6)}
-    second = {found[f"n{i:02d}"] for i in range(6, 11)}
+    rows.append((10, 12, 0.001))  # 11 is linked to nothing, 12 only to 10
+    ids, labels = graph.communities(graph._graph(_edges(rows)))
+    assert ids.tolist() == [*range(1, 11), 12]
+    found = dict(zip(ids.tolist(), labels.tolist(), strict=True))
+    first = {found[i] for i in range(1, 6)}
+    second = {found[i] for i in (*range(6, 11), 12)}  # 12 joins where its edge leads
     assert len(first) == len(second) == 1 and first != second
-    assert found == graph.communities(graph._graph(names, _edges(rows)))  # seeded
+    again = graph.communities(graph._graph(_edges(rows)))  # seeded
+    assert all((x == y).all() for x, y in zip((ids, labels), again, strict=True))
 
 
 def test_no_shared_keys_no_graph_and_no_communities() -> None:
-    names = pa.table({"id": pa.array([1, 2], pa.int32()), "node": ["a", "b"]})
     empty = pa.table(
         {
             "a": pa.array([], pa.int32()),
@@ -53,6 +51,36 @@ def test_no_shared_keys_no_graph_and_no_communities() -> None:
             "weight": pa.array([], pa.float64()),
         }
     )
-    g = graph._graph(names, empty)
-    assert g.nodes == [] and len(g.sources) == len(g.weights) == 0
-    assert graph.communities(g) == {}
+    g = graph._graph(empty)
+    assert len(g.ids) == len(g.sources) == len(g.weights) == 0
+    ids, labels = graph.communities(g)
+    assert len(ids) == len(labels) == 0
+
+
+def test_communities_become_row_groups_in_order_of_their_first_node() -> None:
+    from distillguard.detect.run import _members
+
+    rows = np.array([4, 0, 7, 2, 5, 1], dtype=np.int64)
+    labels = np.array([9, 3, 9, 3, 1, 1], dtype=np.int64)
+    members = _members(rows, labels)
+    assert list(members) == [3, 1, 9]  # first rows 0, 1, 4
+    assert [m.tolist() for m in members.values()] == [[0, 2], [1, 5], [4, 7]]
+    assert _members(np.empty(0, np.int64), np.empty(0, np.int64)) == {}
+
+
+def test_nodes_take_profiles_in_any_order_and_unprofiled_nodes_have_no_signals() -> None:
+    from distillguard.detect.run import Nodes
+
+    nodes = Nodes(pa.array(["acct-a", "acct-b", "reseller"], pa.large_string()))
+    profiles = pa.table(
+        {
+            "account_id": ["acct-b", "acct-a"],
+            "exchanges": pa.array([40, 3], pa.int64()),
+            "cot_share": [1.0, 0.25],
+        }
+    )
+    nodes.profile(profiles)
+    assert nodes.profiled.tolist() == [True, True, False]
+    assert nodes.exchanges.tolist() == [3.0, 40.0, 0.0]
+    assert nodes.signals["reasoning_elicitation"].tolist() == [0.25, 1.0, 0.0]
+    assert nodes.named(np.array([2, 0])) == ["reseller", "acct-a"]

@@ -99,15 +99,16 @@ def detect(
             f"CREATE OR REPLACE TEMP VIEW by_node AS "
             f"SELECT {others}, node AS account_id FROM node_exchanges"
         )
-        profiles = profile(db, "by_node")
+        nodes = Nodes(db.arrow("SELECT node FROM node_ids ORDER BY id").column(0))
+        nodes.profile(profile(db, "by_node"))
         clock.lap("profiles")
         db.run(evidence.evidence_sql(bool(account_files)))
         clock.lap("evidence")
         g = graph.build(db)
         clock.lap("edges")
-        groups = graph.communities(g)
+        linked, labels = graph.communities(g)
         clock.lap("leiden")
-        findings = _findings(db, g, groups, profiles, fpr)
+        findings = _findings(db, g, linked, labels, nodes, fpr)
         findings["summary"]["missing_columns"] = missing
         findings["summary"].update(reuse)
         findings["summary"]["engine"] = db.name
@@ -137,69 +138,72 @@ class Stopwatch:
 
 
 class Nodes:
-    """Every node's name and member signals (campaigns/score.py) as columns: what
-    scoring needs of the profiles, in a few bytes a node rather than a dict of every
-    profile field each, so that a million accounts fit. Graph nodes without a profile
-    (a mixed account linked by its sign-up data, its traffic being its sub-streams')
-    have rows too, so that they carry their group's score, but no signals."""
+    """Every node (node_ids; row = id - 1, so rows are in name order) with its member
+    signals (campaigns/score.py) as columns: what scoring needs of the profiles, in a
+    few bytes a node and no Python object per node, so that millions of accounts fit.
+    A node without a profile (a mixed account linked by its sign-up data, its traffic
+    being its sub-streams') carries its group's score but no signals."""
 
-    def __init__(self, profiles: pa.Table, others: list[str]) -> None:
-        names = profiles.column("account_id").to_pylist()
-        self._row = {name: i for i, name in enumerate(names)}
-        names += [n for n in others if n not in self._row]
-        self._row.update((n, i) for i, n in enumerate(names[len(profiles) :], len(profiles)))
-        self.names = pa.array(names, pa.string())
-        self.profiled = np.arange(len(names)) < len(profiles)
-        extra = np.zeros(len(names) - len(profiles))
-        signals = scoring.member_signals(profiles)
-        self.signals = {k: np.concatenate([v, extra]) for k, v in signals.items()}
+    def __init__(self, names: pa.Array) -> None:
+        self.names = names.cast(pa.string())  # whichever string type the engine returned
+        self.profiled = np.zeros(len(names), dtype=bool)
+        self.exchanges = np.zeros(len(names))
+        self.signals: dict[str, np.ndarray] = {}
+
+    def profile(self, profiles: pa.Table) -> None:
+        """Keep the signals of `profiles` (one row per node with traffic, any order);
+        the table itself can then go."""
+        rows = pc.index_in(profiles.column("account_id"), value_set=self.names).to_numpy()
+        self.profiled[rows] = True
         exchanges = pc.cast(profiles.column("exchanges"), pa.float64())
-        self.exchanges = np.concatenate(
-            [np.nan_to_num(exchanges.to_numpy(zero_copy_only=False)), extra]
-        )
+        self.exchanges[rows] = np.nan_to_num(exchanges.to_numpy(zero_copy_only=False))
+        for name, values in scoring.member_signals(profiles).items():
+            self.signals[name] = np.zeros(len(self))
+            self.signals[name][rows] = values
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def rows(self, nodes: list[str]) -> np.ndarray:
-        """Row numbers of the named nodes."""
-        return np.fromiter((self._row[n] for n in nodes), dtype=np.int64, count=len(nodes))
+    def named(self, rows: np.ndarray) -> list[str]:
+        return self.names.take(pa.array(rows, pa.int64())).to_pylist()
 
-    def profiled_rows(self, nodes: list[str]) -> np.ndarray:
-        rows = self.rows(nodes)
-        return rows[self.profiled[rows]]
+
+# A group of nodes: community, rows (ascending), score, indicator values.
+Group = tuple[int, np.ndarray, float, dict[str, float]]
 
 
 def _findings(
     db: Engine,
     g: graph.Graph,
-    groups: dict[str, int],
-    profiles: pa.Table,
+    linked: np.ndarray,
+    labels: np.ndarray,
+    nodes: Nodes,
     fpr: float,
 ) -> dict[str, Any]:
-    nodes = Nodes(profiles, list(groups))
-    members: dict[int, list[str]] = {}
-    for node, community in groups.items():
-        members.setdefault(community, []).append(node)
-    scored, labels = _score_groups(nodes, members, graph.exclusivity(db, groups))
+    members = _members(linked - 1, labels)
+    scored, node_labels = _score_groups(nodes, members, graph.exclusivity(db, linked, labels))
     calibration = calibrate([item[2] for item in scored], fpr)
-    solos, solo_calibration = _solos(nodes, labels, fpr)
+    solos, solo_calibration = _solos(nodes, node_labels, fpr)
     node_score = np.zeros(len(nodes))
     parts = []
-    for _community, names, s, values in scored + solos:
-        node_score[nodes.rows(names)] = s
-        fitted = calibration if len(names) > 1 else solo_calibration
+    for _community, rows, s, values in scored + solos:
+        node_score[rows] = s
+        fitted = calibration if len(rows) > 1 else solo_calibration
         if s >= fitted.threshold:
-            parts.append((names, s, values, fitted))
+            parts.append((rows, s, values, fitted))
     flagged = _join_parts(db, parts, nodes)
     ids = [f"campaign-{rank + 1:03d}" for rank in range(len(flagged))]
     node_campaign: dict[str, str] = {}
-    for cid, (names, s, _values, _fitted) in zip(ids, flagged, strict=True):
-        node_campaign.update(dict.fromkeys(names, cid))
-        rows = nodes.rows(names)
+    names = []
+    for cid, (rows, s, _values, _fitted) in zip(ids, flagged, strict=True):
+        names.append(nodes.named(rows))
+        node_campaign.update(dict.fromkeys(names[-1], cid))
         node_score[rows] = np.maximum(node_score[rows], s)
     facts = campaign_facts(db, node_campaign)
-    campaigns = [_campaign(facts[cid], cid, *part) for cid, part in zip(ids, flagged, strict=True)]
+    campaigns = [
+        _campaign(facts[cid], cid, member_names, *part[1:])
+        for cid, member_names, part in zip(ids, names, flagged, strict=True)
+    ]
     return {
         "campaigns": campaigns,
         "node_campaign": node_campaign,
@@ -213,8 +217,8 @@ def _findings(
         "exchanges": _substream_exchanges(db, node_campaign),
         "summary": {
             "campaigns": len(campaigns),
-            "nodes": len(profiles),
-            "linked_nodes": len(groups),
+            "nodes": int(nodes.profiled.sum()),
+            "linked_nodes": len(linked),
             "edges": len(g.sources),
             "flagged_accounts": sum(1 for n in node_campaign if SEPARATOR not in n),
             "flagged_substreams": sum(1 for n in node_campaign if SEPARATOR in n),
@@ -225,30 +229,38 @@ def _findings(
     }
 
 
-Group = tuple[int, list[str], float, dict[str, float]]  # community, nodes, score, values
+def _members(rows: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Each community's rows (ascending), communities in the order of their first row."""
+    if not len(rows):
+        return {}
+    order = np.lexsort((rows, labels))
+    rows, labels = rows[order], labels[order]
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    groups = zip(labels[starts].tolist(), np.split(rows, starts[1:]), strict=True)
+    return dict(sorted(groups, key=lambda group: group[1][0]))
 
 
 def _score_groups(
-    nodes: Nodes, members: dict[int, list[str]], private: dict[int, float]
+    nodes: Nodes, members: dict[int, np.ndarray], private: dict[int, float]
 ) -> tuple[list[Group], np.ndarray]:
     """Every community of at least MIN_GROUP nodes scored on its members' mean signals
     and its private templates; and each node's scored community (-1 for none)."""
     labels = np.full(len(nodes), -1, dtype=np.int64)
-    for community, names in members.items():
-        if len(names) >= MIN_GROUP:
-            labels[nodes.rows(names)] = community
+    for community, rows in members.items():
+        if len(rows) >= MIN_GROUP:
+            labels[rows] = community
     profiled = np.where(nodes.profiled, labels, -1)  # a member without traffic has no signals
     means = scoring.group_indicators(nodes.signals, profiled, max(members, default=0) + 1)
     scored = []
-    for community, names in members.items():
-        if len(names) >= MIN_GROUP:
+    for community, rows in members.items():
+        if len(rows) >= MIN_GROUP:
             values = {k: float(v[community]) for k, v in means.items()}
             values["private_templates"] = private.get(community, 0.0)
-            scored.append((community, names, scoring.score(values, len(names)), values))
+            scored.append((community, rows, scoring.score(values, len(rows)), values))
     return scored, labels
 
 
-Part = tuple[list[str], float, dict[str, float], Calibration]
+Part = tuple[np.ndarray, float, dict[str, float], Calibration]  # rows, score, values, fit
 
 
 def _join_parts(db: Engine, parts: list[Part], nodes: Nodes) -> list[Part]:
@@ -257,7 +269,7 @@ def _join_parts(db: Engine, parts: list[Part], nodes: Nodes) -> list[Part]:
     if that is higher."""
     roots = parts_to_join(
         db,
-        {n: i for i, part in enumerate(parts) for n in part[0]},
+        {n: i for i, part in enumerate(parts) for n in nodes.named(part[0])},
         frozenset(i for i, part in enumerate(parts) if len(part[0]) == 1),
     )
     joined: dict[int, list[int]] = {}
@@ -268,13 +280,12 @@ def _join_parts(db: Engine, parts: list[Part], nodes: Nodes) -> list[Part]:
         if len(members) == 1:
             result.append(parts[members[0]])
             continue
-        names = sorted(n for i in members for n in parts[i][0])
+        rows = np.sort(np.concatenate([parts[i][0] for i in members]))
         private = sum(parts[i][2]["private_templates"] * len(parts[i][0]) for i in members)
-        rows = nodes.profiled_rows(names)
-        values = scoring.indicators(nodes.signals, rows, private / len(names))
-        s = max([scoring.score(values, len(names))] + [parts[i][1] for i in members])
-        result.append((names, s, values, parts[members[0]][3]))
-    return sorted(result, key=lambda part: (-part[1], part[0][0]))
+        values = scoring.indicators(nodes.signals, rows[nodes.profiled[rows]], private / len(rows))
+        s = max([scoring.score(values, len(rows))] + [parts[i][1] for i in members])
+        result.append((rows, s, values, parts[members[0]][3]))
+    return sorted(result, key=lambda part: (-part[1], int(part[0][0])))
 
 
 def _solos(nodes: Nodes, labels: np.ndarray, fpr: float) -> tuple[list[Group], Calibration]:
@@ -282,9 +293,9 @@ def _solos(nodes: Nodes, labels: np.ndarray, fpr: float) -> tuple[list[Group], C
     Their threshold is the calibrated one for lone accounts, never below the default:
     one account has no linkage to corroborate it."""
     solos = []
-    for row in np.flatnonzero((labels < 0) & (nodes.exchanges >= SOLO_EXCHANGES)).tolist():
+    for row in np.flatnonzero((labels < 0) & (nodes.exchanges >= SOLO_EXCHANGES)):
         values = scoring.indicators(nodes.signals, np.array([row]))
-        solos.append((-1, [nodes.names[row].as_py()], scoring.score(values, 1), values))
+        solos.append((-1, np.array([row]), scoring.score(values, 1), values))
     fitted = calibrate([item[2] for item in solos], fpr)
     return solos, replace(fitted, threshold=max(fitted.threshold, scoring.THRESHOLD))
 
@@ -339,7 +350,7 @@ def _account_rows(
     strongest evidence. A mixed account is never flagged whole: its flagged sub-streams
     are in exchanges."""
     accounts = db.arrow("SELECT DISTINCT account_id FROM exchanges ORDER BY 1").column(0)
-    accounts = accounts.cast(pa.string())  # whichever string type the engine returned
+    accounts = accounts.cast(pa.string())
     found = pc.index_in(accounts, value_set=nodes.names)
     rows = pc.fill_null(found, -1).to_numpy()
     scores = np.where(rows >= 0, node_score[np.maximum(rows, 0)], 0.0)

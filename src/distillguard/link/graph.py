@@ -38,10 +38,11 @@ LEIDEN_ITERATIONS = 2  # igraph's default; to convergence took 55 s against 17 s
 
 @dataclass
 class Graph:
-    """Nodes by name; edges as two index arrays and a weight array (NumPy, so a graph
-    of millions of edges stays compact)."""
+    """The linked nodes by number (node_ids.id, ascending, so in name order); edges as
+    positions into them and a weight, NumPy arrays all, so that a graph of millions of
+    nodes and edges holds no Python object per node or edge."""
 
-    nodes: list[str]
+    ids: np.ndarray
     sources: np.ndarray
     targets: np.ndarray
     weights: np.ndarray
@@ -101,33 +102,30 @@ def build(engine: Engine) -> Graph:
         FROM pairs JOIN kind_weight w USING (kind) WHERE a <> b GROUP BY 1, 2 ORDER BY 1, 2
     """)
     engine.unregister("kind_weight")
-    return _graph(engine.arrow("SELECT id, node FROM node_ids"), table)
+    return _graph(table)
 
 
-def _graph(names: pa.Table, edges: pa.Table) -> Graph:
+def _graph(edges: pa.Table) -> Graph:
     """The graph of edges (a, b, weight), a < b, between node numbers, sorted by (a, b),
     with the linked nodes numbered from 0 in name order. Node numbers are in name order
     already (NODES_SQL), so a node's position is the count of linked numbers below it:
     no sort here, and no copy of the edges but the renumbered pair (at 12M edges the
     sort and the copies took 13 s and 1.1 GB)."""
-    ids = names.column("id").to_numpy()
-    by_id = np.empty(int(ids.max()) + 1 if len(ids) else 0, dtype=object)
-    by_id[ids] = names.column("node").to_pylist()
     a, b = (edges.column(i).to_numpy() for i in (0, 1))
-    linked = np.zeros(len(by_id), dtype=bool)
+    linked = np.zeros(int(max(a.max(), b.max())) + 1 if len(a) else 0, dtype=bool)
     linked[a] = True
     linked[b] = True
     position = (np.cumsum(linked) - 1).astype(np.int32)
     weights = np.round(edges.column(2).to_numpy(), 9)
-    nodes = [str(n) for n in by_id[linked]]
-    return Graph(nodes, position[a], position[b], weights)
+    return Graph(np.flatnonzero(linked).astype(np.int32), position[a], position[b], weights)
 
 
-def communities(graph: Graph, seed: int = 7) -> dict[str, int]:
-    """Leiden communities (CPM, weighted) of the graph's nodes; singletons are left out."""
+def communities(graph: Graph, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Leiden communities (CPM, weighted) of the graph's nodes: the numbers of the nodes
+    in a community of two or more, and their community's number, in node order."""
     if not len(graph.sources):
-        return {}
-    g = igraph.Graph(n=len(graph.nodes), edges=_pairs(graph))
+        return np.empty(0, np.int32), np.empty(0, np.int64)
+    g = igraph.Graph(n=len(graph.ids), edges=_pairs(graph))
     import random
 
     random.seed(seed)
@@ -138,9 +136,9 @@ def communities(graph: Graph, seed: int = 7) -> dict[str, int]:
         resolution=RESOLUTION,
         n_iterations=LEIDEN_ITERATIONS,
     )
-    membership = _attach(graph, list(parts.membership))
-    sizes = np.bincount(membership)
-    return {graph.nodes[i]: c for i, c in enumerate(membership) if sizes[c] >= 2}
+    membership = np.asarray(_attach(graph, list(parts.membership)), dtype=np.int64)
+    grouped = np.bincount(membership)[membership] >= 2
+    return graph.ids[grouped], membership[grouped]
 
 
 def _pairs(graph: Graph, step: int = 1 << 16) -> Iterator[tuple[int, int]]:
@@ -181,22 +179,19 @@ def _attach(graph: Graph, membership: list[int], share: float = 0.5) -> list[int
     return moved
 
 
-def exclusivity(engine: Engine, groups: dict[str, int]) -> dict[int, float]:
+def exclusivity(engine: Engine, ids: np.ndarray, labels: np.ndarray) -> dict[int, float]:
     """Per community: the share of its members' template traffic on skeletons used mostly
     inside it (by at least three of its nodes, from at least three accounts). A campaign's
     operator writes its own templates; legitimate groups that share templates share
     common ones (a homework assignment, a coding tool's prompts) used far beyond them, or
-    are one account's end users."""
-    if not groups:
+    are one account's end users. `ids` and `labels` are as `communities` gives them."""
+    if not len(ids):
         return {}
-    engine.register(
-        "node_group",
-        pa.table({"node": list(groups), "community": list(groups.values())}),
-    )
+    engine.register("node_group", pa.table({"id": ids, "community": labels}))
     rows = engine.rows("""
         WITH t AS (
             SELECT l.key_id, l.share, g.community, l.degree, n.account
-            FROM linked l JOIN node_ids n USING (id) JOIN node_group g ON g.node = n.node
+            FROM linked l JOIN node_ids n USING (id) JOIN node_group g USING (id)
             WHERE l.kind = 'template'
         ),
         inside AS (
