@@ -37,7 +37,8 @@ HEADER = """# Detection at scale
 
 Command: `.venv/bin/python benchmarks/detect_scale.py --days D`. Input: `alibaba-2026`
 simulated for D days. Scan floor: read the Parquet input and hash its prompt column.
-Peak RSS: the detect process tree (with its feature workers), sampled every 0.2 s.
+Peak RSS: the detect process tree (with its feature workers), sampled every 0.2 s, and
+the stage it came in.
 
 """
 WORD = re.compile(r"[\w<>]+")  # words as ours are: letters and digits of any script, _ < >
@@ -102,12 +103,13 @@ def main() -> int:
             )
         rows = pq.ParquetFile(traffic / "exchanges.parquet").metadata.num_rows
         floor = scan_floor(traffic / "exchanges.parquet")
-        seconds, peak, summary = timed_detect(traffic, work / f"findings-{traffic.name}")
+        seconds, peak, summary, peak_at = timed_detect(traffic, work / f"findings-{traffic.name}")
         stages = ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items())
         row = (
             f"| {datetime.now(UTC):%Y-%m-%d} | {rows:,} | {seconds:.0f} s | "
             f"{rows / seconds:,.0f} | {floor:.1f} s | {seconds / floor:.1f}x | "
-            f"{peak / 2**20:,.0f} MiB | {stages} | {summary['campaigns']} | "
+            f"{peak / 2**20:,.0f} MiB ({stage_at(summary['seconds'], seconds, peak_at)}) | "
+            f"{stages} | {summary['campaigns']} | "
             f"{summary['flagged_accounts']:,} | {machine()} |"
         )
         print(row, flush=True)
@@ -126,7 +128,7 @@ def main() -> int:
 def engines(traffic: Path, rows: int, duck_seconds: float, duck: dict, duck_out: Path) -> None:
     """DuckDB against Spark local mode on the same input; the findings must agree."""
     out = duck_out.with_name(duck_out.name + "-spark")
-    seconds, peak, summary = timed_detect(traffic, out, ["--engine", "spark"])
+    seconds, peak, summary, _ = timed_detect(traffic, out, ["--engine", "spark"])
     same = (out / "campaigns.json").read_text() == (duck_out / "campaigns.json").read_text()
     path = Path(__file__).parent / "results" / "engines.md"
     if not path.exists():
@@ -167,7 +169,8 @@ def scan_floor(path: Path) -> float:
 
 def timed_detect(
     traffic: Path, out: Path, extra: tuple[str, ...] | list[str] = ()
-) -> tuple[float, int, dict]:
+) -> tuple[float, int, dict, float]:
+    """Seconds, peak RSS of the process tree, the summary, and when the peak came."""
     command = [
         sys.executable,
         "-m",
@@ -181,19 +184,34 @@ def timed_detect(
     ]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
+    peak, peak_at = 0, 0.0
     watched = psutil.Process(process.pid)
     while process.poll() is None:
         try:
             tree = [watched, *watched.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            rss = sum(p.memory_info().rss for p in tree if p.is_running())
+            if rss > peak:
+                peak, peak_at = rss, time.perf_counter() - started
         except psutil.Error:
             pass
         time.sleep(0.2)
     stdout, stderr = process.communicate()
     if process.returncode:
         raise SystemExit(stderr)
-    return time.perf_counter() - started, peak, json.loads(stdout)
+    return time.perf_counter() - started, peak, json.loads(stdout), peak_at
+
+
+def stage_at(laps: dict[str, float], seconds: float, at: float) -> str:
+    """The stage running `at` seconds into a run of `seconds` whose stages took `laps`
+    (start-up, before the first stage, is what the laps leave out)."""
+    clock = seconds - sum(laps.values())
+    if at <= clock:
+        return "start-up"
+    for stage, lap in laps.items():
+        clock += lap
+        if at <= clock:
+            return stage
+    return "writing"
 
 
 def minhash_against_datasketch(prompts, rounds: int = 3) -> str:  # type: ignore[no-untyped-def]
