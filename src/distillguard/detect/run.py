@@ -107,8 +107,10 @@ def detect(
         g = graph.build(db)
         clock.lap("edges")
         linked, labels = graph.communities(g)
+        edges = len(g.sources)
+        del g  # its arrays, before the last stage's queries
         clock.lap("leiden")
-        findings = _findings(db, g, linked, labels, nodes, fpr)
+        findings = _findings(db, edges, linked, labels, nodes, fpr)
         findings["summary"]["missing_columns"] = missing
         findings["summary"].update(reuse)
         findings["summary"]["engine"] = db.name
@@ -174,7 +176,7 @@ Group = tuple[int, np.ndarray, float, dict[str, float]]
 
 def _findings(
     db: Engine,
-    g: graph.Graph,
+    edges: int,
     linked: np.ndarray,
     labels: np.ndarray,
     nodes: Nodes,
@@ -219,7 +221,7 @@ def _findings(
             "campaigns": len(campaigns),
             "nodes": int(nodes.profiled.sum()),
             "linked_nodes": len(linked),
-            "edges": len(g.sources),
+            "edges": edges,
             "flagged_accounts": sum(1 for n in node_campaign if SEPARATOR not in n),
             "flagged_substreams": sum(1 for n in node_campaign if SEPARATOR in n),
             "threshold": round(calibration.threshold, 4),
