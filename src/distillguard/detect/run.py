@@ -296,8 +296,9 @@ def _solos(nodes: Nodes, labels: np.ndarray, fpr: float) -> tuple[list[Group], C
     one account has no linkage to corroborate it."""
     solos = []
     for row in np.flatnonzero((labels < 0) & (nodes.exchanges >= SOLO_EXCHANGES)):
-        values = scoring.indicators(nodes.signals, np.array([row]))
-        solos.append((-1, np.array([row]), scoring.score(values, 1), values))
+        rows = np.array([row])
+        values = scoring.indicators(nodes.signals, rows)
+        solos.append((-1, rows, scoring.score(values, 1), values))
     fitted = calibrate([item[2] for item in solos], fpr)
     return solos, replace(fitted, threshold=max(fitted.threshold, scoring.THRESHOLD))
 
