@@ -12,9 +12,11 @@ import pytest
 
 from distillguard.cli import main
 from distillguard.detect import detect
+from distillguard.errors import StoreError
 from distillguard.ingest import Options, ingest
 from distillguard.simulate import simulate
 from distillguard.simulate.scenario import Campaign, Population, Scenario
+from distillguard.store import exclusive
 
 NEW_DAY = datetime(2026, 4, 24, tzinfo=UTC)
 
@@ -44,6 +46,10 @@ def _same(one: Path, two: Path) -> None:
         assert pq.read_table(one / name).equals(pq.read_table(two / name)), name
 
 
+def _entries(cache: Path) -> list[Path]:
+    return [p for p in cache.iterdir() if p.name != ".lock"]
+
+
 def test_a_new_day_reuses_the_digests_of_history(days: Path, tmp_path: Path) -> None:
     store, cache = tmp_path / "store", tmp_path / "cache"
     accounts = days / "sim" / "accounts.parquet"
@@ -59,7 +65,7 @@ def test_a_new_day_reuses_the_digests_of_history(days: Path, tmp_path: Path) -> 
     full = detect(store, tmp_path / "full", accounts=accounts)
     assert (full["digested_files"], full["reused_files"]) == (3, 0)
     _same(tmp_path / "night2", tmp_path / "full")
-    assert len(list(cache.iterdir())) == 3
+    assert len(_entries(cache)) == 3
 
 
 def test_a_changed_day_is_digested_again(days: Path, tmp_path: Path) -> None:
@@ -73,7 +79,7 @@ def test_a_changed_day_is_digested_again(days: Path, tmp_path: Path) -> None:
     assert (again["digested_files"], again["reused_files"]) == (1, 1)
     detect(store, tmp_path / "c")
     _same(tmp_path / "b", tmp_path / "c")
-    assert len(list(cache.iterdir())) == 2  # the superseded digest is gone
+    assert len(_entries(cache)) == 2  # the superseded digest is gone
 
 
 def test_the_cache_flag_on_the_command_line(days: Path, tmp_path: Path) -> None:
@@ -98,3 +104,24 @@ def test_a_store_of_another_version_is_refused_by_name(
     assert main(["detect", str(store), "--out", str(tmp_path / "f")]) == 5
     err = capsys.readouterr().err
     assert "version 0" in err and "Traceback" not in err
+
+
+def test_a_cache_in_use_by_another_run_is_refused_untouched(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs on one cache would delete each other's digests as stale: the second is
+    refused, says why, and leaves the cache as it was."""
+    cache = tmp_path / "cache"
+    args = ["detect", str(days / "history.parquet"), "--cache", str(cache)]
+    assert main([*args, "--out", str(tmp_path / "f1")]) == 0
+    before = sorted(str(p) for p in cache.rglob("*"))
+    with exclusive(cache / ".lock", "held by this test"):
+        assert main([*args, "--out", str(tmp_path / "f2")]) == 5
+        with pytest.raises(StoreError, match="in use by another detect run"):
+            detect(days / "history.parquet", tmp_path / "f3", cache=cache)
+    err = capsys.readouterr().err
+    assert "in use by another detect run" in err and "Traceback" not in err
+    assert sorted(str(p) for p in cache.rglob("*")) == before
+    assert not (tmp_path / "f2").exists()
+    assert main([*args, "--out", str(tmp_path / "f4")]) == 0  # free again once let go
+    _same(tmp_path / "f1", tmp_path / "f4")

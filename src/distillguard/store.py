@@ -99,6 +99,18 @@ class Manifest:
         return cls(**known)
 
 
+@contextmanager
+def exclusive(lock: Path, busy: str) -> Iterator[None]:
+    """Hold the file `lock` (made if absent) for one process at a time; another gets a
+    StoreError saying `busy`. The kernel lets go if the holder dies."""
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(busy) from None
+        yield
+
+
 class Store:
     """A store folder; reading needs no lock, writing goes through `transaction()`."""
 
@@ -169,11 +181,7 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise StoreError(f"cannot make a store at {self.root}: a file is in the way") from None
-        with open(self.root / ".lock", "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StoreError(f"{self.root} is being written by another process") from None
+        with exclusive(self.root / ".lock", f"{self.root} is being written by another process"):
             manifest = self.manifest()
             _check_key(manifest, key_id, self.root)
             self._recover(manifest)

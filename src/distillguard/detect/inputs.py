@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from distillguard.engines import Engine
 from distillguard.errors import InputError, SchemaError
 from distillguard.features.digest import VERSION
 from distillguard.schema import EXCHANGES
-from distillguard.store import MANIFEST, Store
+from distillguard.store import MANIFEST, Store, exclusive
 
+LOCK = ".lock"  # held by the run using the cache
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SQL_TYPES = {
     "string": "VARCHAR",
@@ -96,9 +98,17 @@ def digests(
         else:
             counts["reused_files"] += 1
         folders.append(target)
-    for stale in set(cache.iterdir()) - set(folders):  # superseded days, broken runs
+    for stale in set(cache.iterdir()) - set(folders) - {cache / LOCK}:  # superseded, broken
         shutil.rmtree(stale, ignore_errors=True)
     return folders, sorted(missing, key=EXCHANGES.names.index), counts
+
+
+def hold(cache: Path) -> AbstractContextManager[None]:
+    """One run at a time per cache: a second would take the first one's digests for
+    stale ones and delete them, or write the same file's digest beside it."""
+    cache.mkdir(parents=True, exist_ok=True)
+    busy = f"--cache {cache} is in use by another detect run: run one at a time, or one cache each"
+    return exclusive(cache / LOCK, busy)
 
 
 def _key(file: Path) -> str:

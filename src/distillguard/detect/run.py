@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from distillguard.campaigns import score as scoring
 from distillguard.campaigns.calibrate import Calibration, calibrate
 from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
-from distillguard.detect.inputs import digests, inputs, is_uri, load
+from distillguard.detect.inputs import digests, hold, inputs, is_uri, load
 from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, UsageError
 from distillguard.features.digest import DIGEST
@@ -80,7 +81,10 @@ def detect(
     work = Path(tempfile.mkdtemp(prefix="distillguard-detect-"))
     clock = Stopwatch()
     db: Engine | None = None
+    held = ExitStack()
     try:
+        if cache is not None:
+            held.enter_context(hold(Path(cache)))
         db = open_engine(engine, work, memory_limit, cores=workers, **(engine_options or {}))
         cache = Path(cache) if cache is not None else None
         folders, missing, reuse = digests(db, exchange_files, work, cache, workers)
@@ -123,6 +127,7 @@ def detect(
     finally:
         if db is not None:
             db.close()
+        held.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
