@@ -115,6 +115,26 @@ def test_without_an_event_loop_templates_are_matched_at_once(tmp_path: Path) -> 
     assert "campaign_templates" in decision.reason
 
 
+def test_an_account_with_enough_fingerprints_is_not_matched_again(tmp_path: Path) -> None:
+    """A campaign account sends most of the prompts an attack brings; once it carries
+    enough fingerprints for the evidence, matching the rest would change nothing."""
+    findings = Findings(None)
+    findings.fingerprints = dict.fromkeys(_fingerprints([TEMPLATE.format("a", "b")]), "c-1")
+    store = MemoryStore()
+    scorer = Scorer(DEFAULT, store, findings, Pseudonymiser(None))
+    matched: list[str] = []
+    scorer._templates = lambda account, prompt: matched.append(prompt)  # type: ignore[method-assign]
+    scorer.decide("acct", TEMPLATE.format("c", "d"), "curl/8", "10.0.0.1")
+    assert len(matched) == 1
+    store.add_fingerprints([("acct", sorted(findings.fingerprints)[:3])])
+    for _ in range(3):
+        decision = scorer.decide("acct", TEMPLATE.format("e", "f"), "curl/8", "10.0.0.1")
+        assert "campaign_templates" in decision.reason
+    assert len(matched) == 1
+    scorer.decide("other", TEMPLATE.format("g", "h"), "curl/8", "10.0.0.1")
+    assert len(matched) == 2  # another account still is
+
+
 def test_repeated_prompts_get_the_keys_they_get_alone() -> None:
     """Band keys are computed once per distinct prompt in a batch; each row still gets
     exactly its own prompt's keys (batch detection's keys, so findings match)."""

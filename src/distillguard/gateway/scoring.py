@@ -16,6 +16,7 @@ import re2
 from distillguard.features.capability import COT_PATTERNS
 from distillguard.gateway.findings import Findings
 from distillguard.gateway.policy import Decision, Policy
+from distillguard.gateway.state import FINGERPRINTS_TO_MATCH as MATCHED
 from distillguard.gateway.state import Seen, Store, verdict
 from distillguard.gateway.templates import Matcher, carried, numbers
 from distillguard.privacy import Pseudonymiser, network
@@ -47,8 +48,8 @@ class Scorer:
         except Exception as exc:  # a shared store that is down: the policy says open or closed
             log.warning("state store unavailable: %s", type(exc).__name__)
             return self.policy.unavailable("the state store")
-        if self.findings.fingerprints and prompt:
-            self._templates(ident, prompt)
+        if self.findings.fingerprints and prompt and len(profile.fingerprints) < MATCHED:
+            self._templates(ident, prompt)  # past MATCHED, more fingerprints change nothing
         prefix = _network(address) or ""
         found = verdict(
             profile, self.findings.accounts.get(ident), (prefix, agent) in self.findings.networks
