@@ -90,6 +90,8 @@ def test_the_cache_flag_on_the_command_line(days: Path, tmp_path: Path) -> None:
     (tmp_path / "not-a-folder").write_text("x")
     bad = ["detect", str(days / "history.parquet"), "--cache", str(tmp_path / "not-a-folder")]
     assert main([*bad, "--out", str(tmp_path / "f3")]) == 2
+    under_a_file = str(tmp_path / "not-a-folder" / "cache")
+    assert main([*bad[:-1], under_a_file, "--out", str(tmp_path / "f4")]) == 2
 
 
 def test_a_store_of_another_version_is_refused_by_name(

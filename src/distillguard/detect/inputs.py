@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.engines import Engine
-from distillguard.errors import InputError, SchemaError
+from distillguard.errors import InputError, SchemaError, UsageError
 from distillguard.features.digest import VERSION
 from distillguard.schema import EXCHANGES
 from distillguard.store import MANIFEST, Store, exclusive
@@ -106,7 +106,10 @@ def digests(
 def hold(cache: Path) -> AbstractContextManager[None]:
     """One run at a time per cache: a second would take the first one's digests for
     stale ones and delete them, or write the same file's digest beside it."""
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--cache {cache}: cannot make it ({exc.strerror})") from None
     busy = f"--cache {cache} is in use by another detect run: run one at a time, or one cache each"
     return exclusive(cache / LOCK, busy)
 
