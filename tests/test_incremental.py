@@ -127,3 +127,32 @@ def test_a_cache_in_use_by_another_run_is_refused_untouched(
     assert not (tmp_path / "f2").exists()
     assert main([*args, "--out", str(tmp_path / "f4")]) == 0  # free again once let go
     _same(tmp_path / "f1", tmp_path / "f4")
+
+
+def test_a_damaged_input_is_refused_by_name(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cut = tmp_path / "in" / "cut-short.parquet"
+    cut.parent.mkdir()
+    cut.write_bytes((days / "history.parquet").read_bytes()[:5000])  # a copy cut short
+    for extra in ([], ["--cache", str(tmp_path / "c")]):
+        assert main(["detect", str(cut.parent), "--out", str(tmp_path / "f"), *extra]) == 3
+        err = capsys.readouterr().err
+        assert "cut-short.parquet: not a readable Parquet file" in err and "Traceback" not in err
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_damaged_cache_entry_is_digested_again(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cache is derived data: a part cut short (a full disk, a bad copy) costs that
+    file's digest, never the run."""
+    cache = tmp_path / "cache"
+    first = detect(days / "history.parquet", tmp_path / "f1", cache=cache)
+    part = sorted(cache.rglob("*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:1000])
+    again = detect(days / "history.parquet", tmp_path / "f2", cache=cache)
+    assert (again["digested_files"], again["reused_files"]) == (1, 0)
+    assert "is damaged; digesting it again" in capsys.readouterr().err
+    _same(tmp_path / "f1", tmp_path / "f2")
+    assert first["campaigns"] == again["campaigns"]

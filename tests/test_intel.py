@@ -267,6 +267,19 @@ def test_a_bundle_that_is_not_stix_21_is_refused(
     assert "Traceback" not in err and str(path) in err
 
 
+def test_damaged_traffic_is_refused_by_name(
+    shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    traffic = tmp_path / "traffic"
+    traffic.mkdir()
+    damaged = traffic / "exchanges.parquet"
+    damaged.write_bytes((shared / "sim" / "exchanges.parquet").read_bytes()[:4000])
+    bundle = str(shared / "bundle.json")
+    assert main(["intel", "match", bundle, str(traffic), "--out", str(tmp_path / "m")]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"{damaged}: not a readable Parquet file" in err
+
+
 def test_misp_events_follow_the_same_privacy_rules(tmp_path: Path) -> None:
     findings = tmp_path / "findings"
     findings.mkdir()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,6 +69,23 @@ def is_uri(path: File) -> bool:
     return isinstance(path, str) and "://" in path
 
 
+def readable(files: list[File]) -> None:
+    """Refuse, by name, a local input that is not whole Parquet (a copy cut short,
+    another format): its footer costs little to read, and a run is better refused at
+    the start than stopped in the middle."""
+    for file in files:
+        if not is_uri(file) and not _whole(Path(file)):
+            raise InputError(f"{file}: not a readable Parquet file (damaged, or another format)")
+
+
+def _whole(file: Path) -> bool:
+    try:
+        pq.read_metadata(file)
+    except (OSError, pa.ArrowException):
+        return False
+    return True
+
+
 def digests(
     db: Engine, files: list[File], work: Path, cache: Path | None, workers: int
 ) -> tuple[list[File], list[str], dict[str, int]]:
@@ -88,6 +106,12 @@ def digests(
         target = cache / _key(path)
         present = set(pq.read_schema(path).names)
         missing |= {f.name for f in EXCHANGES if f.name not in present}
+        if target.is_dir() and not all(_whole(part) for part in target.glob("*.parquet")):
+            print(
+                f"distillguard: the cached digest of {path} is damaged; digesting it again",
+                file=sys.stderr,
+            )  # the cache is derived data: never a reason to stop
+            shutil.rmtree(target)
         if not target.is_dir():
             load(db, "raw", [path], EXCHANGES)
             partial = cache / f".{target.name}.partial"

@@ -27,7 +27,7 @@ from distillguard.campaigns import score as scoring
 from distillguard.campaigns.calibrate import Calibration, calibrate
 from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
-from distillguard.detect.inputs import digests, hold, inputs, is_uri, load
+from distillguard.detect.inputs import digests, hold, inputs, is_uri, load, readable
 from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, UsageError
 from distillguard.features.digest import DIGEST
@@ -73,6 +73,7 @@ def detect(
         if not is_uri(accounts) and not Path(accounts).is_file():
             raise InputError(f"{accounts}: no such accounts file")
         account_files = [accounts if is_uri(accounts) else Path(accounts)]
+    readable([*exchange_files, *account_files])
     if until is not None:
         try:
             until = to_ts(until).isoformat()

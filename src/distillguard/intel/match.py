@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.detect.inputs import digests, inputs, load
+from distillguard.detect.inputs import digests, inputs, load, readable
 from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError
 from distillguard.features.digest import DIGEST
@@ -223,6 +223,7 @@ def match_traffic(
     and out/report.json, and returns the report."""
     peers, skipped = read_bundle(bundle)
     files, _ = inputs(source)
+    readable(files)
     work = Path(tempfile.mkdtemp(prefix="distillguard-match-"))
     db = open_engine("duckdb", work, memory_limit)
     try:
