@@ -48,6 +48,22 @@ def test_spark_local_mode_finds_what_duckdb_finds(store: Path, tmp_path: Path) -
     assert {k: spark[k] for k in same} == {k: duck[k] for k in same}
 
 
+@pytest.mark.slow
+def test_spark_reuses_its_cached_digests(store: Path, tmp_path: Path) -> None:
+    """A nightly Spark run with --cache digests each day once and finds what DuckDB
+    finds without it."""
+    duck = detect(store, tmp_path / "duckdb")
+    days = len(list(store.rglob("day=*/*.parquet")))
+    for night in ("one", "two"):
+        spark = detect(store, tmp_path / night, engine="spark", cache=tmp_path / "cache")
+        done = (spark["digested_files"], spark["reused_files"])
+        assert done == ((days, 0) if night == "one" else (0, days))
+        assert (tmp_path / night / "campaigns.json").read_text() == (
+            tmp_path / "duckdb" / "campaigns.json"
+        ).read_text()
+    assert duck["campaigns"] >= 2
+
+
 def test_the_spark_digest_keeps_every_hash_bit(store: Path) -> None:
     """Spark has no unsigned integers: the same 64 bits travel as int64."""
     table = pq.read_table(next(store.rglob("day=*/*.parquet"))).slice(0, 200)
