@@ -60,6 +60,9 @@ def test_campaigns_are_found_whole_and_legitimate_users_are_not(
     assert exchanges["recall"] >= 0.95 and exchanges["mixed_recall"] >= 0.9
     assert exchanges["mixed_false_positive_rate"] <= 0.01
     assert summary["campaigns"] == 2
+    saved = json.loads((tmp_path / "findings" / "summary.json").read_text())
+    assert saved["seconds"].keys() >= {"features", "leiden", "campaigns"}
+    assert saved["peak_memory_mib"]["main"] > 50  # an interpreter with Arrow and DuckDB
 
 
 def test_findings_explain_themselves(traffic: Path, tmp_path: Path) -> None:

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import json
+import resource
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -121,6 +123,7 @@ def detect(
         findings["summary"]["engine"] = db.name
         clock.lap("campaigns")
         findings["summary"]["seconds"] = clock.laps
+        findings["summary"]["peak_memory_mib"] = _peak_memory()
         findings["summary"]["input"] = str(source)
         findings["summary"]["accounts_input"] = [str(f) for f in account_files]
         _write(Path(out), findings)
@@ -130,6 +133,16 @@ def detect(
             db.close()
         held.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _peak_memory() -> dict[str, int]:
+    """Peak resident memory so far, in MiB, of this process and of its largest finished
+    child (a feature worker): a nightly job's memory is watched as its time is."""
+    unit = 1 << 20 if sys.platform == "darwin" else 1 << 10  # ru_maxrss: bytes or KiB
+    return {
+        "main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // unit,
+        "largest_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // unit,
+    }
 
 
 class Stopwatch:
