@@ -347,6 +347,27 @@ class _Redis:
 
 
 @pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (make test installs it)")
+def test_an_active_accounts_fingerprints_outlive_the_ttl_in_redis(tmp_path: Path) -> None:
+    """Once an account carries enough fingerprints its prompts are no longer matched, so
+    its traffic itself must keep them: they expire only when the account goes quiet."""
+    from distillguard.gateway.state import RedisStore, Seen
+
+    server = _Redis(tmp_path)
+    server.start()
+    try:
+        store = RedisStore(f"redis://127.0.0.1:{server.port}/0", ttl=1)
+        store.add(Seen("farm", False, False))
+        store.add_fingerprints([("farm", ["a", "b", "c"])])
+        for _ in range(6):  # 1.5 s of traffic, past the ttl
+            assert store.add(Seen("farm", False, False)).fingerprints == {"a", "b", "c"}
+            time.sleep(0.25)
+        time.sleep(2.2)  # then quiet past it
+        assert store.add(Seen("farm", False, False)).fingerprints == set()
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (make test installs it)")
 def test_replicas_share_state_in_redis_and_follow_the_failure_policy(tmp_path: Path) -> None:
     server = _Redis(tmp_path)
     server.start()

@@ -127,6 +127,24 @@ def test_a_cache_in_use_by_another_run_is_refused_untouched(
     assert not (tmp_path / "f2").exists()
     assert main([*args, "--out", str(tmp_path / "f4")]) == 0  # free again once let go
     _same(tmp_path / "f1", tmp_path / "f4")
+    nothing = ["--until", "2000-01-01", "--out", str(tmp_path / "f5")]
+    assert main([*args, *nothing]) == 3  # a run that fails lets go too
+    assert main([*args, "--out", str(tmp_path / "f6")]) == 0
+
+
+def test_a_cache_that_cannot_be_locked_or_is_a_store_is_refused(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = str(days / "history.parquet")
+    (tmp_path / "cache" / ".lock").mkdir(parents=True)  # something in the lock's way
+    out = ["--out", str(tmp_path / "f")]
+    assert main(["detect", source, "--cache", str(tmp_path / "cache"), *out]) == 5
+    store = tmp_path / "store"
+    ingest([days / "history.parquet"], store, Options())
+    assert main(["detect", source, "--cache", str(store), *out]) == 2
+    err = capsys.readouterr().err
+    assert "cannot lock" in err and "is a store" in err and "Traceback" not in err
+    assert not (tmp_path / "f").exists()
 
 
 def test_a_damaged_input_is_refused_by_name(
@@ -139,7 +157,7 @@ def test_a_damaged_input_is_refused_by_name(
         assert main(["detect", str(cut.parent), "--out", str(tmp_path / "f"), *extra]) == 3
         err = capsys.readouterr().err
         assert "cut-short.parquet: not a readable Parquet file" in err and "Traceback" not in err
-    assert not (tmp_path / "f").exists()
+    assert not (tmp_path / "f").exists() and not (tmp_path / "c").exists()
 
 
 def test_a_damaged_cache_entry_is_digested_again(

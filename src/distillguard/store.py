@@ -26,7 +26,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,11 +103,14 @@ class Manifest:
 def exclusive(lock: Path, busy: str) -> Iterator[None]:
     """Hold the file `lock` (made if absent) for one process at a time; another gets a
     StoreError saying `busy`. The kernel lets go if the holder dies."""
-    with open(lock, "a+") as handle:
+    with ExitStack() as held:
         try:
+            handle = held.enter_context(open(lock, "a+"))
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreError(busy) from None
+        except OSError as exc:  # not writable, a folder in the way, no locks on this mount
+            raise StoreError(f"cannot lock {lock}: {exc.strerror}") from None
         yield
 
 

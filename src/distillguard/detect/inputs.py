@@ -74,8 +74,15 @@ def readable(files: list[File]) -> None:
     another format): its footer costs little to read, and a run is better refused at
     the start than stopped in the middle."""
     for file in files:
-        if not is_uri(file) and not _whole(Path(file)):
-            raise InputError(f"{file}: not a readable Parquet file (damaged, or another format)")
+        if is_uri(file):
+            continue
+        try:
+            pq.read_metadata(file)
+        except pa.ArrowException:
+            damaged = f"{file}: not a readable Parquet file (damaged, or another format)"
+            raise InputError(damaged) from None
+        except OSError as exc:
+            raise InputError(f"{file}: cannot be read ({exc.strerror or exc})") from None
 
 
 def _whole(file: Path) -> bool:
@@ -98,7 +105,6 @@ def digests(
         db.digest("raw", folder, workers)
         counts["digested_files"] = len(files)
         return [folder], absent, counts
-    cache.mkdir(parents=True, exist_ok=True)
     folders: list[File] = []
     missing: set[str] = set()
     for file in files:
@@ -130,6 +136,8 @@ def digests(
 def hold(cache: Path) -> AbstractContextManager[None]:
     """One run at a time per cache: a second would take the first one's digests for
     stale ones and delete them, or write the same file's digest beside it."""
+    if (cache / MANIFEST).exists():
+        raise UsageError(f"--cache {cache} is a store: give the cache a folder of its own")
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

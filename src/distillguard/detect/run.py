@@ -129,10 +129,12 @@ def detect(
         _write(Path(out), findings)
         return findings["summary"]
     finally:
-        if db is not None:
-            db.close()
-        held.close()
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            if db is not None:
+                db.close()
+        finally:
+            held.close()
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _peak_memory() -> dict[str, int]:

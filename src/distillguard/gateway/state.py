@@ -91,7 +91,8 @@ class RedisStore:
         pipe.hincrby(key, "cot", int(seen.cot))
         pipe.hincrby(key, "scripted", int(seen.scripted))
         pipe.expire(key, self._ttl)
-        pipe.smembers(key + ":fp")
+        pipe.expire(key + ":fp", self._ttl)  # kept while the account is active: once it
+        pipe.smembers(key + ":fp")  # has enough, its prompts are not matched to renew it
         result: list[Any] = pipe.execute()
         fingerprints = {m.decode() for m in result[-1]}
         return Profile(int(result[0]), int(result[1]), int(result[2]), fingerprints)
