@@ -91,8 +91,10 @@ class RedisStore:
         pipe.hincrby(key, "cot", int(seen.cot))
         pipe.hincrby(key, "scripted", int(seen.scripted))
         pipe.expire(key, self._ttl)
-        pipe.expire(key + ":fp", self._ttl)  # kept while the account is active: once it
-        pipe.smembers(key + ":fp")  # has enough, its prompts are not matched to renew it
+        # Fingerprints last while the account is active: once it carries enough, its
+        # prompts are no longer matched, so matching no longer renews them.
+        pipe.expire(key + ":fp", self._ttl)
+        pipe.smembers(key + ":fp")
         result: list[Any] = pipe.execute()
         fingerprints = {m.decode() for m in result[-1]}
         return Profile(int(result[0]), int(result[1]), int(result[2]), fingerprints)
