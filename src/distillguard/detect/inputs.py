@@ -113,10 +113,9 @@ def digests(
         present = set(pq.read_schema(path).names)
         missing |= {f.name for f in EXCHANGES if f.name not in present}
         if target.is_dir() and not all(_whole(part) for part in target.glob("*.parquet")):
-            print(
-                f"distillguard: the cached digest of {path} is damaged; digesting it again",
-                file=sys.stderr,
-            )  # the cache is derived data: never a reason to stop
+            # The cache is derived data: a damaged entry is never a reason to stop.
+            warning = f"the cached digest of {path} is damaged; digesting it again"
+            print(f"distillguard: {warning}", file=sys.stderr)
             shutil.rmtree(target)
         if not target.is_dir():
             load(db, "raw", [path], EXCHANGES)
