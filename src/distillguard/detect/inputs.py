@@ -74,23 +74,20 @@ def readable(files: list[File]) -> None:
     another format): its footer costs little to read, and a run is better refused at
     the start than stopped in the middle."""
     for file in files:
-        if is_uri(file):
-            continue
-        try:
-            pq.read_metadata(file)
-        except pa.ArrowException:
-            damaged = f"{file}: not a readable Parquet file (damaged, or another format)"
-            raise InputError(damaged) from None
-        except OSError as exc:
-            raise InputError(f"{file}: cannot be read ({exc.strerror or exc})") from None
+        problem = None if is_uri(file) else _unreadable(Path(file))
+        if problem:
+            raise InputError(f"{file}: {problem}")
 
 
-def _whole(file: Path) -> bool:
+def _unreadable(file: Path) -> str | None:
+    """Why the Parquet file's footer cannot be read, or None when it can."""
     try:
         pq.read_metadata(file)
-    except (OSError, pa.ArrowException):
-        return False
-    return True
+    except pa.ArrowException:
+        return "not a readable Parquet file (damaged, or another format)"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
 
 
 def digests(
@@ -112,7 +109,7 @@ def digests(
         target = cache / _key(path)
         present = set(pq.read_schema(path).names)
         missing |= {f.name for f in EXCHANGES if f.name not in present}
-        if target.is_dir() and not all(_whole(part) for part in target.glob("*.parquet")):
+        if target.is_dir() and any(_unreadable(part) for part in target.glob("*.parquet")):
             # The cache is derived data: a damaged entry is never a reason to stop.
             warning = f"the cached digest of {path} is damaged; digesting it again"
             print(f"distillguard: {warning}", file=sys.stderr)

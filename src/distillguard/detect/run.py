@@ -84,12 +84,12 @@ def detect(
     work = Path(tempfile.mkdtemp(prefix="distillguard-detect-"))
     clock = Stopwatch()
     db: Engine | None = None
+    cache = Path(cache) if cache is not None else None
     held = ExitStack()
     try:
         if cache is not None:
-            held.enter_context(hold(Path(cache)))
+            held.enter_context(hold(cache))
         db = open_engine(engine, work, memory_limit, cores=workers, **(engine_options or {}))
-        cache = Path(cache) if cache is not None else None
         folders, missing, reuse = digests(db, exchange_files, work, cache, workers)
         db.digests_done()
         load(db, "exchanges", folders, DIGEST, until)
