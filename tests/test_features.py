@@ -79,8 +79,9 @@ def test_a_batch_boundary_does_not_change_signatures() -> None:
 
 
 def test_signatures_match_a_plain_reference_minhash() -> None:
-    """The compiled loop against the definition: per permutation, the minimum over the
-    prompt's shingles of the high word of a * shingle + b (mod 2**64)."""
+    """The compiled loops against the definition: a shingle is a word pair's hashes
+    combined (h * mix + g mod 2**64); per permutation, the minimum over the prompt's
+    shingles of the high word of a * shingle + b (mod 2**64)."""
     from distillguard.features import template
 
     texts = ["alpha beta", "one", "", "x y x y x y", " a\u3000b\x1fc\u00a0d\u2014e <n>!"]
@@ -90,8 +91,10 @@ def test_signatures_match_a_plain_reference_minhash() -> None:
         if not words:
             assert (got[row] == template.EMPTY).all()
             continue
-        hashes = template._token_hashes(pa.array(words))
-        shingles, _ = template._shingles(hashes, np.array([len(words)]))
+        hashes = [int(h) for h in template._token_hashes(pa.array(words))]
+        mix = int(template._MIX[1])
+        pairs = [(h * mix + g) % 2**64 for h, g in zip(hashes, hashes[1:], strict=False)]
+        shingles = pairs or hashes  # one word is its own shingle
         for p in range(template.NUM_PERM):
             values = [
                 (int(template._A[p]) * int(s) + int(template._B[p])) % 2**64 >> 32 for s in shingles

@@ -6,8 +6,8 @@ prompts from one template is nearly the same, so their MinHash signatures agree 
 positions and they share LSH band keys, which link accounts without comparing all pairs.
 
 Arrow does the masking in C++; compiled Numba loops split the skeletons into words and
-hash them in one pass over the bytes, and take the minima; NumPy forms the shingles. A
-word is a run of letters, digits (of any script), `_`, `<` and `>`: everything else
+hash them in one pass over the bytes, then form the word-pair shingles and take the
+minima in another. A word is a run of letters, digits (of any script), `_`, `<` and `>`: everything else
 separates words, so punctuation needs no masking pass of its own.
 Hashes are computed here, never by an engine, so DuckDB and Spark runs get identical
 keys.
@@ -79,10 +79,9 @@ def signatures(skeletons: pa.Array) -> np.ndarray:
     raw, ends = _buffers(skeletons)
     hashes = np.empty(int(ends[-1] - ends[0]) + 1, dtype=np.uint64)
     lengths = np.zeros(len(skeletons), dtype=np.int64)
-    count = _tokens_kernel(raw, ends, hashes, lengths, _word_table())
-    shingles, owners = _shingles(hashes[:count], lengths)
+    _tokens_kernel(raw, ends, hashes, lengths, _word_table())
     out = np.full((len(lengths), NUM_PERM), EMPTY, dtype=np.uint32)
-    _minhash(shingles, owners, out)
+    _minhash_kernel(hashes, lengths, _A, _B, _MIX[1:SHINGLE], out)
     return out
 
 
@@ -229,46 +228,35 @@ def _text_hashes_kernel(
         out[row] = _finish(h)
 
 
-def _shingles(hashes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of consecutive token pairs inside each text (single tokens for texts
-    shorter than a shingle), and the row each belongs to."""
-    owners = np.repeat(np.arange(len(lengths)), lengths)
-    if len(hashes) == 0:
-        return hashes, owners
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    position = np.arange(len(hashes)) - starts
-    row_length = lengths[owners]
-    combined = hashes.copy()
-    with np.errstate(over="ignore"):
-        for offset in range(1, SHINGLE):
-            shifted = np.zeros_like(hashes)
-            shifted[:-offset] = hashes[offset:]
-            combined = combined * _MIX[offset] + shifted
-    short = row_length < SHINGLE
-    keep = short | (position + SHINGLE <= row_length)
-    values = np.where(short, hashes, combined)
-    return values[keep], owners[keep]
-
-
-def _minhash(shingles: np.ndarray, owners: np.ndarray, out: np.ndarray) -> None:
-    """Per row, the minimum over its shingles of each multiply-shift permutation."""
-    if len(shingles):
-        _minhash_kernel(shingles, owners.astype(np.int64), _A, _B, out)
-
-
 @numba.njit(cache=True, nogil=True)
 def _minhash_kernel(
-    shingles: np.ndarray, owners: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray
+    hashes: np.ndarray,
+    lengths: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    mix: np.ndarray,
+    out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    # The hot loop of featurisation, compiled: one pass over the shingles, 64 multiply-
-    # adds each (wrapping modulo 2**64), keeping the high word's minimum per row.
-    for i in range(shingles.shape[0]):
-        x = shingles[i]
-        row = owners[i]
-        for p in range(a.shape[0]):
-            value = np.uint32((a[p] * x + b[p]) >> np.uint64(32))
-            if value < out[row, p]:
-                out[row, p] = value
+    # The hot loop of featurisation, compiled: each text's shingles are formed from its
+    # word hashes as they are read (h[i] * mix[0] + h[i + 1] for word pairs; a text
+    # shorter than a shingle has its words as shingles), then 64 multiply-adds each
+    # (wrapping modulo 2**64), keeping the high word's minimum per row. Forming the
+    # shingles in NumPy first cost as much as the minima.
+    width = mix.shape[0] + 1
+    start = 0
+    for row in range(lengths.shape[0]):
+        n = lengths[row]
+        count = n - width + 1 if n >= width else n
+        for i in range(count):
+            x = hashes[start + i]
+            if n >= width:
+                for o in range(1, width):
+                    x = x * mix[o - 1] + hashes[start + i + o]
+            for p in range(a.shape[0]):
+                value = np.uint32((a[p] * x + b[p]) >> np.uint64(32))
+                if value < out[row, p]:
+                    out[row, p] = value
+        start += n
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
