@@ -1,13 +1,14 @@
 """Incremental detection: the nightly re-run after one new day, with the digest cache,
 against a full run over the same days without it.
 
-    .venv/bin/python benchmarks/incremental.py --traffic DIR [--days 3]
+    .venv/bin/python benchmarks/incremental.py --traffic DIR [--days 3] [--window W]
 
 DIR is simulator output (for example `alibaba-2026` from benchmarks/detect_scale.py).
 Its first D days are written one Parquet file per day, as a store holds them; night one
 detects over D-1 days with `--cache`, night two after the last day is added, and a full
-run without the cache over all D days gives the reference. Results are appended to
-benchmarks/results/incremental.md.
+run without the cache over all D days gives the reference. With `--window W`, a third
+night runs over the last W days only (`--since`, same cache), against a run over those
+W days' files alone. Results are appended to benchmarks/results/incremental.md.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traffic", required=True, type=Path)
     parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--window", type=int, default=None, help="also a night over W days")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dg-incremental-"))
     days = split_days(args.traffic / "exchanges.parquet", work / "days", args.days)
@@ -63,7 +65,32 @@ def main() -> int:
     print(row)
     with path.open("a") as handle:
         handle.write(row + "\n")
+    if args.window:
+        print(window(history, work, cache, sorted(history.glob("*.parquet"))[-args.window :]))
     return 0
+
+
+def window(history: Path, work: Path, cache: Path, days: list[Path]) -> str:
+    """A night over the last days of `history` (`--since` their first day, with the
+    cache) against a run over those days' files alone; a line for the results."""
+    since = days[0].stem  # files are named by their date
+    night, summary = timed(history, work / "window", cache, ["--since", since])
+    alone = work / "window-days"
+    alone.mkdir()
+    for day in days:
+        (alone / day.name).hardlink_to(day)
+    reference, _ = timed(alone, work / "window-alone", None)
+    same = (work / "window" / "campaigns.json").read_text() == (
+        work / "window-alone" / "campaigns.json"
+    ).read_text()
+    seconds = ", ".join(f"{v:.0f}" for v in summary["seconds"].values())
+    return (
+        f"window of {len(days)} days (--since {since}): {night:.0f} s ({seconds}; "
+        f"{summary['files_outside_window']} files outside, {summary['reused_files']} "
+        f"reused); the {len(days)} days alone without the cache {reference:.0f} s; "
+        f"same findings: {'yes' if same else 'NO'}; {summary['campaigns']} campaign(s), "
+        f"{summary['flagged_accounts']} accounts flagged"
+    )
 
 
 def split_days(source: Path, folder: Path, days: int) -> list[Path]:
@@ -94,9 +121,12 @@ def total(folder: Path) -> int:
     )
 
 
-def timed(source: Path, out: Path, cache: Path | None) -> tuple[float, dict]:
+def timed(
+    source: Path, out: Path, cache: Path | None, extra: list[str] | None = None
+) -> tuple[float, dict]:
     command = [sys.executable, "-m", "distillguard.cli", "detect", str(source)]
     command += ["--out", str(out), "--json"] + (["--cache", str(cache)] if cache else [])
+    command += extra or []
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:

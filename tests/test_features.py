@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def test_signatures_match_a_plain_reference_minhash() -> None:
             continue
         hashes = [int(h) for h in template._token_hashes(pa.array(words))]
         mix = int(template._MIX[1])
-        pairs = [(h * mix + g) % 2**64 for h, g in zip(hashes, hashes[1:], strict=False)]
+        pairs = [(h * mix + g) % 2**64 for h, g in itertools.pairwise(hashes)]
         shingles = pairs or hashes  # one word is its own shingle
         for p in range(template.NUM_PERM):
             values = [

@@ -174,3 +174,36 @@ def test_a_damaged_cache_entry_is_digested_again(
     assert "is damaged; digesting it again" in capsys.readouterr().err
     _same(tmp_path / "f1", tmp_path / "f2")
     assert first["campaigns"] == again["campaigns"]
+
+
+def test_a_window_reads_only_the_days_it_covers(days: Path, tmp_path: Path) -> None:
+    """A nightly run over the last days of a long store: the day before the window is
+    neither read nor digested, its cached digest stays, and the findings are those of
+    the window's exchanges alone."""
+    store, cache = tmp_path / "store", tmp_path / "cache"
+    ingest([days / "history.parquet", days / "new-day.parquet"], store, Options())
+    full = detect(store, tmp_path / "full", cache=cache)
+    assert full["digested_files"] == 3
+    since = "2026-04-23T12:00:00+00:00"  # the first day outside, the second in half
+    night = detect(store, tmp_path / "night", cache=cache, since=since)
+    assert (night["files_outside_window"], night["reused_files"]) == (1, 2)
+    assert len(_entries(cache)) == 3  # the day outside keeps its digest
+    table = pq.read_table(days / "sim" / "exchanges.parquet")
+    recent = table.filter(pc.greater_equal(table.column("ts"), datetime.fromisoformat(since)))
+    pq.write_table(recent, tmp_path / "recent.parquet")
+    detect(tmp_path / "recent.parquet", tmp_path / "alone")
+    _same(tmp_path / "night", tmp_path / "alone")
+    assert night["campaigns"] >= 1
+
+
+def test_a_window_is_checked(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = ["detect", str(days / "history.parquet"), "--out", str(tmp_path / "f")]
+    assert main([*source, "--since", "not-a-date"]) == 2
+    assert main([*source, "--since", "2026-04-23", "--until", "2026-04-23"]) == 2
+    assert main([*source, "--since", "2030-01-01"]) == 3  # nothing in it: no file read
+    err = capsys.readouterr().err
+    assert "--since" in err and "is not before --until" in err
+    assert "no exchanges to analyse from 2030-01-01" in err and "Traceback" not in err
+    assert not (tmp_path / "f").exists()

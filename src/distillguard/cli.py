@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("input", help="a store, a simulator output folder or Parquet files")
     detect.add_argument("--out", required=True, help="findings folder")
     detect.add_argument("--accounts", help="accounts table (Parquet) with sign-up data")
+    detect.add_argument(
+        "--since",
+        help="only exchanges from this time on (ISO 8601); files wholly before it are "
+        "not read, so a nightly run can cover the last N days of a long store",
+    )
     detect.add_argument("--until", help="only exchanges before this time (ISO 8601)")
     detect.add_argument(
         "--fpr",
@@ -521,6 +526,7 @@ def _detect(args: argparse.Namespace) -> int:
         args.input,
         args.out,
         accounts=args.accounts,
+        since=args.since,
         until=args.until,
         fpr=args.fpr,
         memory_limit=args.memory_limit,

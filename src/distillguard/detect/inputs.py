@@ -7,11 +7,16 @@ over a store digests only the days that are new or changed and reuses the rest; 
 without a cache digests everything in one pass. Either way the later stages see the
 same rows, so the findings are the same. A cache serves one input: digests of files no
 longer in it (a day re-ingested, a file removed) are deleted.
+
+A window (`detect --since/--until`) bounds a nightly run over a long store: a file
+whose footer shows every exchange outside the window is neither read nor digested, and
+its cached digest stays for the windows that do cover it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sys
 from contextlib import AbstractContextManager
@@ -90,11 +95,60 @@ def _unreadable(file: Path) -> str | None:
     return None
 
 
+TIME_UNITS = {"milliseconds": 1_000, "microseconds": 1}  # to microseconds; ns below
+
+
+def in_window(files: list[File], since: str | None, until: str | None) -> list[File]:
+    """The files that may hold exchanges in [since, until). A local file is left out
+    only when its footer's statistics put every `ts` outside; without statistics it
+    is kept, and the engine's filter decides row by row."""
+    low = _micros(since) if since else None
+    high = _micros(until) if until else None
+    return [f for f in files if is_uri(f) or not _outside(_span(Path(f)), low, high)]
+
+
+def _outside(span: tuple[int, int] | None, low: int | None, high: int | None) -> bool:
+    if span is None:
+        return False
+    return (low is not None and span[1] < low) or (high is not None and span[0] >= high)
+
+
+def _span(file: Path) -> tuple[int, int] | None:
+    """The earliest and latest `ts` in a Parquet file, in microseconds since the
+    epoch, from its footer; None when the footer does not tell."""
+    meta = pq.read_metadata(file)
+    where = [k for k in range(meta.num_columns) if meta.schema.column(k).path == "ts"]
+    if not where or not meta.num_row_groups:
+        return None
+    lows, highs = [], []
+    for group in range(meta.num_row_groups):
+        column = meta.row_group(group).column(where[0])
+        stats = column.statistics
+        if stats is None or not stats.has_min_max or column.physical_type != "INT64":
+            return None
+        unit = json.loads(stats.logical_type.to_json()).get("timeUnit")
+        if unit == "nanoseconds":
+            lows.append(stats.min_raw // 1_000)
+            highs.append(stats.max_raw // 1_000)
+        elif unit in TIME_UNITS:
+            lows.append(stats.min_raw * TIME_UNITS[unit])
+            highs.append(stats.max_raw * TIME_UNITS[unit])
+        else:
+            return None
+    return min(lows), max(highs)
+
+
 def digests(
-    db: Engine, files: list[File], work: Path, cache: Path | None, workers: int
+    db: Engine,
+    files: list[File],
+    work: Path,
+    cache: Path | None,
+    workers: int,
+    held: list[File] | None = None,
 ) -> tuple[list[File], list[str], dict[str, int]]:
     """Digest folders covering `files`; the optional columns the input lacks; how many
-    files were digested and how many reused from the cache."""
+    files were digested and how many reused from the cache. Cached digests of `held`
+    files (the whole input, of which `files` may be a window) are kept."""
     counts = {"digested_files": 0, "reused_files": 0}
     if cache is None or any(is_uri(f) for f in files):
         folder = db.scratch_folder("digests", work / "digests")
@@ -124,7 +178,8 @@ def digests(
         else:
             counts["reused_files"] += 1
         folders.append(target)
-    for stale in set(cache.iterdir()) - set(folders) - {cache / LOCK}:  # superseded, broken
+    kept = {cache / _key(Path(f)) for f in held or []} | set(folders) | {cache / LOCK}
+    for stale in set(cache.iterdir()) - kept:  # superseded, broken
         shutil.rmtree(stale, ignore_errors=True)
     return folders, sorted(missing, key=EXCHANGES.names.index), counts
 
@@ -149,11 +204,16 @@ def _key(file: Path) -> str:
 
 
 def load(
-    db: Engine, name: str, files: list[File], schema: pa.Schema, until: str | None = None
+    db: Engine,
+    name: str,
+    files: list[File],
+    schema: pa.Schema,
+    since: str | None = None,
+    until: str | None = None,
 ) -> list[str]:
     """The view `name` over Parquet files, with null columns for the optional columns
-    the input lacks (the signals that need them then see nothing), and only rows before
-    `until`; a missing required column is refused, named. Returns the missing."""
+    the input lacks (the signals that need them then see nothing), and only rows in
+    [since, until); a missing required column is refused, named. Returns the missing."""
     db.parquet_view(f"{name}_files", files)
     present = set(db.columns(f"{name}_files"))
     absent = [f for f in schema if f.name not in present]
@@ -161,7 +221,9 @@ def load(
     if required:
         raise SchemaError(f"the {name} lack required column(s): {', '.join(required)}")
     filler = "".join(f", CAST(NULL AS {SQL_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
-    window = f" WHERE epoch_us(ts) < {_micros(until)}" if until else ""
+    bounds = [f"epoch_us(ts) >= {_micros(since)}"] if since else []
+    bounds += [f"epoch_us(ts) < {_micros(until)}"] if until else []
+    window = f" WHERE {' AND '.join(bounds)}" if bounds else ""
     db.run(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT *{filler} FROM {name}_files{window}")
     return [f.name for f in absent]
 

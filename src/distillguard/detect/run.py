@@ -29,7 +29,15 @@ from distillguard.campaigns import score as scoring
 from distillguard.campaigns.calibrate import Calibration, calibrate
 from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
-from distillguard.detect.inputs import digests, hold, inputs, is_uri, load, readable
+from distillguard.detect.inputs import (
+    digests,
+    hold,
+    in_window,
+    inputs,
+    is_uri,
+    load,
+    readable,
+)
 from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, UsageError
 from distillguard.features.digest import DIGEST
@@ -50,6 +58,7 @@ def detect(
     out: str | Path,
     *,
     accounts: str | Path | None = None,
+    since: str | None = None,
     until: str | None = None,
     fpr: float = 0.001,
     memory_limit: str = "1GB",
@@ -58,9 +67,10 @@ def detect(
     engine_options: dict[str, Any] | None = None,
     cache: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Find campaigns in the traffic at `source`; findings go to `out`. Returns the
-    summary. `engine` is duckdb (one machine) or spark (`engine_options`: master, conf,
-    scratch). With `cache`, the digests of input files are kept there for the next run."""
+    """Find campaigns in the traffic at `source` (its exchanges in [since, until) when
+    given); findings go to `out`. Returns the summary. `engine` is duckdb (one machine)
+    or spark (`engine_options`: master, conf, scratch). With `cache`, the digests of
+    input files are kept there for the next run."""
     if not 0 < fpr < 1:
         raise UsageError("--fpr takes a false-positive rate strictly between 0 and 1")
     if workers is not None and workers < 1:
@@ -76,11 +86,10 @@ def detect(
             raise InputError(f"{accounts}: no such accounts file")
         account_files = [accounts if is_uri(accounts) else Path(accounts)]
     readable([*exchange_files, *account_files])
-    if until is not None:
-        try:
-            until = to_ts(until).isoformat()
-        except ValueError as exc:
-            raise UsageError(f"--until: {exc}") from None
+    since, until = _moment("since", since), _moment("until", until)
+    if since and until and since >= until:
+        raise UsageError(f"--since {since} is not before --until {until}")
+    window = in_window(exchange_files, since, until)
     work = Path(tempfile.mkdtemp(prefix="distillguard-detect-"))
     clock = Stopwatch()
     db: Engine | None = None
@@ -90,13 +99,16 @@ def detect(
         if cache is not None:
             held.enter_context(hold(cache))
         db = open_engine(engine, work, memory_limit, cores=workers, **(engine_options or {}))
-        folders, missing, reuse = digests(db, exchange_files, work, cache, workers)
+        if not window:
+            raise InputError(f"no exchanges to analyse{_between(since, until)}")
+        folders, missing, reuse = digests(db, window, work, cache, workers, exchange_files)
+        reuse["files_outside_window"] = len(exchange_files) - len(window)
         db.digests_done()
-        load(db, "exchanges", folders, DIGEST, until)
+        load(db, "exchanges", folders, DIGEST, since, until)
         if account_files:
             load(db, "accounts", account_files, ACCOUNTS)
         if not db.rows("SELECT count(*) FROM exchanges")[0][0]:
-            raise InputError("no exchanges to analyse" + (f" before {until}" if until else ""))
+            raise InputError(f"no exchanges to analyse{_between(since, until)}")
         clock.lap("features")
         db.run(evidence.NODES_SQL)
         others = ", ".join(
@@ -135,6 +147,20 @@ def detect(
         finally:
             held.close()
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _moment(flag: str, value: str | None) -> str | None:
+    """A window bound as UTC ISO 8601, or a usage error naming its flag."""
+    if value is None:
+        return None
+    try:
+        return to_ts(value).isoformat()
+    except ValueError as exc:
+        raise UsageError(f"--{flag}: {exc}") from None
+
+
+def _between(since: str | None, until: str | None) -> str:
+    return (f" from {since}" if since else "") + (f" before {until}" if until else "")
 
 
 def _peak_memory() -> dict[str, int]:

@@ -7,8 +7,8 @@ positions and they share LSH band keys, which link accounts without comparing al
 
 Arrow does the masking in C++; compiled Numba loops split the skeletons into words and
 hash them in one pass over the bytes, then form the word-pair shingles and take the
-minima in another. A word is a run of letters, digits (of any script), `_`, `<` and `>`: everything else
-separates words, so punctuation needs no masking pass of its own.
+minima in another. A word is a run of letters, digits (of any script), `_`, `<` and
+`>`: everything else separates words, so punctuation needs no masking pass of its own.
 Hashes are computed here, never by an engine, so DuckDB and Spark runs get identical
 keys.
 """
