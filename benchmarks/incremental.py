@@ -47,15 +47,6 @@ def main() -> int:
     same = (work / "night2" / "campaigns.json").read_text() == (
         work / "full" / "campaigns.json"
     ).read_text()
-    path = Path(__file__).parent / "results" / "incremental.md"
-    if not path.exists():
-        path.write_text(
-            "# Incremental detection\n\nCommand: `.venv/bin/python benchmarks/incremental.py "
-            "--traffic DIR --days D` on `alibaba-2026` traffic, one file per day.\n\n"
-            "| date | days | exchanges | night one (D-1 days, cache filled) | night two "
-            "(one new day, cache reused) | full run, no cache | saved | same findings "
-            "| machine |\n" + "|---" * 9 + "|\n"
-        )
     row = (
         f"| {datetime.now(UTC):%Y-%m-%d} | {args.days} | {total(history):,}"
         f" | {night1:.0f} s | {night2:.0f} s (digested {summary2['digested_files']}, reused "
@@ -63,10 +54,11 @@ def main() -> int:
         f"{'yes' if same else 'NO'} | {machine()} |"
     )
     print(row)
-    with path.open("a") as handle:
-        handle.write(row + "\n")
+    append(row)
     if args.window:
-        print(window(history, work, cache, sorted(history.glob("*.parquet"))[-args.window :]))
+        line = window(history, work, cache, sorted(history.glob("*.parquet"))[-args.window :])
+        print(line)
+        append(line)
     return 0
 
 
@@ -91,6 +83,30 @@ def window(history: Path, work: Path, cache: Path, days: list[Path]) -> str:
         f"same findings: {'yes' if same else 'NO'}; {summary['campaigns']} campaign(s), "
         f"{summary['flagged_accounts']} accounts flagged"
     )
+
+
+HEADER = (
+    "| date | days | exchanges | night one (D-1 days, cache filled) | night two "
+    "(one new day, cache reused) | full run, no cache | saved | same findings | machine |\n"
+    + "|---" * 9
+    + "|\n"
+)
+
+
+def append(line: str) -> None:
+    """Add a table row or a window line to the results; a row that does not follow
+    another row starts a fresh table, so window lines stay paragraphs of their own."""
+    path = Path(__file__).parent / "results" / "incremental.md"
+    if not path.exists():
+        path.write_text(
+            "# Incremental detection\n\nCommand: `.venv/bin/python benchmarks/incremental.py "
+            "--traffic DIR --days D [--window W]` on `alibaba-2026` traffic, one file per day.\n"
+        )
+    last = path.read_text().rstrip("\n").splitlines()[-1]
+    is_row = line.startswith("|")
+    prefix = "" if is_row and last.startswith("|") else "\n" + (HEADER if is_row else "")
+    with path.open("a") as handle:
+        handle.write(prefix + line + "\n")
 
 
 def split_days(source: Path, folder: Path, days: int) -> list[Path]:
