@@ -33,7 +33,10 @@ KIND_WEIGHT = {
     "synchrony": 0.5,
 }
 RESOLUTION = 0.05  # CPM resolution: the edge weight density a community must exceed
-LEIDEN_ITERATIONS = 2  # igraph's default; to convergence took 55 s against 17 s at 1M exchanges
+# One pass of Leiden's moves and refinement: a second (igraph's default) changed no
+# flagged account at 1M and 10M exchanges or on the many-accounts day, and took 1.3-2.4 s
+# more on one core (docs/performance.md, change 35); to convergence took 55 s at 1M.
+LEIDEN_ITERATIONS = 1
 
 
 @dataclass
