@@ -42,7 +42,7 @@ def test_prompts_of_one_template_share_bands_and_free_text_does_not() -> None:
         "Tell me about houseplants that survive low light in a dark flat",
         "Can you help me write a polite complaint to my landlord about the heating?",
     ]
-    sigs = signatures(skeleton(pa.array(same + other)))
+    sigs = signatures(pa.array(same + other))
     keys = band_keys(sigs)
     assert similarity(sigs[0], sigs[1]) > 0.4 and similarity(sigs[0], sigs[3]) < 0.1
     assert (keys[0] == keys[1]).any() and (keys[0] == keys[2]).any()
@@ -64,8 +64,8 @@ def test_masking_numbers_quotes_code_and_addresses() -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.text(max_size=120), min_size=1, max_size=30))
 def test_signatures_are_deterministic_and_equal_for_equal_skeletons(texts: list[str]) -> None:
-    first = signatures(skeleton(pa.array(texts)))
-    again = signatures(skeleton(pa.array(list(reversed(texts)))))[::-1]
+    first = signatures(pa.array(texts))
+    again = signatures(pa.array(list(reversed(texts))))[::-1]
     assert np.array_equal(first, again)
     for i, text in enumerate(texts):
         if not text.split():
@@ -74,8 +74,8 @@ def test_signatures_are_deterministic_and_equal_for_equal_skeletons(texts: list[
 
 def test_a_batch_boundary_does_not_change_signatures() -> None:
     texts = pa.array([f"{TEMPLATE} variant {i} " * (1 + i % 5) for i in range(300)])
-    whole = signatures(skeleton(texts))
-    parts = [signatures(skeleton(texts.slice(a, 37))) for a in range(0, 300, 37)]
+    whole = signatures(texts)
+    parts = [signatures(texts.slice(a, 37)) for a in range(0, 300, 37)]
     assert np.array_equal(whole, np.concatenate(parts))
 
 
@@ -104,8 +104,9 @@ def test_signatures_match_a_plain_reference_minhash() -> None:
 
 
 def test_signature_agreement_estimates_jaccard() -> None:
-    base = [f"w{i}" for i in range(200)]
-    other = base[:100] + [f"x{i}" for i in range(100)]  # bigram Jaccard about 99/301
+    letters = str.maketrans("0123456789", "klmnopqrst")  # digits would be masked
+    base = [f"w{i}".translate(letters) for i in range(200)]
+    other = base[:100] + [f"x{i}".translate(letters) for i in range(100)]  # Jaccard 99/301
     sigs = signatures(pa.array([" ".join(base), " ".join(other)]))
     assert abs(similarity(sigs[0], sigs[1]) - 99 / 301) < 0.15
 
@@ -275,6 +276,8 @@ def test_skeletons_masked_only_on_rows_asking_for_reasoning_are_the_same(
     _, cot = capability.text_scores(lowered, lowered=True)
     fast = skeleton(lowered, lowered=True, cot=cot > 0)
     assert fast.to_pylist() == skeleton(pa.array(texts, pa.string())).to_pylist()
+    fast_signatures = signatures(lowered, lowered=True, cot=cot > 0)
+    assert np.array_equal(fast_signatures, signatures(pa.array(texts, pa.string())))
 
 
 @settings(max_examples=100, deadline=None)
@@ -330,12 +333,43 @@ def test_letters_new_in_recent_unicode_are_word_characters() -> None:
     )
 )
 def test_words_are_runs_of_letters_and_digits(texts: list[str]) -> None:
-    """The compiled tokeniser splits exactly where the definition (`_words`) does."""
+    """The compiled scan splits exactly where the definition (`_words`) does."""
+    _assert_scan_follows_the_definition(texts)
+
+
+MASK_PIECES = [
+    *"ab ef09.,@+-_`\"'\n\t\x0bhtps:/<>xé日٣",
+    "http://",
+    "https://",
+    "```",
+    "deadbeef",
+    "a@b.c",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(MASK_PIECES), max_size=40).map("".join), max_size=8))
+def test_the_compiled_scan_masks_as_the_definition(texts: list[str]) -> None:
+    """Code, addresses, hex, quotes and numbers are masked by the compiled scan exactly
+    as by one pass of the masks' alternation in Python's `re` (`skeleton`)."""
+    _assert_scan_follows_the_definition(texts)
+
+
+def test_quotes_of_up_to_200_characters_are_masked() -> None:
+    texts = [f'say "{"é" * n}" now' for n in (1, 200, 201)] + ["on 'a\nb' \"\" ok"]
+    _assert_scan_follows_the_definition(texts)
+    masked = skeleton(pa.array(texts)).to_pylist()
+    assert ["<quote>" in t for t in masked] == [True, True, False, False]
+
+
+def _assert_scan_follows_the_definition(texts: list[str]) -> None:
     from distillguard.features import template
 
-    got = signatures(pa.array(texts))
-    for row, text in enumerate(texts):
-        alone = signatures(pa.array([" ".join(_words(text))]))
-        assert np.array_equal(got[row], alone[0])
-        if not _words(text):
-            assert (got[row] == template.EMPTY).all()
+    lowered = pc.utf8_lower(pa.array(texts, pa.string()))
+    hashes, lengths = template._word_hashes(lowered)
+    defined = skeleton(lowered, lowered=True, cot=np.zeros(len(texts), dtype=bool))
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for row, text in enumerate(defined.to_pylist()):
+        words = pa.array(_words(text), pa.string())
+        expected = template._token_hashes(words).tolist() if len(words) else []
+        assert hashes[starts[row] : starts[row + 1]].tolist() == expected

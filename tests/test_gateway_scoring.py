@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distillguard.features.capability import COT_PATTERNS, text_scores
-from distillguard.features.template import band_keys, signatures, skeleton
+from distillguard.features.template import band_keys, signatures
 from distillguard.gateway.findings import Findings
 from distillguard.gateway.policy import DEFAULT, Policy, Rule
 from distillguard.gateway.scoring import COT, Scorer
@@ -66,7 +66,7 @@ TEMPLATE = 'Refactor the function "{}" in module "{}" and explain every design d
 
 
 def _fingerprints(prompts: list[str]) -> list[str]:
-    keys = band_keys(signatures(skeleton(pa.array(prompts))))
+    keys = band_keys(signatures(pa.array(prompts)))
     return sorted({f"{int(k):016x}" for row in keys for k in row})
 
 

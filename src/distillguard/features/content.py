@@ -30,7 +30,6 @@ from distillguard.features.template import (
     NUM_PERM,
     band_keys,
     signatures,
-    skeleton,
     text_hashes,
 )
 
@@ -80,7 +79,7 @@ def featurise(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
         column("reasoning_requested"),
         column("max_tokens"),
     )
-    sigs = signatures(skeleton(lowered, lowered=True, cot=cot_hits > 0))
+    sigs = signatures(lowered, lowered=True, cot=cot_hits > 0)
     bands = band_keys(sigs)[index]
     sigs = sigs[index]
     system = column("system_text")

@@ -15,7 +15,8 @@ from distillguard.features.content import FEATURES, INPUT_COLUMNS, featurise
 from distillguard.schema import EXCHANGES
 
 # Bump when the features or this schema change: cached digests are then recomputed.
-VERSION = 3  # 2: word hashes by the compiled tokeniser; 3: compiled prompt hashes
+VERSION = 4  # 2: word hashes by the compiled tokeniser; 3: compiled prompt hashes;
+# 4: masks in the compiled scan, as one pass
 KEPT = (
     "request_id",
     "ts",

@@ -5,17 +5,18 @@ The skeleton (numbers, quoted strings, code, addresses masked; lower case) of tw
 prompts from one template is nearly the same, so their MinHash signatures agree in most
 positions and they share LSH band keys, which link accounts without comparing all pairs.
 
-Arrow does the masking in C++; compiled Numba loops split the skeletons into words and
-hash them in one pass over the bytes, then form the word-pair shingles and take the
-minima in another. A word is a run of letters, digits (of any script), `_`, `<` and
-`>`: everything else separates words, so punctuation needs no masking pass of its own.
-Hashes are computed here, never by an engine, so DuckDB and Spark runs get identical
-keys.
+Arrow lower-cases in C++; one compiled Numba pass over the bytes then masks the variable
+parts, splits the rest into words and hashes them, and another forms the word-pair
+shingles and takes the minima. A word is a run of letters, digits (of any script), `_`,
+`<` and `>`: everything else separates words, so punctuation needs no masking pass of
+its own. Hashes are computed here, never by an engine, so DuckDB and Spark runs get
+identical keys.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 
 import numba
 import numpy as np
@@ -31,15 +32,20 @@ SHINGLE = 2
 SEED = 20260422
 EMPTY = np.uint32(0xFFFFFFFF)
 
-MASKS = [  # order matters: code before quotes, quotes before numbers
-    (r"```[\s\S]*?```", " <code> "),
-    (r"`[^`\n]+`", " <code> "),
-    (r"https?://\S+", " <url> "),
-    (r"[\w.+-]+@[\w-]+\.[\w.]+", " <email> "),
-    (r"\b[0-9a-f]{8,}\b", " <hex> "),
-    (r"\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'", " <quote> "),
-    (r"\d+(?:[.,]\d+)*", " <n> "),
+# The masks, as one pass of their alternation: at each position the earliest that
+# matches wins (code before quotes, quotes before numbers), then the pass goes on after
+# it. Written for Python's `re` with ASCII classes (\d is 0-9, \b between ASCII word
+# and non-word); `skeleton` applies them so, the compiled scan (`_scan_kernel`) the same.
+MASKS = [
+    (r"```[\s\S]*?```", "<code>"),
+    (r"`[^`\n]+`", "<code>"),
+    (r"https?://\S+", "<url>"),
+    (r"[\w.+-]+@[\w-]+\.[\w.]+", "<email>"),
+    (r"\b[0-9a-f]{8,}\b", "<hex>"),
+    (r"\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'", "<quote>"),
+    (r"\d+(?:[.,]\d+)*", "<n>"),
 ]
+_MASK = re.compile("|".join(f"({pattern})" for pattern, _ in MASKS), re.ASCII)
 
 COT_SENTENCE = r"[^.!?\n]*(" + "|".join(COT_PATTERNS) + r")[^.!?\n]*[.!?]?"
 
@@ -50,39 +56,57 @@ _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dt
 
 
 def skeleton(texts: pa.Array, *, lowered: bool = False, cot: np.ndarray | None = None) -> pa.Array:
-    """Lower-cased text with its variable parts replaced by placeholders.
+    """Lower-cased text with its variable parts replaced by placeholders: the definition
+    that `signatures` computes in compiled code, as text for tests and for reading.
 
     Requests to show the reasoning are masked too: they are stock phrases shared by
     every harvesting template and by researchers' benchmark prompts, so left in they
     would link unrelated groups; the chain-of-thought score measures them instead.
-    A caller that has lower-cased the texts already, or knows which rows ask for the
-    reasoning (`cot`, a boolean per row: the chain-of-thought patterns match), saves
-    those passes.
     """
-    out = texts if lowered else pc.utf8_lower(texts)
-    if cot is None:
-        out = pc.replace_substring_regex(out, pattern=COT_SENTENCE, replacement=" <cot> ")
-    elif cot.any():
-        rows = pa.array(np.flatnonzero(cot))
-        masked = pc.replace_substring_regex(
-            out.take(rows), pattern=COT_SENTENCE, replacement=" <cot> "
-        )
-        out = pc.replace_with_mask(out, pa.array(cot), masked)
-    for pattern, replacement in MASKS:
-        out = pc.replace_substring_regex(out, pattern=pattern, replacement=replacement)
-    return out
+    out = _reasoning_masked(texts, lowered, cot)
+    masked = [None if t is None else _MASK.sub(_placeholder, t) for t in out.to_pylist()]
+    return pa.array(masked, pa.string())
 
 
-def signatures(skeletons: pa.Array) -> np.ndarray:
-    """MinHash signatures (rows x NUM_PERM, uint32) of word bigrams; empty text gets
-    the all-ones signature, which matches nothing else."""
-    raw, ends = _buffers(skeletons)
-    hashes = np.empty(int(ends[-1] - ends[0]) + 1, dtype=np.uint64)
-    lengths = np.zeros(len(skeletons), dtype=np.int64)
-    _tokens_kernel(raw, ends, hashes, lengths, _word_table())
+def _placeholder(match: re.Match[str]) -> str:
+    return f" {MASKS[(match.lastindex or 1) - 1][1]} "
+
+
+def signatures(
+    texts: pa.Array, *, lowered: bool = False, cot: np.ndarray | None = None
+) -> np.ndarray:
+    """MinHash signatures (rows x NUM_PERM, uint32) of the word bigrams of each text's
+    skeleton; a skeleton without words gets the all-ones signature, which matches
+    nothing else. A caller that has lower-cased the texts already, or knows which rows
+    ask for the reasoning (`cot`, a boolean per row: the chain-of-thought patterns
+    match), saves those passes."""
+    hashes, lengths = _word_hashes(_reasoning_masked(texts, lowered, cot))
     out = np.full((len(lengths), NUM_PERM), EMPTY, dtype=np.uint32)
     _minhash_kernel(hashes, lengths, _A, _B, _MIX[1:SHINGLE], out)
     return out
+
+
+def _reasoning_masked(texts: pa.Array, lowered: bool, cot: np.ndarray | None) -> pa.Array:
+    """The texts lower-cased, with their requests for the reasoning masked: by Arrow,
+    in the rows `cot` names (every row when it is None)."""
+    out = texts if lowered else pc.utf8_lower(texts)
+    if cot is None:
+        return pc.replace_substring_regex(out, pattern=COT_SENTENCE, replacement=" <cot> ")
+    if not cot.any():
+        return out
+    rows = pa.array(np.flatnonzero(cot))
+    masked = pc.replace_substring_regex(out.take(rows), pattern=COT_SENTENCE, replacement=" <cot> ")
+    return pc.replace_with_mask(out, pa.array(cot), masked)
+
+
+def _word_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The hashes of each text's skeleton words, all texts' in one array, and how many
+    each text has: the masks applied and the words split by one compiled scan."""
+    raw, ends = _buffers(texts)
+    hashes = np.empty(int(ends[-1] - ends[0]) + 1, dtype=np.uint64)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    n = _scan_kernel(raw, ends, hashes, lengths, _word_table(), _CLASSES, _placeholders())
+    return hashes[:n], lengths
 
 
 def text_hashes(texts: pa.Array) -> np.ndarray:
@@ -155,6 +179,36 @@ def _word_table() -> np.ndarray:
     return table
 
 
+# Byte classes for the compiled scan, as Python's `re` defines them with ASCII classes.
+_WORD, _LOCAL, _DOMAIN, _TAIL, _SPACE, _HEX, _DIGIT, _START = (1 << k for k in range(8))
+
+
+def _classes() -> np.ndarray:
+    table = np.zeros(256, dtype=np.uint8)
+    word = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
+    for flag, members in (
+        (_WORD, word),
+        (_LOCAL, word + b".+-"),
+        (_DOMAIN, word + b"-"),
+        (_TAIL, word + b"."),
+        (_SPACE, b" \t\n\r\f\v"),
+        (_HEX, b"0123456789abcdef"),
+        (_DIGIT, b"0123456789"),
+        (_START, b"`\"'h0123456789"),  # bytes where a mask other than an address may start
+    ):
+        table[list(members)] |= flag
+    return table
+
+
+_CLASSES = _classes()
+
+
+@functools.cache
+def _placeholders() -> np.ndarray:
+    """The word hash of each mask's placeholder, in the order of MASKS."""
+    return _token_hashes(pa.array([name for _, name in MASKS]))
+
+
 @numba.njit(cache=True, nogil=True)
 def _finish(h: np.uint64) -> np.uint64:  # pragma: no cover - compiled
     h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -162,27 +216,119 @@ def _finish(h: np.uint64) -> np.uint64:  # pragma: no cover - compiled
     return h ^ (h >> np.uint64(31))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mask_at(
+    data: np.ndarray, i: int, start: int, end: int, cls: np.ndarray, email_from: int
+) -> tuple[int, int, int]:  # pragma: no cover - compiled
+    # (mask, end) of the mask that matches at i, in the order of MASKS, or (-1, i); and
+    # the first position an address may still start at (none can before the end of a
+    # run of address characters not followed by a valid `@domain.tld`).
+    b = data[i]
+    if b == 96:  # `: a code block, else inline code
+        j = i + 3
+        if j <= end and data[i + 1] == 96 and data[i + 2] == 96:
+            while j + 3 <= end:
+                if data[j] == 96 and data[j + 1] == 96 and data[j + 2] == 96:
+                    return 0, j + 3, email_from
+                j += 1
+        j = i + 1
+        while j < end and data[j] != 96 and data[j] != 10:
+            j += 1
+        if j < end and data[j] == 96 and j > i + 1:
+            return 1, j + 1, email_from
+        return -1, i, email_from
+    if b == 104 and i + 7 < end and data[i + 1] == data[i + 2] == 116 and data[i + 3] == 112:
+        j = i + 5 if data[i + 4] == 115 else i + 4  # http, https
+        if j + 3 < end and data[j] == 58 and data[j + 1] == 47 and data[j + 2] == 47:
+            j += 3
+            if not cls[data[j]] & _SPACE:
+                while j < end and not cls[data[j]] & _SPACE:
+                    j += 1
+                return 2, j, email_from
+    if cls[b] & _LOCAL and i >= email_from:
+        k = i
+        while k < end and cls[data[k]] & _LOCAL:
+            k += 1
+        if k < end and data[k] == 64:  # @
+            m = k + 1
+            while m < end and cls[data[m]] & _DOMAIN:
+                m += 1
+            if m > k + 1 and m + 1 < end and data[m] == 46 and cls[data[m + 1]] & _TAIL:
+                t = m + 1
+                while t < end and cls[data[t]] & _TAIL:
+                    t += 1
+                return 3, t, email_from
+        email_from = k
+    if cls[b] & _HEX and (i == start or not cls[data[i - 1]] & _WORD):
+        k = i
+        while k < end and cls[data[k]] & _HEX:
+            k += 1
+        if k - i >= 8 and (k == end or not cls[data[k]] & _WORD):
+            return 4, k, email_from
+    if b == 34 or b == 39:  # a quote of 1 to 200 characters on one line
+        j, chars = i + 1, 0
+        while j < end and data[j] != b and data[j] != 10 and chars <= 200:
+            chars += (data[j] & 0xC0) != 0x80
+            j += 1
+        if j < end and data[j] == b and 1 <= chars <= 200:
+            return 5, j + 1, email_from
+    if cls[b] & _DIGIT:
+        k = i + 1
+        while True:
+            while k < end and cls[data[k]] & _DIGIT:
+                k += 1
+            if k + 1 < end and (data[k] == 46 or data[k] == 44) and cls[data[k + 1]] & _DIGIT:
+                k += 1
+            else:
+                return 6, k, email_from
+    return -1, i, email_from
+
+
 @numba.njit(cache=True, nogil=True)
-def _tokens_kernel(
+def _scan_kernel(
     data: np.ndarray,
     ends: np.ndarray,
     hashes: np.ndarray,
     lengths: np.ndarray,
     word: np.ndarray,
+    cls: np.ndarray,
+    placeholders: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
-    # One pass over the bytes: split each text into words and hash them as it goes.
-    # Written as one loop with the character test inline: a helper function per byte
-    # made it six times slower (11 ns a byte against 2).
+    # One pass over the bytes: mask, split each text into words and hash them as it
+    # goes. Masks are tried only at bytes that can start one. Written as one loop with
+    # the character test inline: a helper function per byte made it six times slower
+    # (11 ns a byte against 2).
     n = 0
     for row in range(ends.shape[0] - 1):
-        i, end = ends[row], ends[row + 1]
+        start, end = ends[row], ends[row + 1]
+        i = start
         h = FNV_OFFSET
         inside = False
         words = 0
+        email_from = start
         while i < end:
             b = data[i]
             width = 1
             if b < 0x80:
+                c = cls[b]
+                if (
+                    c & _START
+                    or (c & _LOCAL and i >= email_from)
+                    or (c & _HEX and (i == start or not cls[data[i - 1]] & _WORD))
+                ):
+                    mask, stop, email_from = _mask_at(data, i, start, end, cls, email_from)
+                    if mask >= 0:
+                        if inside:
+                            hashes[n] = _finish(h)
+                            n += 1
+                            words += 1
+                            inside = False
+                            h = FNV_OFFSET
+                        hashes[n] = placeholders[mask]
+                        n += 1
+                        words += 1
+                        i = stop
+                        continue
                 is_word = word[b]
             else:
                 code = np.int64(-1)  # a stray continuation byte separates

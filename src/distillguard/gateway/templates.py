@@ -25,7 +25,7 @@ from concurrent.futures import Executor
 import numpy as np
 import pyarrow as pa
 
-from distillguard.features.template import band_keys, signatures, skeleton
+from distillguard.features.template import band_keys, signatures
 from distillguard.gateway.findings import Findings
 from distillguard.gateway.state import Store
 
@@ -48,7 +48,7 @@ def keys_of(prompts: list[str]) -> np.ndarray:
     once per distinct prompt: chat repeats itself and harvests resend items, and the
     matching process shares the machine with the serving one."""
     encoded = pa.array(prompts, pa.string()).dictionary_encode()
-    distinct = band_keys(signatures(skeleton(encoded.dictionary)))
+    distinct = band_keys(signatures(encoded.dictionary))
     return distinct[encoded.indices.to_numpy(zero_copy_only=False)]
 
 

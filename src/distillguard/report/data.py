@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from distillguard.detect.inputs import inputs
 from distillguard.errors import InputError
-from distillguard.features.template import band_keys, signatures, similarity, skeleton
+from distillguard.features.template import band_keys, signatures, similarity
 from distillguard.ingest.engine import connect, sql_list
 from distillguard.intel import read_campaigns
 
@@ -165,7 +165,7 @@ def _examples(con: Any, where: str, redact: bool) -> list[dict[str, Any]]:
     if not rows:
         return []
     texts = pa.array([t for _, t in rows], pa.string())
-    sigs = signatures(skeleton(texts))
+    sigs = signatures(texts)
     return [
         {
             "request_id": rid,
@@ -219,7 +219,7 @@ def _template_keys(con: Any) -> list[tuple[str, str]]:
         WHERE prompt_text IS NOT NULL ORDER BY md5(request_id) LIMIT 20000""").fetchall()
     if not rows:
         return []
-    bands = band_keys(signatures(skeleton(pa.array([t for _, t in rows], pa.string()))))
+    bands = band_keys(signatures(pa.array([t for _, t in rows], pa.string())))
     return list(
         {(a, f"{int(b):x}") for (a, _), row in zip(rows, bands, strict=True) for b in row if b}
     )
