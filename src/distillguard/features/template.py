@@ -57,7 +57,9 @@ _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dt
 
 def skeleton(texts: pa.Array, *, lowered: bool = False, cot: np.ndarray | None = None) -> pa.Array:
     """Lower-cased text with its variable parts replaced by placeholders: the definition
-    that `signatures` computes in compiled code, as text for tests and for reading.
+    that `signatures` computes in compiled code, as text for tests and for reading. Not
+    for traffic: Python's `re` takes time quadratic in a long run of address characters
+    with no `@`, where the compiled scan stays linear.
 
     Requests to show the reasoning are masked too: they are stock phrases shared by
     every harvesting template and by researchers' benchmark prompts, so left in they
