@@ -313,7 +313,7 @@ def _scan_kernel(
         email_from = start
         while i < end:
             b = data[i]
-            width = 1
+            width, mask = 1, -1
             if b < 0x80:
                 c = cls[b]
                 if (
@@ -322,19 +322,7 @@ def _scan_kernel(
                     or (c & _HEX and (i == start or not cls[data[i - 1]] & _WORD))
                 ):
                     mask, stop, email_from = _mask_at(data, i, start, end, cls, email_from)
-                    if mask >= 0:
-                        if inside:
-                            hashes[n] = _finish(h)
-                            n += 1
-                            words += 1
-                            inside = False
-                            h = FNV_OFFSET
-                        hashes[n] = placeholders[mask]
-                        n += 1
-                        words += 1
-                        i = stop
-                        continue
-                is_word = word[b]
+                is_word = mask < 0 and word[b]
             else:
                 code = np.int64(-1)  # a stray continuation byte separates
                 if b >= 0xF0:
@@ -359,7 +347,13 @@ def _scan_kernel(
                 words += 1
                 inside = False
                 h = FNV_OFFSET
-            i += width
+            if mask >= 0:  # the placeholder, as a word of its own
+                hashes[n] = placeholders[mask]
+                n += 1
+                words += 1
+                i = stop
+            else:
+                i += width
         if inside:
             hashes[n] = _finish(h)
             n += 1
