@@ -32,10 +32,10 @@ SHINGLE = 2
 SEED = 20260422
 EMPTY = np.uint32(0xFFFFFFFF)
 
-# The masks, as one pass of their alternation: at each position the earliest that
-# matches wins (code before quotes, quotes before numbers), then the pass goes on after
-# it. Written for Python's `re` with ASCII classes (\d is 0-9, \b between ASCII word
-# and non-word); `skeleton` applies them so, the compiled scan (`_scan_kernel`) the same.
+# The masks, applied as one pass of their alternation: at each position the first that
+# matches wins (code before quotes, quotes before numbers) and the pass resumes after
+# it. Written for Python's `re` with ASCII classes (\d is 0-9, \b between ASCII word and
+# non-word characters): `skeleton` applies them with `re`, `_scan_kernel` byte by byte.
 MASKS = [
     (r"```[\s\S]*?```", "<code>"),
     (r"`[^`\n]+`", "<code>"),
@@ -225,9 +225,9 @@ def _finish(h: np.uint64) -> np.uint64:  # pragma: no cover - compiled
 def _mask_at(
     data: np.ndarray, i: int, start: int, end: int, cls: np.ndarray, email_from: int
 ) -> tuple[int, int, int]:  # pragma: no cover - compiled
-    # (mask, end) of the mask that matches at i, in the order of MASKS, or (-1, i); and
-    # the first position an address may still start at (none can before the end of a
-    # run of address characters not followed by a valid `@domain.tld`).
+    # Which mask matches at i (its number in MASKS, -1 for none), where its match ends,
+    # and the first position an address may still start at: none can before the end of
+    # a run of address characters that no valid `@domain.tld` follows.
     b = data[i]
     if b == 96:  # `: a code block, else inline code
         j = i + 3
