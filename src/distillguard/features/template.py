@@ -71,6 +71,7 @@ def skeleton(texts: pa.Array, *, lowered: bool = False, cot: np.ndarray | None =
 
 
 def _placeholder(match: re.Match[str]) -> str:
+    """The placeholder of the mask `match` came from, spaced to be a word of its own."""
     return f" {MASKS[(match.lastindex or 1) - 1][1]} "
 
 
