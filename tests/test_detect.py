@@ -405,15 +405,41 @@ def test_feature_workers_are_gone_before_the_relational_stages(
 
     from distillguard.link import graph
 
+    def command(process: psutil.Process) -> str:
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:  # exited, or a zombie (an earlier test's): it holds no memory
+            return ""
+
     def workers() -> list[psutil.Process]:
         children = psutil.Process().children(recursive=True)
-        return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+        return [c for c in children if "spawn_main" in command(c)]
 
     seen: list[int] = []
     build = graph.build
     monkeypatch.setattr(graph, "build", lambda db: seen.append(len(workers())) or build(db))
     detect(traffic, tmp_path / "findings", workers=2)
     assert seen == [0]
+
+
+def test_the_pair_tables_are_gone_before_leiden(
+    traffic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB keeps them in memory, which Leiden's graph needs (docs/performance.md)."""
+    from distillguard.engines import Engine
+    from distillguard.link import graph
+
+    left: list[list[str]] = []
+    build = graph.build
+
+    def probe(db: Engine) -> graph.Graph:
+        built = build(db)
+        left.append([name for name in ("members", "pairs", "linked") if db.has(name)])
+        return built
+
+    monkeypatch.setattr(graph, "build", probe)
+    detect(traffic, tmp_path / "findings")
+    assert left == [["linked"]]  # the later stages read `linked`
 
 
 def test_a_script_without_a_main_guard_still_gets_findings(traffic: Path, tmp_path: Path) -> None:
