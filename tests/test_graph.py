@@ -84,3 +84,15 @@ def test_nodes_take_profiles_in_any_order_and_unprofiled_nodes_have_no_signals()
     assert nodes.exchanges.tolist() == [3.0, 40.0, 0.0]
     assert nodes.signals["reasoning_elicitation"].tolist() == [0.25, 1.0, 0.0]
     assert nodes.named(np.array([2, 0])) == ["reseller", "acct-a"]
+
+
+def test_nodes_from_a_chunked_column_are_named_from_one_array() -> None:
+    """The engine returns node names in chunks; each flagged part is named by a `take`,
+    which on a chunked array joins every chunk first (quadratic over thousands of parts)."""
+    from distillguard.detect.run import Nodes
+
+    column = pa.chunked_array([["acct-a", "acct-b"], ["acct-c"], ["acct-d", "acct-e"]])
+    nodes = Nodes(column)
+    assert isinstance(nodes.names, pa.StringArray)
+    assert nodes.named(np.array([4, 1, 2])) == ["acct-e", "acct-b", "acct-c"]
+    assert Nodes(pa.chunked_array([], pa.string())).named(np.array([], np.int64)) == []

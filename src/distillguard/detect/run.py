@@ -193,8 +193,11 @@ class Nodes:
     A node without a profile (a mixed account linked by its sign-up data, its traffic
     being its sub-streams') carries its group's score but no signals."""
 
-    def __init__(self, names: pa.Array) -> None:
-        self.names = names.cast(pa.string())  # whichever string type the engine returned
+    def __init__(self, names: pa.Array | pa.ChunkedArray) -> None:
+        # One array, whichever string type the engine returned: a `take` from a chunked
+        # one first joins its chunks, 4 ms a call at 2.3M nodes, once per flagged part.
+        names = names.cast(pa.string())
+        self.names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
         self.profiled = np.zeros(len(names), dtype=bool)
         self.exchanges = np.zeros(len(names))
         self.signals: dict[str, np.ndarray] = {}
