@@ -3,6 +3,8 @@ feeding them to igraph, and the communities that come out."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
@@ -96,3 +98,31 @@ def test_nodes_from_a_chunked_column_are_named_from_one_array() -> None:
     assert isinstance(nodes.names, pa.StringArray)
     assert nodes.named(np.array([4, 1, 2])) == ["acct-e", "acct-b", "acct-c"]
     assert Nodes(pa.chunked_array([], pa.string())).named(np.array([], np.int64)) == []
+
+
+def test_exclusivity_is_the_share_of_template_traffic_on_keys_used_mostly_inside(
+    tmp_path: Path,
+) -> None:
+    """Community 1: three accounts; key 10 is theirs alone (degree 3), key 11 is held by
+    ten nodes of which three are theirs (not mostly inside), key 12 is a network key
+    (not a template). Community 2: three sub-streams of one account on a key of their
+    own, which is one sender, not three."""
+    from distillguard.engines.duck import DuckEngine
+
+    db = DuckEngine.open(tmp_path, "256MB")
+    db.run("""
+        CREATE TEMP TABLE node_ids AS SELECT * FROM (VALUES
+            (1, 'a', 1), (2, 'b', 2), (3, 'c', 3),
+            (4, 'r|u1', 4), (5, 'r|u2', 4), (6, 'r|u3', 4)) AS t(id, node, account);
+        CREATE TEMP TABLE linked AS SELECT * FROM (VALUES
+            (1, 10, 'template', 0.5, 3), (2, 10, 'template', 0.5, 3), (3, 10, 'template', 0.5, 3),
+            (1, 11, 'template', 0.25, 10), (2, 11, 'template', 0.25, 10),
+            (3, 11, 'template', 0.25, 10), (1, 12, 'network', 1.0, 3),
+            (4, 13, 'template', 1.0, 3), (5, 13, 'template', 1.0, 3), (6, 13, 'template', 1.0, 3)
+        ) AS t(id, key_id, kind, share, degree);
+    """)
+    ids = np.array([1, 2, 3, 4, 5, 6], np.int32)
+    found = graph.exclusivity(db, ids, np.array([1, 1, 1, 2, 2, 2]))
+    assert found == {1: round(1.5 / 2.25, 9), 2: 0.0}
+    assert graph.exclusivity(db, np.empty(0, np.int32), np.empty(0, np.int64)) == {}
+    db.close()

@@ -205,13 +205,13 @@ def exclusivity(engine: Engine, ids: np.ndarray, labels: np.ndarray) -> dict[int
         ),
         inside AS (
             SELECT community, key_id, count(*) AS n, count(DISTINCT account) AS accounts,
-                   any_value(degree) AS degree
+                   any_value(degree) AS degree, sum(share) AS share
             FROM t GROUP BY 1, 2
         )
-        SELECT t.community,
-               sum(t.share * CASE WHEN i.n >= 3 AND i.accounts >= 3 AND i.n >= 0.5 * i.degree
-                                  THEN 1 ELSE 0 END) / sum(t.share)
-        FROM t JOIN inside i USING (community, key_id) GROUP BY 1
+        SELECT community,
+               sum(CASE WHEN n >= 3 AND accounts >= 3 AND n >= 0.5 * degree
+                        THEN share ELSE 0 END) / sum(share)
+        FROM inside GROUP BY 1
     """)
     engine.unregister("node_group")
     # Rounded as edge weights are: the engine's parallel sums differ in the last bits.
