@@ -108,8 +108,8 @@ def build(engine: Engine) -> Graph:
         FROM pairs JOIN kind_weight w USING (kind) WHERE a <> b GROUP BY 1, 2 ORDER BY 1, 2
     """)
     engine.unregister("kind_weight")
-    # What DuckDB holds of these is in memory when Leiden starts; dropped, the memory is
-    # back in time for the graph (many-accounts day: the Leiden stage's peak 1,628 -> 897 MiB).
+    # Nothing reads these two again, and DuckDB would keep them in memory while Leiden
+    # builds its graph (docs/performance.md, change 40).
     engine.run("DROP TABLE IF EXISTS pairs; DROP TABLE IF EXISTS members")
     return _graph(table)
 
