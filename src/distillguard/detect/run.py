@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import json
-import resource
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -29,6 +27,7 @@ from distillguard.campaigns import score as scoring
 from distillguard.campaigns.calibrate import Calibration, calibrate
 from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
+from distillguard.detect import memory
 from distillguard.detect.inputs import (
     digests,
     hold,
@@ -135,7 +134,7 @@ def detect(
         findings["summary"]["engine"] = db.name
         clock.lap("campaigns")
         findings["summary"]["seconds"] = clock.laps
-        findings["summary"]["peak_memory_mib"] = _peak_memory()
+        findings["summary"]["peak_memory_mib"] = memory.peak()
         findings["summary"]["input"] = str(source)
         findings["summary"]["accounts_input"] = [str(f) for f in account_files]
         _write(Path(out), findings)
@@ -163,24 +162,16 @@ def _between(since: str | None, until: str | None) -> str:
     return (f" from {since}" if since else "") + (f" before {until}" if until else "")
 
 
-def _peak_memory() -> dict[str, int]:
-    """Peak resident memory so far, in MiB, of this process and of its largest finished
-    child (a feature worker): a nightly job's memory is watched as its time is."""
-    unit = 1 << 20 if sys.platform == "darwin" else 1 << 10  # ru_maxrss: bytes or KiB
-    return {
-        "main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // unit,
-        "largest_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // unit,
-    }
-
-
 class Stopwatch:
-    """Seconds spent per stage, for the summary and the performance notes."""
+    """Seconds spent per stage, for the summary and the performance notes. A stage ends
+    by handing back the memory it freed, so that the next one starts from what is held."""
 
     def __init__(self) -> None:
         self.laps: dict[str, float] = {}
         self._last = time.perf_counter()
 
     def lap(self, stage: str) -> None:
+        memory.release()
         now = time.perf_counter()
         self.laps[stage] = round(now - self._last, 2)
         self._last = now
