@@ -86,3 +86,28 @@ def test_profile_of_a_bot_and_a_person() -> None:
     assert human["hour_entropy"] == 0.0 and human["single_turn_share"] == 0.5
     assert human["prompt_diversity"] == 0.25 and human["scripted_agent_share"] == 0.0
     assert human["created_at"] is None  # no sign-up record: a null, not a guess
+
+
+def test_detection_s_profile_leaves_out_only_what_scoring_does_not_read() -> None:
+    """Detection asks for none of the distinct counts (each a grouping of all the
+    traffic); a member signal that came to read one would silently see NaN."""
+    import numpy as np
+
+    from distillguard.campaigns import score as scoring
+    from distillguard.profile.accounts import DISTINCT_COUNTS
+
+    con = duckdb.connect()
+    con.register("exchanges", digest(_exchanges().combine_chunks().to_batches()[0]))
+    engine = DuckEngine(con)
+    full = profile(engine).sort_by("account_id")
+    lean = profile(engine, counts=scoring.PROFILE_COUNTS).sort_by("account_id")
+    assert "prompt_diversity" in full.column_names and "models" in full.column_names
+    assert "prompt_diversity" not in lean.column_names and "active_days" not in lean.column_names
+    assert set(lean.column_names) < set(full.column_names)
+    assert lean.equals(full.select(lean.column_names))
+    signals, lean_signals = scoring.member_signals(full), scoring.member_signals(lean)
+    assert signals.keys() == lean_signals.keys()
+    for name in signals:
+        np.testing.assert_array_equal(signals[name], lean_signals[name])
+    only = profile(engine, counts=["models"])
+    assert set(DISTINCT_COUNTS) & set(only.column_names) == {"models"}

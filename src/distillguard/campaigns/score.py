@@ -42,6 +42,9 @@ SIZE_WEIGHT = 0.8
 FULL_COORDINATION = 1.5  # harvest signals count in full only from this much coordination
 BIAS = 4.5
 THRESHOLD = 0.5
+# The profiles' distinct counts (profile/accounts.py) that `member_signals` reads: none.
+# Detection asks the engine for these only, each being a grouping of the whole traffic.
+PROFILE_COUNTS: tuple[str, ...] = ()
 
 
 @dataclass

@@ -118,7 +118,7 @@ def detect(
             f"SELECT {others}, node AS account_id FROM node_exchanges"
         )
         nodes = Nodes(db.arrow("SELECT node FROM node_ids ORDER BY id").column(0))
-        nodes.profile(profile(db, "by_node"))
+        nodes.profile(profile(db, "by_node", counts=scoring.PROFILE_COUNTS))
         clock.lap("profiles")
         db.run(evidence.evidence_sql(bool(account_files)))
         clock.lap("evidence")

@@ -9,6 +9,8 @@ accounts share the same unusual values at once (the linkage stage's job).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pyarrow as pa
 
 from distillguard.engines import Engine
@@ -60,20 +62,16 @@ totals AS (
         avg(CASE WHEN a.scripted THEN 1 ELSE 0 END) AS scripted_agent_share
     FROM {source} x LEFT JOIN agents a ON x.user_agent = a.user_agent
     GROUP BY x.account_id
-),
-{distinct}
+){distinct}
 SELECT
     t.account_id,
     t.exchanges,
-    active_days,
-    t.exchanges / active_days AS exchanges_per_active_day,
     t.first_seen,
     t.last_seen,
     hour_entropy.hour_entropy,
     timing.gap_sd / nullif(timing.gap_mean, 0) AS interarrival_cv,
     t.single_turn_share,
     t.mean_turn_index,
-    prompts / t.exchanges AS prompt_diversity,
     cap_top.top_capability,
     cap_top.capability_concentration,
     t.cot_mean,
@@ -83,12 +81,7 @@ SELECT
     t.reasoning_share,
     t.rate_limited_share,
     t.tools_declared_mean,
-    ip_prefixes,
-    user_agents,
-    t.scripted_agent_share,
-    end_users,
-    system_prompts,
-    models
+    t.scripted_agent_share{counted}
 FROM totals t
 LEFT JOIN hour_entropy USING (account_id)
 LEFT JOIN timing USING (account_id)
@@ -98,30 +91,42 @@ LEFT JOIN cap_top USING (account_id)
 
 # Distinct values per account, each counted in its own grouping: DuckDB's distinct
 # aggregates inside one wide GROUP BY took twice as long (31 s against 14 s for the
-# whole profile at 10M exchanges).
+# whole profile at 10M exchanges). Per count: the value counted, the columns it gives.
 DISTINCT_COUNTS = {
-    "active_days": "CAST(ts AS DATE)",
-    "prompts": "prompt_hash",
-    "ip_prefixes": "ip_prefix",
-    "user_agents": "user_agent",
-    "end_users": "end_user_id",
-    "system_prompts": "system_hash",
-    "models": "model",
+    "active_days": (
+        "CAST(ts AS DATE)",
+        "active_days, t.exchanges / active_days AS exchanges_per_active_day",
+    ),
+    "prompts": ("prompt_hash", "prompts / t.exchanges AS prompt_diversity"),
+    "ip_prefixes": ("ip_prefix", "ip_prefixes"),
+    "user_agents": ("user_agent", "user_agents"),
+    "end_users": ("end_user_id", "end_users"),
+    "system_prompts": ("system_hash", "system_prompts"),
+    "models": ("model", "models"),
 }
 
 
-def profile(engine: Engine, source: str = "exchanges") -> pa.Table:
+def profile(
+    engine: Engine, source: str = "exchanges", counts: Iterable[str] = tuple(DISTINCT_COUNTS)
+) -> pa.Table:
     """Profiles from the view `source` (digests of exchanges, grouped by its account_id
     column); joined with the view `accounts` (sign-up data) when there is one. A
     source may group sub-streams (account, unit separator, end user): sign-up data is
-    then that of the account."""
-    distinct = ",\n".join(
-        f"distinct_{name} AS (SELECT account_id, count(v) AS {name} FROM "
-        f"(SELECT DISTINCT account_id, {value} AS v FROM {{source}}) GROUP BY account_id)"
-        for name, value in DISTINCT_COUNTS.items()
+    then that of the account. `counts` names the distinct counts to make, each a
+    grouping of the whole traffic: a caller that reads none of them asks for none. Rows
+    come in no particular order: sorting them would copy the table while it is whole
+    (a row per node, 2.3M at the largest day measured)."""
+    counts = list(counts)
+    distinct = "".join(
+        f",\ndistinct_{name} AS (SELECT account_id, count(v) AS {name} FROM "
+        f"(SELECT DISTINCT account_id, {DISTINCT_COUNTS[name][0]} AS v FROM {{source}}) "
+        "GROUP BY account_id)"
+        for name in counts
     )
-    joins = "\n".join(f"LEFT JOIN distinct_{name} USING (account_id)" for name in DISTINCT_COUNTS)
-    sql = PROFILE_SQL.replace("{distinct}", distinct).replace("{joins}", joins)
+    counted = "".join(f",\n    {DISTINCT_COUNTS[name][1]}" for name in counts)
+    joins = "\n".join(f"LEFT JOIN distinct_{name} USING (account_id)" for name in counts)
+    sql = PROFILE_SQL.replace("{distinct}", distinct).replace("{counted}", counted)
+    sql = sql.replace("{joins}", joins)
     sql = sql.format(source=source, ceiling=DEPTH_CEILING, scripted=SCRIPTED_AGENTS)
     if engine.has("accounts"):
         sql = f"""
@@ -131,4 +136,4 @@ def profile(engine: Engine, source: str = "exchanges") -> pa.Table:
                        AS seconds_signup_to_first_use
             FROM ({sql}) p
             LEFT JOIN accounts a ON a.account_id = split_part(p.account_id, chr(31), 1)"""
-    return engine.arrow(sql).sort_by("account_id")
+    return engine.arrow(sql)
