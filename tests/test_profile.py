@@ -56,11 +56,16 @@ def _exchanges() -> pa.Table:
     return conform(pa.Table.from_pylist(rows), EXCHANGES)
 
 
-def test_profile_of_a_bot_and_a_person() -> None:
-    exchanges = _exchanges()
+def _engine() -> DuckEngine:
+    """An engine over the digests of `_exchanges()`, as detection reads them."""
     con = duckdb.connect()
-    con.register("exchanges", digest(exchanges.combine_chunks().to_batches()[0]))
-    con.register(
+    con.register("exchanges", digest(_exchanges().combine_chunks().to_batches()[0]))
+    return DuckEngine(con)
+
+
+def test_profile_of_a_bot_and_a_person() -> None:
+    engine = _engine()
+    engine.con.register(
         "accounts",
         pa.table(
             {
@@ -74,7 +79,7 @@ def test_profile_of_a_bot_and_a_person() -> None:
             }
         ),
     )
-    rows = {r["account_id"]: r for r in profile(DuckEngine(con)).to_pylist()}
+    rows = {r["account_id"]: r for r in profile(engine).to_pylist()}
     bot, human = rows["bot"], rows["human"]
     assert (bot["exchanges"], bot["active_days"], bot["exchanges_per_active_day"]) == (24, 1, 24)
     assert bot["hour_entropy"] == pytest.approx(1.0) and bot["interarrival_cv"] == pytest.approx(0)
@@ -96,9 +101,7 @@ def test_detection_s_profile_leaves_out_only_what_scoring_does_not_read() -> Non
     from distillguard.campaigns import score as scoring
     from distillguard.profile.accounts import DISTINCT_COUNTS
 
-    con = duckdb.connect()
-    con.register("exchanges", digest(_exchanges().combine_chunks().to_batches()[0]))
-    engine = DuckEngine(con)
+    engine = _engine()
     full = profile(engine).sort_by("account_id")
     lean = profile(engine, counts=scoring.PROFILE_COUNTS).sort_by("account_id")
     assert "prompt_diversity" in full.column_names and "models" in full.column_names
