@@ -1,8 +1,9 @@
 """Content features of a stream of record batches, in parallel, in bounded memory.
 
 Featurisation is the hot stage (regular expressions, MinHash) and is a pure function of
-one batch, so batches go to a pool of worker processes and each worker writes its
-batch's features to its own Parquet file; only file names come back. At most two
+one batch, so batches go to a pool of worker processes, each as an Arrow file the worker
+maps rather than pickled through a pipe, and each worker writes its batch's features to
+its own Parquet file; only file names come back. At most two
 batches per worker are in flight, so memory does not grow with the input. Workers are
 spawned, never forked: the parent holds a DuckDB connection and its threads. Python's
 rule for spawned workers applies to scripts that call `detect()`: their entry needs
@@ -16,6 +17,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -35,22 +37,6 @@ def default_workers() -> int:
 
 
 Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
-
-
-def featurise_to(
-    batches: Callable[[], Iterable[pa.RecordBatch]],
-    folder: Path,
-    workers: int,
-    function: Transform = featurise,
-) -> int:
-    """Write `function` (a pure, module-level function; content features by default) of
-    every batch from `batches()` to folder/part-NNNNNN.parquet; the number of parts
-    written. With one worker everything runs in this process."""
-    pool = Pool(workers)
-    try:
-        return pool.map_to(batches, folder, function)
-    finally:
-        pool.close()
 
 
 class Pool:
@@ -95,13 +81,18 @@ class Pool:
             self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
         pending: deque[Future[str]] = deque()
         count = 0
-        for count, batch in enumerate(batches, start=1):
-            if len(pending) >= self.workers * IN_FLIGHT_PER_WORKER:
+        spool = Path(tempfile.mkdtemp(prefix="distillguard-batches-"))
+        try:
+            for count, batch in enumerate(batches, start=1):
+                if len(pending) >= self.workers * IN_FLIGHT_PER_WORKER:
+                    pending.popleft().result()
+                handed = _hand_over(batch, spool / f"{count:06d}.arrow")
+                part = folder / f"part-{count:06d}.parquet"
+                pending.append(self._executor.submit(_write_handed, handed, part, function))
+            while pending:
                 pending.popleft().result()
-            part = folder / f"part-{count:06d}.parquet"
-            pending.append(self._executor.submit(_write, batch, part, function))
-        while pending:
-            pending.popleft().result()
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
         return count
 
     def close(self) -> None:
@@ -114,6 +105,22 @@ def _close(stream: Iterable[pa.RecordBatch]) -> None:
     close = getattr(stream, "close", None)
     if close is not None:
         close()
+
+
+def _hand_over(batch: pa.RecordBatch, path: Path) -> Path:
+    """A batch written for a worker as an Arrow IPC file: one copy into the page cache,
+    which the worker maps without copying. Pickled through the pool's pipe, a batch was
+    copied four times and cost more than its features (docs/performance.md, change 45)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return path
+
+
+def _write_handed(handed: Path, path: Path, function: Transform) -> str:
+    with pa.memory_map(str(handed)) as source:
+        written = _write(pa.ipc.open_file(source).get_batch(0), path, function)
+    handed.unlink()
+    return written
 
 
 def _write(batch: pa.RecordBatch, path: Path, function: Transform) -> str:

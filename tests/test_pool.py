@@ -1,0 +1,62 @@
+"""The feature pool: batches handed to worker processes as Arrow files, parts written
+by the workers, nothing left behind."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from distillguard.features.pool import Pool
+
+
+def _batches() -> list[pa.RecordBatch]:
+    return [pa.record_batch({"n": list(range(i * 10, i * 10 + 10))}) for i in range(7)]
+
+
+def double(batch: pa.RecordBatch) -> pa.RecordBatch:
+    return pa.record_batch({"n": pa.compute.multiply(batch.column(0), 2)})
+
+
+def refuse_the_fourth(batch: pa.RecordBatch) -> pa.RecordBatch:
+    if batch.column(0)[0].as_py() == 30:
+        raise ValueError("the fourth batch")
+    return batch
+
+
+@pytest.fixture
+def temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the pool hands batches over, watched."""
+    folder = tmp_path / "temp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_workers_write_each_batch_s_part_in_order(tmp_path: Path, temp: Path) -> None:
+    pool = Pool(2)
+    try:
+        written = pool.map_to(_batches, tmp_path / "parts", double)
+    finally:
+        pool.close()
+    parts = sorted((tmp_path / "parts").glob("*.parquet"))
+    assert written == len(parts) == 7
+    values = [v for p in parts for v in pq.read_table(p).column("n").to_pylist()]
+    assert values == [2 * n for n in range(70)]
+    assert list(temp.iterdir()) == []  # the handed-over batches are gone
+
+
+def test_a_worker_s_failure_reaches_the_caller_and_nothing_is_left(
+    tmp_path: Path, temp: Path
+) -> None:
+    pool = Pool(2)
+    try:
+        with pytest.raises(ValueError, match="the fourth batch"):
+            pool.map_to(_batches, tmp_path / "parts", refuse_the_fourth)
+    finally:
+        pool.close()
+    assert list(temp.iterdir()) == []
+    assert not list((tmp_path / "parts").glob("*.tmp"))
