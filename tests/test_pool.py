@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distillguard.features import pool as pool_module
 from distillguard.features.pool import Pool
 
 
@@ -60,3 +61,23 @@ def test_a_worker_s_failure_reaches_the_caller_and_nothing_is_left(
         pool.close()
     assert list(temp.iterdir()) == []
     assert not list((tmp_path / "parts").glob("*.tmp"))
+
+
+def test_batches_wait_for_their_worker_where_only_this_user_can_read_them(
+    tmp_path: Path, temp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They hold prompts."""
+    modes: list[int] = []
+    hand_over = pool_module._hand_over
+
+    def watched(batch: pa.RecordBatch, path: Path) -> Path:
+        modes.append(path.parent.stat().st_mode & 0o777)
+        return hand_over(batch, path)
+
+    monkeypatch.setattr(pool_module, "_hand_over", watched)
+    pool = Pool(2)
+    try:
+        pool.map_to(_batches, tmp_path / "parts", double)
+    finally:
+        pool.close()
+    assert modes == [0o700] * 7
