@@ -110,8 +110,8 @@ def _close(stream: Iterable[pa.RecordBatch]) -> None:
 def _hand_over(batch: pa.RecordBatch, path: Path) -> Path:
     """A batch written for a worker as an Arrow IPC file: one copy into the page cache,
     which the worker maps without copying. Pickled through the pool's pipe, a batch was
-    copied over and over, at a third to two thirds of the cost of featurising it on a day
-    of light users (docs/performance.md, change 45). The batches hold prompts: their
+    copied over and over, at a third to three quarters of the cost of featurising it on a
+    day of light users (docs/performance.md, change 45). The batches hold prompts: their
     folder is readable by this user only (mkdtemp) and goes when the pool's work ends."""
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
         writer.write_batch(batch)
