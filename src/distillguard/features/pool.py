@@ -119,6 +119,7 @@ def _hand_over(batch: pa.RecordBatch, path: Path) -> Path:
 
 
 def _write_handed(handed: Path, path: Path, function: Transform) -> str:
+    """In a worker: `_write` of the batch handed over at `handed`, which then goes."""
     with pa.memory_map(str(handed)) as source:
         written = _write(pa.ipc.open_file(source).get_batch(0), path, function)
     handed.unlink()
