@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -65,6 +68,33 @@ def test_spark_reuses_its_cached_digests(store: Path, tmp_path: Path) -> None:
             tmp_path / f"duckdb-{night}" / "campaigns.json"
         ).read_text()
         assert duck["campaigns"] >= 1
+
+
+@pytest.mark.slow
+def test_spark_runs_in_one_process_leave_no_scratch(store: Path, tmp_path: Path) -> None:
+    """Spark keeps the local folder of a process's first session for the life of its
+    JVM. Two runs in one process (a scheduler's worker, this test session) leave nothing
+    in the temporary folder, and Spark's scratch there is readable by this user only."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    script = (
+        "import os, stat, sys, tempfile\n"
+        "from distillguard.detect import detect\n"
+        "for night in ('one', 'two'):\n"
+        f"    detect({str(store)!r}, {str(tmp_path)!r} + '/' + night, engine='spark')\n"
+        "    left = os.scandir(tempfile.gettempdir())\n"
+        "    modes = {stat.S_IMODE(os.stat(p.path).st_mode) for p in left}\n"
+        "    print(night, len(modes), modes == {0o700})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["one", "1", "True", "two", "1", "True"]
+    assert not any(scratch.iterdir())
 
 
 def test_the_spark_digest_keeps_every_hash_bit(store: Path) -> None:

@@ -64,8 +64,9 @@ class Engine(Protocol):
 
 
 def open_engine(name: str, work: Path, memory_limit: str, cores: int = 2, **options: Any) -> Engine:
-    """The engine called `name`, using `work` for its spill and intermediate files and
-    `cores` processes where it runs locally."""
+    """The engine called `name`, using `work` for its spill and intermediate files (Spark
+    keeps its local scratch per process instead) and `cores` processes where it runs
+    locally."""
     if name == "duckdb":
         from distillguard.engines.duck import DuckEngine
 
@@ -73,5 +74,5 @@ def open_engine(name: str, work: Path, memory_limit: str, cores: int = 2, **opti
     if name == "spark":
         from distillguard.engines.spark import SparkEngine
 
-        return SparkEngine(work, memory_limit, cores=cores, **options)
+        return SparkEngine(memory_limit, cores=cores, **options)
     raise UsageError(f"--engine takes one of {', '.join(ENGINES)}, not {name!r}")

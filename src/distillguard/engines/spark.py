@@ -10,10 +10,13 @@ same bits (keys compare equal exactly when the DuckDB ones do).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import re
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,15 +92,14 @@ class SparkEngine:
 
     def __init__(
         self,
-        work: Path,
         memory_limit: str,
         master: str | None = None,
         conf: dict[str, str] | None = None,
         cores: int = 2,
         scratch: str | None = None,
     ) -> None:
-        self.spark = _session(master or f"local[{cores}]", memory_limit, work, conf or {})
-        # Intermediate files every executor can reach: the local work folder in local
+        self.spark = _session(master or f"local[{cores}]", memory_limit, conf or {})
+        # Intermediate files every executor can reach: the run's work folder in local
         # mode, shared storage (hdfs://, s3a://, ...) on a cluster.
         self.scratch = f"{scratch.rstrip('/')}/distillguard-{uuid.uuid4().hex}" if scratch else None
 
@@ -166,7 +168,7 @@ class SparkEngine:
             self.spark.stop()
 
 
-def _session(master: str, memory_limit: str, work: Path, conf: dict[str, str]) -> Any:
+def _session(master: str, memory_limit: str, conf: dict[str, str]) -> Any:
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -182,7 +184,7 @@ def _session(master: str, memory_limit: str, work: Path, conf: dict[str, str]) -
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": _spark_size(memory_limit),
-        "spark.local.dir": str(work / "spark"),
+        "spark.local.dir": str(_local_root()),
         "spark.sql.shuffle.partitions": "8",
         "spark.log.level": "ERROR",
         **conf,
@@ -196,6 +198,17 @@ def _session(master: str, memory_limit: str, work: Path, conf: dict[str, str]) -
             f"Spark did not start on master {master!r} with Java at {java_home}: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
+
+
+@functools.cache
+def _local_root() -> Path:
+    """Spark's local scratch for this process, readable by this user only and removed at
+    exit. Not one per run: the JVM outlives a session and keeps using the folder of the
+    first one (Spark reads spark.local.dir once), so a second run in one process
+    recreated the first run's removed folder, world-readable, and left it behind."""
+    root = Path(tempfile.mkdtemp(prefix="distillguard-spark-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
 
 
 def _java_home() -> str:
