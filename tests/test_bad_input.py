@@ -60,6 +60,21 @@ def test_each_kind_of_bad_record_is_quarantined_with_its_reason(tmp_path: Path) 
     assert summary.records_read == 8
 
 
+def test_an_account_id_with_a_control_character_is_quarantined(tmp_path: Path) -> None:
+    """Detection names an end user's traffic inside an account with U+001F; an account
+    id holding it (or any control character) is a broken record, not an account."""
+    source = tmp_path / "ids.jsonl"
+    ids = ["org\x1fteam", "tab\there", "plain", "with spaces", "\u00e9quipe"]
+    write_jsonl(source, [canonical(i, account_id=a) for i, a in enumerate(ids)])
+    summary = run(source, tmp_path / "s", format="canonical")
+    assert set(rows(tmp_path / "s")) == {"r2", "r3", "r4"}
+    assert dict(summary.quarantined) == {"wrong_type": 2}
+    assert all(
+        q["detail"].startswith("account_id: ") and "control" in q["detail"]
+        for q in quarantined(tmp_path / "s")
+    )
+
+
 def test_timestamps_in_several_formats_and_zones(tmp_path: Path) -> None:
     stamps = [
         "2026-04-22T11:00:00+02:00",

@@ -228,21 +228,63 @@ def test_until_and_accounts_are_checked(traffic: Path, tmp_path: Path) -> None:
 
 
 def test_account_ids_with_separators_are_accounts(tmp_path: Path) -> None:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     (tmp_path / "in").mkdir()
     folder = _hand_built(tmp_path / "in")
-    for name in ("exchanges", "accounts"):
-        table = pq.read_table(folder / f"{name}.parquet")
-        ids = pc.binary_join_element_wise("org|", table.column("account_id"), "")
-        table = table.set_column(table.schema.get_field_index("account_id"), "account_id", ids)
-        pq.write_table(table, folder / f"{name}.parquet")
+    _rename_accounts(folder, "org|")
     summary = detect(folder, tmp_path / "f")
     campaigns = json.loads((tmp_path / "f" / "campaigns.json").read_text())
     assert summary["flagged_accounts"] == 10 and summary["flagged_substreams"] == 0
     assert len(campaigns[0]["accounts"]) == 10
     assert any(e["signal"].startswith("linked_by_") for e in campaigns[0]["evidence"])
+
+
+def _rename_accounts(folder: Path, prefix: str) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for name in ("exchanges", "accounts"):
+        table = pq.read_table(folder / f"{name}.parquet")
+        ids = pc.binary_join_element_wise(prefix, table.column("account_id"), "")
+        table = table.set_column(table.schema.get_field_index("account_id"), "account_id", ids)
+        pq.write_table(table, folder / f"{name}.parquet")
+
+
+def test_an_account_id_holding_the_sub_stream_separator_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in").mkdir()
+    folder = _hand_built(tmp_path / "in")
+    _rename_accounts(folder, "org\x1f")
+    assert main(["detect", str(folder), "--out", str(tmp_path / "f")]) == 3
+    err = capsys.readouterr().err
+    assert "11 account id(s)" in err and "U+001F" in err and "Traceback" not in err
+    assert not (tmp_path / "f").exists()
+
+
+def test_an_end_user_id_holding_the_separator_is_reported_whole(tmp_path: Path) -> None:
+    """The farm's ten accounts become ten end users of the shop's gateway account, each
+    id holding U+001F: the sub-streams are flagged and named as they were sent."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    folder = _hand_built(tmp_path / "in")
+    table = pq.read_table(folder / "exchanges.parquet")
+    account = table.column("account_id")
+    farm = pc.starts_with(account, "farm")
+    end_user = pc.binary_join_element_wise(account, "\x1fdesk", "")
+    for name, value in (("end_user_id", end_user), ("account_id", pa.scalar("shop"))):
+        column = pc.if_else(farm, value, table.column(name))
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    pq.write_table(table, folder / "exchanges.parquet")
+    (folder / "accounts.parquet").unlink()
+    summary = detect(folder, tmp_path / "f")
+    (campaign,) = json.loads((tmp_path / "f" / "campaigns.json").read_text())
+    assert summary["flagged_substreams"] == 10 and campaign["accounts"] == []
+    assert campaign["substreams"] == [
+        {"account_id": "shop", "end_user_id": f"farm{a}\x1fdesk"} for a in range(10)
+    ]
 
 
 def test_missing_optional_columns_are_named_in_the_summary(tmp_path: Path) -> None:

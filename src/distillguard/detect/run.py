@@ -108,6 +108,7 @@ def detect(
             load(db, "accounts", account_files, ACCOUNTS)
         if not db.rows("SELECT count(*) FROM exchanges")[0][0]:
             raise InputError(f"no exchanges to analyse{_between(since, until)}")
+        _check_account_ids(db)
         clock.lap("features")
         db.run(evidence.NODES_SQL)
         others = ", ".join(
@@ -146,6 +147,22 @@ def detect(
         finally:
             held.close()
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_account_ids(db: Engine) -> None:
+    """Refuse account ids holding the separator of sub-stream names: such an account
+    would be read as an end user's traffic inside another (ingest quarantines them;
+    end-user ids may hold it, as the account's name comes first)."""
+    (count,) = db.rows(
+        f"SELECT count(DISTINCT account_id) FROM exchanges "
+        f"WHERE strpos(account_id, chr({ord(SEPARATOR)})) > 0"
+    )[0]
+    if count:
+        raise InputError(
+            f"{count} account id(s) contain the control character U+001F, which detection "
+            "uses to name an end user's traffic inside an account; `distillguard ingest` "
+            "quarantines such records"
+        )
 
 
 def _moment(flag: str, value: str | None) -> str | None:
@@ -359,7 +376,7 @@ def _campaign(
         "confidence": round(calibration.confidence(s), 4),
         "accounts": accounts,
         "substreams": [
-            dict(zip(("account_id", "end_user_id"), n.split(SEPARATOR), strict=True))
+            dict(zip(("account_id", "end_user_id"), n.split(SEPARATOR, 1), strict=True))
             for n in sorted(nodes)
             if SEPARATOR in n
         ],

@@ -9,6 +9,7 @@ the record is quarantined with the column named instead of being silently mangle
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -200,9 +201,22 @@ def _converter(type_: pa.DataType, name: str = "") -> Callable[[Any], Any]:
     return to_str
 
 
+def to_account_id(value: Any) -> str:
+    """Text without control characters: an account id is a name, and detection keeps
+    U+001F for naming an end user's traffic inside an account."""
+    text = to_str(value)
+    if CONTROL.search(text):
+        raise ValueError("an account id cannot contain control characters")
+    return text
+
+
+CONTROL = re.compile("[\x00-\x1f\x7f]")
 CONVERTERS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "exchanges": {f.name: _converter(f.type, f.name) for f in EXCHANGES},
-    "accounts": {f.name: _converter(f.type, f.name) for f in ACCOUNTS},
+    table: {
+        f.name: to_account_id if f.name == "account_id" else _converter(f.type, f.name)
+        for f in schema
+    }
+    for table, schema in (("exchanges", EXCHANGES), ("accounts", ACCOUNTS))
 }
 
 
@@ -215,9 +229,9 @@ def _ready_type(type_: pa.DataType) -> type | None:
     return None
 
 
-READY: dict[str, dict[str, type | None]] = {
-    "exchanges": {f.name: _ready_type(f.type) for f in EXCHANGES},
-    "accounts": {f.name: _ready_type(f.type) for f in ACCOUNTS},
+READY: dict[str, dict[str, type | None]] = {  # account ids are always checked
+    table: {f.name: None if f.name == "account_id" else _ready_type(f.type) for f in schema}
+    for table, schema in (("exchanges", EXCHANGES), ("accounts", ACCOUNTS))
 }
 
 
