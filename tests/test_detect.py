@@ -530,7 +530,9 @@ def test_release_returns_arrow_s_free_pages_and_the_c_heap() -> None:
 def test_a_script_without_a_main_guard_still_gets_findings(traffic: Path, tmp_path: Path) -> None:
     """Spawned feature workers re-import an unguarded script and fail; detection says so
     and featurises in one process instead of failing. Small batches, so that the input
-    is still being read when the workers fail (as it is at scale)."""
+    is still being read when the workers fail (as it is at scale). The runs the script
+    starts in the workers leave no scratch behind."""
+    import os
     import subprocess
     import sys
 
@@ -540,7 +542,13 @@ def test_a_script_without_a_main_guard_still_gets_findings(traffic: Path, tmp_pa
         "from distillguard.detect import detect\n"
         f"print(detect({str(traffic)!r}, {str(tmp_path / 'f')!r})['campaigns'])\n"
     )
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    environment = {**os.environ, "TMPDIR": str(scratch)}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=environment
+    )
     assert done.returncode == 0
     assert int(done.stdout.strip()) >= 2
     assert "continuing in one process" in done.stderr
+    assert not any(scratch.iterdir())

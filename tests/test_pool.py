@@ -3,6 +3,7 @@ by the workers, nothing left behind."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,22 @@ def refuse_the_fourth(batch: pa.RecordBatch) -> pa.RecordBatch:
     if batch.column(0)[0].as_py() == 30:
         raise ValueError("the fourth batch")
     return batch
+
+
+def detect_here(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """What an unguarded script does in a worker: it runs detect() as it is imported."""
+    from distillguard.detect import detect
+    from distillguard.errors import UsageError
+
+    scratch = Path(tempfile.mkdtemp())  # the worker's own temporary folder, watched
+    tempfile.tempdir = str(scratch)
+    try:
+        detect(scratch, scratch / "findings")
+    except UsageError as refused:
+        return pa.record_batch({"refused": [str(refused)], "left": [len(list(scratch.iterdir()))]})
+    finally:
+        shutil.rmtree(scratch)
+    raise AssertionError("detect() ran in a feature worker")
 
 
 @pytest.fixture
@@ -76,3 +93,11 @@ def test_batches_wait_for_their_worker_where_only_this_user_can_read_them(
     monkeypatch.setattr(pool_module, "_hand_over", watched)
     pool.map_to(_batches, tmp_path / "parts", double)
     assert modes == [0o700] * 7
+
+
+def test_detect_in_a_feature_worker_stops_before_it_makes_scratch(
+    tmp_path: Path, temp: Path, pool: Pool
+) -> None:
+    pool.map_to(lambda: _batches()[:1], tmp_path / "parts", detect_here)
+    (row,) = pq.read_table(tmp_path / "parts" / "part-000001.parquet").to_pylist()
+    assert "__main__" in row["refused"] and row["left"] == 0

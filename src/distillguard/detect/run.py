@@ -40,7 +40,7 @@ from distillguard.detect.inputs import (
 from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, UsageError
 from distillguard.features.digest import DIGEST
-from distillguard.features.pool import default_workers
+from distillguard.features.pool import default_workers, in_worker
 from distillguard.ingest.values import to_ts
 from distillguard.link import evidence, graph
 from distillguard.link.evidence import SEPARATOR
@@ -70,6 +70,10 @@ def detect(
     given); findings go to `out`. Returns the summary. `engine` is duckdb (one machine)
     or spark (`engine_options`: master, conf, scratch). With `cache`, the digests of
     input files are kept there for the next run."""
+    if in_worker():
+        raise UsageError(
+            'a feature worker re-ran detect(): guard it with `if __name__ == "__main__":`'
+        )
     if not 0 < fpr < 1:
         raise UsageError("--fpr takes a false-positive rate strictly between 0 and 1")
     if workers is not None and workers < 1:

@@ -8,7 +8,9 @@ flight, so memory does not grow with the input. Workers are spawned, never forke
 parent holds a DuckDB connection and its threads. Python's rule for spawned workers
 applies to scripts that call `detect()`: their entry needs `if __name__ == "__main__":`.
 Without it the workers cannot start; we then say so on stderr and featurise in this
-process instead of failing.
+process instead of failing. The workers carry a name that `detect()` checks, so that the
+run such a script starts in each of them stops before it makes any scratch (killed
+half-way when the pool broke, it left its work folder behind).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +33,7 @@ import pyarrow.parquet as pq
 from distillguard.features.content import featurise
 
 IN_FLIGHT_PER_WORKER = 2
+WORKER_NAME = "distillguard-feature-worker"
 
 
 def default_workers() -> int:
@@ -37,6 +41,21 @@ def default_workers() -> int:
 
 
 Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
+
+
+class _Worker(multiprocessing.context.SpawnProcess):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = f"{WORKER_NAME}-{self.name}"  # the child has it before it imports
+
+
+class _Spawn(multiprocessing.context.SpawnContext):
+    Process = _Worker
+
+
+def in_worker() -> bool:
+    """Whether this process is one of our feature workers."""
+    return multiprocessing.current_process().name.startswith(WORKER_NAME)
 
 
 class Pool:
@@ -77,8 +96,7 @@ class Pool:
 
     def _in_pool(self, batches: Iterable[pa.RecordBatch], folder: Path, function: Transform) -> int:
         if self._executor is None:
-            context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=_Spawn())
         pending: deque[Future[str]] = deque()
         count = 0
         spool = Path(tempfile.mkdtemp(prefix="distillguard-batches-"))
