@@ -3,7 +3,7 @@
 floor, plus template signatures per second against datasketch.
 
     .venv/bin/python benchmarks/detect_scale.py [--days 1,3,10,30] [--spark-days 1]
-        [--workdir DIR] [--scenario benchmarks/many-accounts.yaml] [--scale 2]
+        [--workdir DIR (kept)] [--scenario benchmarks/many-accounts.yaml] [--scale 2]
 
 The scan floor is reading the input Parquet and hashing its prompt column (DuckDB, all
 cores): no detection can be faster than reading its input. Peak RSS is sampled over the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,7 +79,17 @@ def main() -> int:
         help="also run the Spark engine (local mode) on this many days, against DuckDB",
     )
     args = parser.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="dg-scale-"))
+    if args.workdir:  # kept: the simulated traffic is reused by the next run
+        return _bench(args, Path(args.workdir))
+    work = Path(tempfile.mkdtemp(prefix="dg-scale-"))
+    try:
+        return _bench(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gigabytes of simulated traffic
+
+
+def _bench(args: argparse.Namespace, work: Path) -> int:
+    """Each size: simulate it unless `work` has it, then time detection and MinHash."""
     results = Path(__file__).parent / "results" / "scale.md"
     if not results.exists():
         results.write_text(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,14 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dg-replay-"))
+    try:
+        return _bench(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gigabytes of simulated traffic
+
+
+def _bench(args: argparse.Namespace, work: Path) -> int:
+    """The replay and the batch run, in `work`."""
     _cli(
         "simulate",
         "--scenario",

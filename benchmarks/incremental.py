@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,14 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=None, help="also a night over W days")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dg-incremental-"))
+    try:
+        return _nights(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gigabytes of simulated traffic
+
+
+def _nights(args: argparse.Namespace, work: Path) -> int:
+    """The nights and the full run, in `work`."""
     days = split_days(args.traffic / "exchanges.parquet", work / "days", args.days)
     history, cache = work / "input", work / "cache"
     history.mkdir()
