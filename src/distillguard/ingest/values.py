@@ -201,6 +201,9 @@ def _converter(type_: pa.DataType, name: str = "") -> Callable[[Any], Any]:
     return to_str
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def to_account_id(value: Any) -> str:
     """Text without control characters: an account id is a name, and detection keeps
     U+001F for naming an end user's traffic inside an account."""
@@ -210,7 +213,6 @@ def to_account_id(value: Any) -> str:
     return text
 
 
-CONTROL = re.compile("[\x00-\x1f\x7f]")
 CONVERTERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     table: {
         f.name: to_account_id if f.name == "account_id" else _converter(f.type, f.name)
