@@ -238,6 +238,32 @@ def test_account_ids_with_separators_are_accounts(tmp_path: Path) -> None:
     assert any(e["signal"].startswith("linked_by_") for e in campaigns[0]["evidence"])
 
 
+@pytest.mark.parametrize("since", [None, "2026-04-22T16:00:00+00:00"])
+def test_the_findings_list_every_account_of_the_window_once(
+    tmp_path: Path, since: str | None
+) -> None:
+    """The farm's accounts send no end user; the shop (mixed: 300 end users) sends
+    nothing but end users' traffic, and nothing after 15:00."""
+    from datetime import datetime
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    folder = _hand_built(tmp_path / "in")
+    exchanges = pq.read_table(folder / "exchanges.parquet")
+    if since:
+        ts = exchanges.column("ts")
+        exchanges = exchanges.filter(
+            pc.greater_equal(ts, pa.scalar(datetime.fromisoformat(since), ts.type))
+        )
+    detect(folder, tmp_path / "f", since=since)
+    listed = pq.read_table(tmp_path / "f" / "accounts.parquet").column("account_id").to_pylist()
+    assert listed == sorted(set(exchanges.column("account_id").to_pylist()))
+    assert ("shop" in listed) == (since is None)
+
+
 def _rename_accounts(folder: Path, prefix: str) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -257,8 +283,25 @@ def test_an_account_id_holding_the_sub_stream_separator_is_refused(
     _rename_accounts(folder, "org\x1f")
     assert main(["detect", str(folder), "--out", str(tmp_path / "f")]) == 3
     err = capsys.readouterr().err
-    assert "11 account id(s)" in err and "U+001F" in err and "Traceback" not in err
-    assert not (tmp_path / "f").exists()
+    assert "11 account id(s) in the exchanges" in err and "U+001F" in err
+    assert "Traceback" not in err and not (tmp_path / "f").exists()
+
+
+def test_an_accounts_file_id_holding_the_separator_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sign-up data joins nodes by name: this row would attach to a sub-stream."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    folder = _hand_built(tmp_path / "in")
+    accounts = pq.read_table(folder / "accounts.parquet")
+    row = accounts.slice(0, 1).to_pylist()[0] | {"account_id": "shop\x1feu-1"}
+    extra = pa.Table.from_pylist([row], schema=accounts.schema)
+    pq.write_table(pa.concat_tables([accounts, extra]), folder / "accounts.parquet")
+    assert main(["detect", str(folder), "--out", str(tmp_path / "f")]) == 3
+    assert "1 account id(s) in the accounts" in capsys.readouterr().err
 
 
 def test_an_end_user_id_holding_the_separator_is_reported_whole(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ by the workers, nothing left behind."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,18 +30,22 @@ def refuse_the_fourth(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def detect_here(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """What an unguarded script does in a worker: it runs detect() as it is imported."""
+    """What an unguarded script does in a worker: it runs detect() as it is imported,
+    here on the traffic the batch names. Making scratch is recorded, and stops it."""
     from distillguard.detect import detect
     from distillguard.errors import UsageError
 
-    scratch = Path(tempfile.mkdtemp())  # the worker's own temporary folder, watched
-    tempfile.tempdir = str(scratch)
+    made: list[str] = []
+
+    def record(*args: object, **kwargs: object) -> str:
+        made.append("scratch")
+        raise RuntimeError("detect() went on to make scratch")
+
+    tempfile.mkdtemp = record  # type: ignore[assignment]  # this worker's, for this call
     try:
-        detect(scratch, scratch / "findings")
-    except UsageError as refused:
-        return pa.record_batch({"refused": [str(refused)], "left": [len(list(scratch.iterdir()))]})
-    finally:
-        shutil.rmtree(scratch)
+        detect(batch.column(0)[0].as_py(), "findings")
+    except (UsageError, RuntimeError) as stopped:
+        return pa.record_batch({"stopped": [str(stopped)], "made": [len(made)]})
     raise AssertionError("detect() ran in a feature worker")
 
 
@@ -98,6 +101,12 @@ def test_batches_wait_for_their_worker_where_only_this_user_can_read_them(
 def test_detect_in_a_feature_worker_stops_before_it_makes_scratch(
     tmp_path: Path, temp: Path, pool: Pool
 ) -> None:
-    pool.map_to(lambda: _batches()[:1], tmp_path / "parts", detect_here)
-    (row,) = pq.read_table(tmp_path / "parts" / "part-000001.parquet").to_pylist()
-    assert "__main__" in row["refused"] and row["left"] == 0
+    from distillguard.schema import EXCHANGES, conform
+
+    traffic = tmp_path / "exchanges.parquet"
+    row = {"request_id": "r", "ts": 0, "account_id": "a", "model": "m", "prompt_text": "hi"}
+    pq.write_table(conform(pa.Table.from_pylist([row]), EXCHANGES), traffic)
+    named = pa.record_batch({"traffic": [str(traffic)]})
+    pool.map_to(lambda: [named], tmp_path / "parts", detect_here)
+    (result,) = pq.read_table(tmp_path / "parts" / "part-000001.parquet").to_pylist()
+    assert "__main__" in result["stopped"] and result["made"] == 0

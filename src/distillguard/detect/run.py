@@ -112,7 +112,7 @@ def detect(
             load(db, "accounts", account_files, ACCOUNTS)
         if not db.rows("SELECT count(*) FROM exchanges")[0][0]:
             raise InputError(f"no exchanges to analyse{_between(since, until)}")
-        _check_account_ids(db)
+        _check_account_ids(db, ["exchanges", "accounts"] if account_files else ["exchanges"])
         clock.lap("features")
         db.run(evidence.NODES_SQL)
         others = ", ".join(
@@ -153,20 +153,22 @@ def detect(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _check_account_ids(db: Engine) -> None:
+def _check_account_ids(db: Engine, tables: list[str]) -> None:
     """Refuse account ids holding the separator of sub-stream names: such an account
     would be read as an end user's traffic inside another (ingest quarantines them;
     end-user ids may hold it, as the account's name comes first)."""
-    (count,) = db.rows(
-        f"SELECT count(DISTINCT account_id) FROM exchanges "
-        f"WHERE strpos(account_id, chr({ord(SEPARATOR)})) > 0"
-    )[0]
-    if count:
-        raise InputError(
-            f"{count} account id(s) contain the control character U+001F, which detection "
-            "uses to name an end user's traffic inside an account; `distillguard ingest` "
-            "quarantines such records"
-        )
+    for table in tables:
+        (count,) = db.rows(
+            f"SELECT count(DISTINCT account_id) FROM {table} "
+            f"WHERE strpos(account_id, chr({ord(SEPARATOR)})) > 0"
+        )[0]
+        if count:
+            raise InputError(
+                f"{count} account id(s) in the {table} contain the control character U+001F, "
+                "which detection uses to name an end user's traffic inside an account: "
+                "ingest the logs into a new store (`distillguard ingest` quarantines such "
+                "records) or remove them"
+            )
 
 
 def _moment(flag: str, value: str | None) -> str | None:
@@ -413,12 +415,14 @@ def _account_rows(
 ) -> pa.Table:
     """One row per account, built as columns; a flagged one carries its campaign's
     strongest evidence. A mixed account is never flagged whole: its flagged sub-streams
-    are in exchanges."""
-    accounts = db.arrow("SELECT DISTINCT account_id FROM exchanges ORDER BY 1").column(0)
-    accounts = accounts.cast(pa.string())
-    found = pc.index_in(accounts, value_set=nodes.names)
-    rows = pc.fill_null(found, -1).to_numpy()
-    scores = np.where(rows >= 0, node_score[np.maximum(rows, 0)], 0.0)
+    are in exchanges. The accounts are the nodes not named as sub-streams (account ids
+    never hold the separator, `_check_account_ids`), in name order: no second pass over
+    the exchanges (1.4-1.9 s for the 2.3M accounts of the x8 many-accounts day)."""
+    named = pc.fill_null(pc.match_substring(nodes.names, SEPARATOR), False)
+    substream = named.to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(~substream)
+    accounts = nodes.names.take(pa.array(rows))
+    scores = node_score[rows]
     distinct = np.unique(scores)  # rounded as Python rounds, once per distinct score
     rounded = np.array([round(float(v), 4) for v in distinct])[np.searchsorted(distinct, scores)]
     mixed = {r[0] for r in db.rows("SELECT account_id FROM mixed")}

@@ -201,7 +201,7 @@ def _converter(type_: pa.DataType, name: str = "") -> Callable[[Any], Any]:
     return to_str
 
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 
 def to_account_id(value: Any) -> str:

@@ -46,7 +46,8 @@ CREATE OR REPLACE TEMP TABLE verbatim AS
 
 # Nodes are numbered (node_ids: id in name order; ring, a fixed pseudo-random order for
 # the graph's rings; account, the number of the node's account; a mixed account's own
-# name is numbered too, for its sign-up evidence), and the later stages group and join
+# name is numbered too, for its sign-up evidence and as its row in the findings, which
+# list the nodes not named as sub-streams), and the later stages group and join
 # on those integers rather than on names: evidence rows carry the node's number only
 # (at 3M exchanges, 13M rows; leaving their names out took the graph stage from 8.4-9.8
 # to 5.9-6.7 s). Band keys are counted per (node number, band): 21 rows per exchange.
