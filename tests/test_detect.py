@@ -205,6 +205,20 @@ def test_ten_accounts_on_one_card_are_one_campaign_and_the_enterprise_app_is_not
     assert pq.read_table(tmp_path / "f" / "exchanges.parquet").num_rows == 0  # no shop traffic
 
 
+def test_each_stage_s_end_is_a_line_on_stderr_unless_quiet(
+    traffic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["detect", str(traffic), "--out", str(tmp_path / "a"), "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    stages = ["features", "profiles", "evidence", "edges", "leiden", "campaigns"]
+    assert [line.split()[2] for line in lines] == stages
+    assert all(line.startswith("distillguard detect: ") and " MiB)" in line for line in lines)
+    assert list(json.loads(captured.out)["seconds"]) == stages  # stdout is the JSON alone
+    assert main(["detect", str(traffic), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_until_and_accounts_are_checked(traffic: Path, tmp_path: Path) -> None:
     assert (
         main(["detect", str(traffic), "--out", str(tmp_path / "a"), "--until", "not-a-date"]) == 2

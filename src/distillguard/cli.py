@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Spark setting, repeatable (e.g. spark.executor.memory=8g)",
     )
     detect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    detect.add_argument("--quiet", action="store_true", help="no line on stderr as each stage ends")
     detect.set_defaults(handler=_detect)
 
     risk = commands.add_parser(
@@ -511,6 +512,11 @@ def _intel_match(args: argparse.Namespace) -> int:
     return OK
 
 
+def _stage_line(line: str) -> None:
+    """A stage's end on stderr: a nightly run's log shows where it is and what it holds."""
+    print(f"distillguard detect: {line}", file=sys.stderr, flush=True)
+
+
 def _detect(args: argparse.Namespace) -> int:
     from distillguard.detect import detect
     from distillguard.ingest.engine import check_memory_limit
@@ -536,6 +542,7 @@ def _detect(args: argparse.Namespace) -> int:
         engine_options={"master": args.spark_master, "conf": conf, "scratch": args.spark_scratch}
         if args.engine == "spark"
         else None,
+        progress=None if args.quiet else _stage_line,
     )
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -65,11 +66,12 @@ def detect(
     engine: str = "duckdb",
     engine_options: dict[str, Any] | None = None,
     cache: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Find campaigns in the traffic at `source` (its exchanges in [since, until) when
     given); findings go to `out`. Returns the summary. `engine` is duckdb (one machine)
     or spark (`engine_options`: master, conf, scratch). With `cache`, the digests of
-    input files are kept there for the next run."""
+    input files are kept there for the next run. `progress` is told each stage's end."""
     if in_worker():
         raise UsageError(
             'a feature worker re-ran detect(): guard it with `if __name__ == "__main__":`'
@@ -94,7 +96,7 @@ def detect(
         raise UsageError(f"--since {since} is not before --until {until}")
     window = in_window(exchange_files, since, until)
     work = Path(tempfile.mkdtemp(prefix="distillguard-detect-"))
-    clock = Stopwatch()
+    clock = Stopwatch(progress)
     db: Engine | None = None
     cache = Path(cache) if cache is not None else None
     held = ExitStack()
@@ -189,15 +191,19 @@ class Stopwatch:
     """Seconds spent per stage, for the summary and the performance notes. A stage ends
     by handing back the memory it freed, so that the next one starts from what is held."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
         self.laps: dict[str, float] = {}
         self._last = time.perf_counter()
+        self._progress = progress
 
     def lap(self, stage: str) -> None:
         memory.release()
         now = time.perf_counter()
         self.laps[stage] = round(now - self._last, 2)
         self._last = now
+        if self._progress is not None:
+            peak = memory.peak()["main"]
+            self._progress(f"{stage} done in {self.laps[stage]:.1f} s (peak {peak:,} MiB)")
 
 
 class Nodes:
