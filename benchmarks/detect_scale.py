@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,11 +80,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.workdir:  # kept: the simulated traffic is reused by the next run
         return _bench(args, Path(args.workdir))
-    work = Path(tempfile.mkdtemp(prefix="dg-scale-"))
-    try:
-        return _bench(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # gigabytes of simulated traffic
+    with tempfile.TemporaryDirectory(prefix="dg-scale-") as work:  # removed at the end
+        return _bench(args, Path(work))
 
 
 def _bench(args: argparse.Namespace, work: Path) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,11 +41,8 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.3)
     parser.add_argument("--days", type=int, default=3)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="dg-replay-"))
-    try:
-        return _bench(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # gigabytes of simulated traffic
+    with tempfile.TemporaryDirectory(prefix="dg-replay-") as work:  # removed at the end
+        return _bench(args, Path(work))
 
 
 def _bench(args: argparse.Namespace, work: Path) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,11 +34,8 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--window", type=int, default=None, help="also a night over W days")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="dg-incremental-"))
-    try:
-        return _nights(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # gigabytes of simulated traffic
+    with tempfile.TemporaryDirectory(prefix="dg-incremental-") as work:  # removed at the end
+        return _nights(args, Path(work))
 
 
 def _nights(args: argparse.Namespace, work: Path) -> int:
