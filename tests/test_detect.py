@@ -584,6 +584,34 @@ def test_release_returns_arrow_s_free_pages_and_the_c_heap() -> None:
     assert last
 
 
+def test_a_run_terminated_by_its_scheduler_leaves_nothing(traffic: Path, tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's timeout) while the feature workers have batches: exit 143
+    with one line, no traceback, no findings, no scratch in the temporary folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    command = [sys.executable, "-m", "distillguard.cli", "detect", str(traffic)]
+    run = subprocess.Popen(
+        [*command, "--out", str(tmp_path / "f")],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not any(scratch.glob("distillguard-batches-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 143, err
+    assert "terminated; nothing was committed" in err and "Traceback" not in err
+    assert not (tmp_path / "f").exists() and not any(scratch.iterdir())
+
+
 def test_a_script_without_a_main_guard_still_gets_findings(traffic: Path, tmp_path: Path) -> None:
     """Spawned feature workers re-import an unguarded script and fail; detection says so
     and featurises in one process instead of failing. Small batches, so that the input

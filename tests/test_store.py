@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distillguard.errors import StoreError
-from distillguard.store import Store
+from distillguard.errors import StoreError, Terminated
+from distillguard.store import Store, atomic_write, replacing
 from tests.conftest import SAMPLES, rows, run, write_jsonl
 
 
@@ -125,3 +125,17 @@ def test_accounts_table_upserts_by_account(tmp_path: Path) -> None:
     assert summary.stored == 1 and table["a1"]["verification"] == "kyc" and "a2" in table
     assert table["a1"]["signup_ip_prefix"] == "198.51.100.0/24"
     assert len(Store(tmp_path / "s").files("accounts")) == 1
+
+
+def test_a_replacement_interrupted_half_way_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "campaigns.json"
+    atomic_write(target, b"old")
+    with pytest.raises(Terminated), replacing(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise Terminated  # SIGTERM, as the CLI raises it
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    with replacing(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1

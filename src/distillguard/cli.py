@@ -1,7 +1,8 @@
 """Command line: a thin layer that parses arguments, calls the library, prints.
 
 Exit codes (also in the README): 0 success, 1 internal error, 2 usage error,
-3 input error, 4 too many bad records (--max-bad-ratio), 5 store error.
+3 input error, 4 too many bad records (--max-bad-ratio), 5 store error, 6 engine
+error, 7 remote error, 130 interrupted, 143 terminated (SIGTERM).
 Errors a user can fix are printed as one line on stderr, never as a stack trace.
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,14 @@ from distillguard import __version__
 from distillguard.errors import (
     EXIT_CODES,
     INTERNAL,
+    INTERRUPTED,
     OK,
+    TERMINATED,
     BadRatioError,
     DistillguardError,
     InputError,
     RemoteError,
+    Terminated,
     UsageError,
 )
 
@@ -30,6 +36,7 @@ from distillguard.errors import (
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _on_sigterm(_terminate)
     try:
         result: int = args.handler(args)
         return result
@@ -41,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return OK
     except KeyboardInterrupt:
         print("distillguard: interrupted; nothing was committed", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    except Terminated:
+        print("distillguard: terminated; nothing was committed", file=sys.stderr)
+        return TERMINATED
     except Exception:  # a bug: show it, with the code that says so
         import traceback
 
@@ -50,6 +60,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "distillguard: internal error; please report it with the command line", file=sys.stderr
         )
         return INTERNAL
+    finally:
+        _on_sigterm(previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install `handler` for SIGTERM and return the one it replaces (None off the main
+    thread, where Python sets no handlers: a caller running commands in threads)."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:

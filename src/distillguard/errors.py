@@ -15,6 +15,8 @@ BAD_RATIO = 4
 STORE = 5
 ENGINE = 6
 REMOTE = 7
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+TERMINATED = 143  # 128 + SIGTERM
 
 EXIT_CODES = {
     OK: "success",
@@ -25,6 +27,9 @@ EXIT_CODES = {
     STORE: "store error: locked by another writer, from an incompatible version, or key mismatch",
     ENGINE: "engine error: the engine could not start (no Java, no pyspark, no cluster)",
     REMOTE: "remote error: a TAXII server could not be reached, or refused some or all objects",
+    INTERRUPTED: "interrupted (Ctrl-C): scratch removed, nothing committed",
+    TERMINATED: "terminated (SIGTERM, as a scheduler's timeout sends): scratch removed, "
+    "nothing committed",
 }
 
 
@@ -60,3 +65,9 @@ class EngineError(DistillguardError):
 
 class RemoteError(DistillguardError):
     exit_code = REMOTE
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is: like Ctrl-C's KeyboardInterrupt, it passes
+    every `except Exception` and runs every `finally` (scratch removed, locks let go),
+    where the default action would end the process on the spot."""

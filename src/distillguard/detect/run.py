@@ -47,7 +47,7 @@ from distillguard.link import evidence, graph
 from distillguard.link.evidence import SEPARATOR
 from distillguard.profile.accounts import profile
 from distillguard.schema import ACCOUNTS, FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
-from distillguard.store import atomic_write
+from distillguard.store import atomic_write, replacing
 
 MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
 SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
@@ -471,11 +471,9 @@ def _substream_exchanges(db: Engine, node_campaign: dict[str, str]) -> pa.Table:
 
 def _write(out: Path, findings: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".accounts.parquet.tmp"
-    pq.write_table(findings["accounts"], tmp)
-    tmp.replace(out / "accounts.parquet")
+    with replacing(out / "accounts.parquet") as tmp:
+        pq.write_table(findings["accounts"], tmp)
     atomic_write(out / "campaigns.json", json.dumps(findings["campaigns"], indent=1).encode())
-    tmp = out / ".exchanges.parquet.tmp"
-    pq.write_table(findings["exchanges"], tmp)
-    tmp.replace(out / "exchanges.parquet")
+    with replacing(out / "exchanges.parquet") as tmp:
+        pq.write_table(findings["exchanges"], tmp)
     atomic_write(out / "summary.json", json.dumps(findings["summary"], indent=1).encode())
