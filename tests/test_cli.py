@@ -104,3 +104,22 @@ def test_bad_yaml_mapping_and_usage_errors(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "must map column names" in done.stderr
     assert cli("ingest").returncode == 2  # argparse: missing arguments
+
+
+def test_an_error_a_library_raises_while_terminating_still_exits_143(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PySpark catches the SIGTERM raised in its call and fails on its dead JVM."""
+    from distillguard import cli
+    from distillguard.errors import Terminated
+
+    def stopped(args: object) -> int:
+        try:
+            raise Terminated
+        except Terminated:
+            raise ConnectionRefusedError(111, "Connection refused") from None
+
+    monkeypatch.setattr(cli, "_detect", stopped)
+    assert main(["detect", str(tmp_path), "--out", str(tmp_path / "f")]) == 143
+    err = capsys.readouterr().err
+    assert "terminated; nothing was committed" in err and "Traceback" not in err

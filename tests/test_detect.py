@@ -612,6 +612,27 @@ def test_a_run_terminated_by_its_scheduler_leaves_nothing(traffic: Path, tmp_pat
     assert not (tmp_path / "f").exists() and not any(scratch.iterdir())
 
 
+def test_a_failing_close_never_hides_why_a_run_failed(
+    traffic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the run is already failing (or stopped), the engine's close failing too
+    (Spark's JVM gone) must not take its place; on a run that went well, it is raised."""
+    from distillguard.engines.duck import DuckEngine
+    from distillguard.errors import InputError
+
+    close = DuckEngine.close
+
+    def failing_close(self: DuckEngine) -> None:
+        close(self)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(DuckEngine, "close", failing_close)
+    with pytest.raises(InputError, match="no exchanges to analyse"):
+        detect(traffic, tmp_path / "a", until="2001-01-01")
+    with pytest.raises(ConnectionRefusedError):
+        detect(traffic, tmp_path / "b")
+
+
 def test_a_script_without_a_main_guard_still_gets_findings(traffic: Path, tmp_path: Path) -> None:
     """Spawned feature workers re-import an unguarded script and fail; detection says so
     and featurises in one process instead of failing. Small batches, so that the input

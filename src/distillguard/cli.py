@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("distillguard: terminated; nothing was committed", file=sys.stderr)
         return TERMINATED
-    except Exception:  # a bug: show it, with the code that says so
+    except Exception as exc:  # a bug: show it, with the code that says so
+        if _after_sigterm(exc):
+            print("distillguard: terminated; nothing was committed", file=sys.stderr)
+            return TERMINATED
         import traceback
 
         traceback.print_exc()
@@ -66,6 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
+
+
+def _after_sigterm(exc: BaseException | None) -> bool:
+    """Whether `exc` came of a SIGTERM that a library caught and turned into its own
+    error (PySpark does, while the signal also ends its JVM)."""
+    while exc is not None:
+        if isinstance(exc, Terminated):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _on_sigterm(handler: Any) -> Any:

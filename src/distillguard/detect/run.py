@@ -100,6 +100,7 @@ def detect(
     db: Engine | None = None
     cache = Path(cache) if cache is not None else None
     held = ExitStack()
+    failing = False
     try:
         if cache is not None:
             held.enter_context(hold(cache))
@@ -146,13 +147,27 @@ def detect(
         findings["summary"]["accounts_input"] = [str(f) for f in account_files]
         _write(Path(out), findings)
         return findings["summary"]
+    except BaseException:
+        failing = True
+        raise
     finally:
         try:
             if db is not None:
-                db.close()
+                _close(db, quietly=failing)
         finally:
             held.close()
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _close(db: Engine, quietly: bool) -> None:
+    """Close the engine. When the run is already failing or being stopped, a failure to
+    close must not take the place of why (SIGTERM to the process group ends Spark's JVM
+    too, and stopping its session then fails)."""
+    try:
+        db.close()
+    except Exception:
+        if not quietly:
+            raise
 
 
 def _check_account_ids(db: Engine, tables: list[str]) -> None:
