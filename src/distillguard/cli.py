@@ -50,12 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("distillguard: interrupted; nothing was committed", file=sys.stderr)
         return INTERRUPTED
     except Terminated:
-        print("distillguard: terminated; nothing was committed", file=sys.stderr)
-        return TERMINATED
+        return _terminated()
     except Exception as exc:  # a bug: show it, with the code that says so
         if _after_sigterm(exc):
-            print("distillguard: terminated; nothing was committed", file=sys.stderr)
-            return TERMINATED
+            return _terminated()
         import traceback
 
         traceback.print_exc()
@@ -69,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
+
+
+def _terminated() -> int:
+    print("distillguard: terminated; nothing was committed", file=sys.stderr)
+    return TERMINATED
 
 
 def _after_sigterm(exc: BaseException | None) -> bool:
