@@ -131,6 +131,7 @@ def _hand_built(tmp_path: Path) -> Path:
 
     from distillguard.schema import ACCOUNTS, EXCHANGES, conform
 
+    tmp_path.mkdir(exist_ok=True)
     start = datetime(2026, 4, 22, tzinfo=UTC)
     rows, accounts = [], []
     for a in range(10):
@@ -192,7 +193,6 @@ def test_ten_accounts_on_one_card_are_one_campaign_and_the_enterprise_app_is_not
 ) -> None:
     import pyarrow.parquet as pq
 
-    (tmp_path / "in").mkdir()
     folder = _hand_built(tmp_path / "in")
     detect(folder, tmp_path / "f")
     flagged = {
@@ -242,7 +242,6 @@ def test_until_and_accounts_are_checked(traffic: Path, tmp_path: Path) -> None:
 
 
 def test_account_ids_with_separators_are_accounts(tmp_path: Path) -> None:
-    (tmp_path / "in").mkdir()
     folder = _hand_built(tmp_path / "in")
     _rename_accounts(folder, "org|")
     summary = detect(folder, tmp_path / "f")
@@ -264,7 +263,6 @@ def test_the_findings_list_every_account_of_the_window_once(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    (tmp_path / "in").mkdir()
     folder = _hand_built(tmp_path / "in")
     exchanges = pq.read_table(folder / "exchanges.parquet")
     if since:
@@ -292,7 +290,6 @@ def _rename_accounts(folder: Path, prefix: str) -> None:
 def test_an_account_id_holding_the_sub_stream_separator_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "in").mkdir()
     folder = _hand_built(tmp_path / "in")
     _rename_accounts(folder, "org\x1f")
     assert main(["detect", str(folder), "--out", str(tmp_path / "f")]) == 3
@@ -308,7 +305,6 @@ def test_an_accounts_file_id_holding_the_separator_is_refused(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    (tmp_path / "in").mkdir()
     folder = _hand_built(tmp_path / "in")
     accounts = pq.read_table(folder / "accounts.parquet")
     row = accounts.slice(0, 1).to_pylist()[0] | {"account_id": "shop\x1feu-1"}
@@ -325,7 +321,6 @@ def test_an_end_user_id_holding_the_separator_is_reported_whole(tmp_path: Path) 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    (tmp_path / "in").mkdir()
     folder = _hand_built(tmp_path / "in")
     table = pq.read_table(folder / "exchanges.parquet")
     account = table.column("account_id")

@@ -182,6 +182,8 @@ NON_NEGATIVE = {
 
 
 def _converter(type_: pa.DataType, name: str = "") -> Callable[[Any], Any]:
+    if name == "account_id":
+        return to_account_id
     if pa.types.is_timestamp(type_):
         return to_ts
     if pa.types.is_boolean(type_):
@@ -214,16 +216,16 @@ def to_account_id(value: Any) -> str:
 
 
 CONVERTERS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    table: {
-        f.name: to_account_id if f.name == "account_id" else _converter(f.type, f.name)
-        for f in schema
-    }
-    for table, schema in (("exchanges", EXCHANGES), ("accounts", ACCOUNTS))
+    "exchanges": {f.name: _converter(f.type, f.name) for f in EXCHANGES},
+    "accounts": {f.name: _converter(f.type, f.name) for f in ACCOUNTS},
 }
 
 
-def _ready_type(type_: pa.DataType) -> type | None:
-    """Text and booleans that already have their canonical type skip conversion."""
+def _ready_type(type_: pa.DataType, name: str) -> type | None:
+    """Text and booleans that already have their canonical type skip conversion (but
+    account ids, which are checked)."""
+    if name == "account_id":
+        return None
     if pa.types.is_string(type_):
         return str
     if pa.types.is_boolean(type_):
@@ -231,9 +233,9 @@ def _ready_type(type_: pa.DataType) -> type | None:
     return None
 
 
-READY: dict[str, dict[str, type | None]] = {  # account ids are always checked
-    table: {f.name: None if f.name == "account_id" else _ready_type(f.type) for f in schema}
-    for table, schema in (("exchanges", EXCHANGES), ("accounts", ACCOUNTS))
+READY: dict[str, dict[str, type | None]] = {
+    "exchanges": {f.name: _ready_type(f.type, f.name) for f in EXCHANGES},
+    "accounts": {f.name: _ready_type(f.type, f.name) for f in ACCOUNTS},
 }
 
 
