@@ -74,14 +74,16 @@ def test_spark_reuses_its_cached_digests(store: Path, tmp_path: Path) -> None:
 def test_spark_runs_in_one_process_leave_no_scratch(store: Path, tmp_path: Path) -> None:
     """Spark keeps the local folder of a process's first session for the life of its
     JVM. Two runs in one process (a scheduler's worker, this test session) leave nothing
-    in the temporary folder, and Spark's scratch there is readable by this user only."""
+    in the temporary folder, and Spark's scratch there is readable by this user only.
+    The second run asks for more driver memory than the JVM started with: it says so."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     script = (
         "import os, stat, sys, tempfile\n"
         "from distillguard.detect import detect\n"
-        "for night in ('one', 'two'):\n"
-        f"    detect({str(store)!r}, {str(tmp_path)!r} + '/' + night, engine='spark')\n"
+        "for night, memory in (('one', '1GB'), ('two', '2GB')):\n"
+        f"    detect({str(store)!r}, {str(tmp_path)!r} + '/' + night, engine='spark',\n"
+        "           memory_limit=memory)\n"
         "    left = os.scandir(tempfile.gettempdir())\n"
         "    modes = {stat.S_IMODE(os.stat(p.path).st_mode) for p in left}\n"
         "    print(night, len(modes), modes == {0o700})\n"
@@ -95,6 +97,41 @@ def test_spark_runs_in_one_process_leave_no_scratch(store: Path, tmp_path: Path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["one", "1", "True", "two", "1", "True"]
     assert not any(scratch.iterdir())
+    warned = [line for line in done.stderr.splitlines() if "keeps the settings" in line]
+    assert len(warned) == 1 and "spark.driver.memory 1024m (asked 2048m)" in warned[0]
+
+
+@pytest.mark.slow
+def test_spark_runs_in_an_application_the_process_already_has(
+    store: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a notebook or a Spark job the process already runs an application: detection
+    runs in a session of its own there, finds what DuckDB finds, and leaves the
+    application running with its settings and views as they were."""
+    from pyspark.sql import SparkSession
+
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # its Python workers have ours
+    theirs = SparkSession.builder.master("local[1]").appName("theirs").getOrCreate()
+    try:
+        theirs.conf.set("spark.sql.session.timeZone", "America/New_York")
+        theirs.range(2).createOrReplaceTempView("their_view")
+        detect(store, tmp_path / "duckdb")
+        asked = {"master": "local[2]", "conf": {"spark.executor.memory": "2g"}}
+        detect(store, tmp_path / "spark", engine="spark", engine_options=asked)
+        assert (tmp_path / "spark" / "campaigns.json").read_text() == (
+            tmp_path / "duckdb" / "campaigns.json"
+        ).read_text()
+        assert theirs.range(3).count() == 3  # not stopped
+        assert theirs.conf.get("spark.sql.session.timeZone") == "America/New_York"
+        assert [t.name for t in theirs.catalog.listTables()] == ["their_view"]
+        (said,) = [line for line in capsys.readouterr().err.splitlines() if "Spark" in line]
+        assert "running in this process's Spark application (master local[1])" in said
+        assert "--spark-master local[2]" in said and "spark.executor.memory" in said
+    finally:
+        theirs.stop()
 
 
 def test_the_spark_digest_keeps_every_hash_bit(store: Path) -> None:

@@ -5,7 +5,9 @@ Local mode (`local[N]`) by default; any master Spark accepts (`spark://host:7077
 Temporary tables become checkpointed temporary views, so each is computed once.
 Content features run through `mapInArrow`, with the same pure function as the local
 pool; Spark has no unsigned integers, so hashes and signatures travel as int64 with the
-same bits (keys compare equal exactly when the DuckDB ones do).
+same bits (keys compare equal exactly when the DuckDB ones do). A process that runs a
+Spark application already (a notebook, a Spark job) lends it: the run takes a session of
+its own there and leaves the application running.
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ from distillguard.features.digest import DIGEST, READ, digest
 
 DIALECT = "duckdb"  # the dialect our SQL is written in
 RENAMES = {"epoch_us": "unix_micros"}  # functions SQLGlot does not map
+SESSION = {"spark.sql.session.timeZone": "UTC"}  # what the findings depend on
+# Settings Spark reads once, when the driver's JVM starts (in PySpark, the process's).
+AT_LAUNCH = (
+    "spark.driver.memory",
+    "spark.driver.extraJavaOptions",
+    "spark.driver.extraClassPath",
+    "spark.driver.extraLibraryPath",
+    "spark.jars.packages",
+    "spark.jars.repositories",
+)
 
 
 def _signed(field: pa.Field) -> pa.Field:
@@ -98,7 +110,8 @@ class SparkEngine:
         cores: int = 2,
         scratch: str | None = None,
     ) -> None:
-        self.spark = _session(master or f"local[{cores}]", memory_limit, conf or {})
+        self.spark, self.owned = _session(master, cores, memory_limit, conf or {})
+        self.views: set[str] = set()  # dropped at the end when the session is lent
         # Intermediate files every executor can reach: the run's work folder in local
         # mode, shared storage (hdfs://, s3a://, ...) on a cluster.
         self.scratch = f"{scratch.rstrip('/')}/distillguard-{uuid.uuid4().hex}" if scratch else None
@@ -111,7 +124,7 @@ class SparkEngine:
             if isinstance(statement, exp.Create) and statement.kind == "TABLE":
                 name = statement.this.name
                 frame = self._sql(statement.expression).localCheckpoint()
-                frame.createOrReplaceTempView(name)
+                self._view(frame, name)
             elif isinstance(statement, exp.Create):
                 statement.set("replace", True)
                 self._sql(statement)
@@ -129,8 +142,12 @@ class SparkEngine:
         table: pa.Table = self._query(sql).toArrow()
         return table
 
+    def _view(self, frame: Any, name: str) -> None:
+        frame.createOrReplaceTempView(name)
+        self.views.add(name)
+
     def register(self, name: str, table: pa.Table) -> None:
-        self.spark.createDataFrame(table).createOrReplaceTempView(name)
+        self._view(self.spark.createDataFrame(table), name)
 
     def unregister(self, name: str) -> None:
         self.spark.catalog.dropTempView(name)
@@ -143,8 +160,7 @@ class SparkEngine:
 
     def parquet_view(self, name: str, files: list[Path | str]) -> None:
         paths = [str(f) for f in files]
-        frame = self.spark.read.option("mergeSchema", "true").parquet(*paths)
-        frame.createOrReplaceTempView(name)
+        self._view(self.spark.read.option("mergeSchema", "true").parquet(*paths), name)
 
     def digest(self, relation: str, folder: Path | str, workers: int) -> None:
         frame = self._query(f"SELECT {', '.join(READ)} FROM {relation}")
@@ -165,22 +181,75 @@ class SparkEngine:
                 path = context._jvm.org.apache.hadoop.fs.Path(self.scratch)
                 path.getFileSystem(context._jsc.hadoopConfiguration()).delete(path, True)
         finally:
-            self.spark.stop()
+            if self.owned:
+                self.spark.stop()
+            else:  # the application is the caller's: leave it as it was found
+                for name in self.views:
+                    self.spark.catalog.dropTempView(name)
 
 
-def _session(master: str, memory_limit: str, conf: dict[str, str]) -> Any:
+def _session(
+    master: str | None, cores: int, memory_limit: str, conf: dict[str, str]
+) -> tuple[Any, bool]:
+    """A session for one run, and whether the run owns its Spark application."""
     try:
+        from pyspark import SparkContext
         from pyspark.sql import SparkSession
     except ImportError:
         raise EngineError(
             "the Spark engine needs pyspark: pip install 'distillguard[spark]'"
         ) from None
-    java_home = _java_home()
-    os.environ.setdefault("JAVA_HOME", java_home)
-    os.environ["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.master(master).appName("distillguard")
-    settings = {
-        "spark.sql.session.timeZone": "UTC",
+    running = SparkContext._active_spark_context
+    if running is not None:
+        return _lent(SparkSession.builder.getOrCreate(), master, conf), False
+    jvm = SparkContext._jvm  # outlives the applications of this process
+    settings = _settings(memory_limit, conf)
+    session = _started(SparkSession, master or f"local[{cores}]", settings)
+    if jvm is not None:
+        _say_kept(jvm, settings)
+    return session, True
+
+
+def _lent(application: Any, master: str | None, conf: dict[str, str]) -> Any:
+    """A session of our own (SQL settings, views) in the application this process runs
+    already (a notebook's, a scheduled Spark job's), which we must not stop or change."""
+    session = application.newSession()
+    fixed = sorted(k for k in conf if not session.conf.isModifiable(k))
+    for key, value in {**SESSION, **conf}.items():
+        if key not in fixed:
+            session.conf.set(key, value)
+    master_now = session.sparkContext.master
+    asked = [f"--spark-master {master}"] if master and master != master_now else []
+    asked += fixed
+    print(
+        f"distillguard: running in this process's Spark application (master {master_now}),"
+        " which stays as it is; its driver memory is its own"
+        + (f", and so are {', '.join(asked)}" if asked else ""),
+        file=sys.stderr,
+    )
+    return session
+
+
+def _say_kept(jvm: Any, settings: dict[str, str]) -> None:
+    """Warn when a setting read at the JVM's start asks for other than it started with.
+    PySpark keeps the JVM for the process's life, so an earlier application's stays."""
+    kept = {k: jvm.java.lang.System.getProperty(k) or "unset" for k in AT_LAUNCH}
+    differ = [
+        f"{key} {kept[key]} (asked {settings[key]})"
+        for key in AT_LAUNCH
+        if key in settings and kept[key] != settings[key]
+    ]
+    if differ:
+        print(
+            "distillguard: Spark's JVM in this process started earlier and keeps the "
+            f"settings it started with: {'; '.join(differ)}; run in a new process to change them",
+            file=sys.stderr,
+        )
+
+
+def _settings(memory_limit: str, conf: dict[str, str]) -> dict[str, str]:
+    return {
+        **SESSION,
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": _spark_size(memory_limit),
@@ -189,6 +258,13 @@ def _session(master: str, memory_limit: str, conf: dict[str, str]) -> Any:
         "spark.log.level": "ERROR",
         **conf,
     }
+
+
+def _started(session_type: Any, master: str, settings: dict[str, str]) -> Any:
+    java_home = _java_home()
+    os.environ.setdefault("JAVA_HOME", java_home)
+    os.environ["PYSPARK_PYTHON"] = os.environ.get("PYSPARK_PYTHON", sys.executable)
+    builder = session_type.builder.master(master).appName("distillguard")
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
