@@ -207,3 +207,80 @@ def test_a_window_is_checked(
     assert "--since" in err and "is not before --until" in err
     assert "no exchanges to analyse from 2030-01-01" in err and "Traceback" not in err
     assert not (tmp_path / "f").exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_findings_or_cache_folder_that_would_harm_the_input_is_refused_first(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Findings written over the input (a simulator's exchanges.parquet), into a store,
+    or under a folder whose every Parquet file is read would destroy it or be read as
+    exchanges by the next run; so would digests there. Refused before any work, with
+    the input as it was."""
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    for name in ("exchanges.parquet", "accounts.parquet"):
+        (sim / name).write_bytes((days / "sim" / name).read_bytes())
+    logs = tmp_path / "logs" / "day=2026-04-22"
+    logs.mkdir(parents=True)
+    (logs / "part.parquet").write_bytes((days / "history.parquet").read_bytes())
+    store = tmp_path / "store"
+    ingest([days / "new-day.parquet"], store, Options())
+    (tmp_path / "a-file").write_text("")
+    before = _snapshot(tmp_path)
+    refused = {
+        "a file, not a folder": [str(sim), "--out", str(tmp_path / "a-file")],
+        "its accounts.parquet would replace the input": [str(sim), "--out", str(sim)],
+        "its exchanges.parquet would replace": [str(sim / "exchanges.parquet"), "--out", str(sim)],
+        "is a store": [str(sim), "--out", str(store)],
+        "inside": [str(tmp_path / "logs"), "--out", str(logs / "findings")],
+        "--cache": [str(tmp_path / "logs"), "--out", str(tmp_path / "f"), "--cache", str(logs)],
+        "both": [str(sim), "--out", str(tmp_path / "f"), "--cache", str(tmp_path / "f")],
+    }
+    for said, args in refused.items():
+        assert main(["detect", *args, "--quiet"]) == 2, said
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, (said, err)
+    assert _snapshot(tmp_path) == before
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_cache_never_deletes_what_it_did_not_make(days: Path, tmp_path: Path) -> None:
+    """A mistyped --cache (the home folder, the logs' folder) is refused, not pruned; a
+    cache's own superseded digests still go."""
+    folder = tmp_path / "mine"
+    (folder / "photos").mkdir(parents=True)
+    code = main(["detect", str(days / "history.parquet"), "--out", str(tmp_path / "f"),
+                 "--cache", str(folder), "--quiet"])  # fmt: skip
+    assert code == 2 and (folder / "photos").is_dir() and not (tmp_path / "f").exists()
+    cache = tmp_path / "cache"
+    detect(days / "history.parquet", tmp_path / "f1", cache=cache)
+    (cache / ("0" * 24)).mkdir()  # a digest of a file no longer in the input
+    detect(days / "history.parquet", tmp_path / "f2", cache=cache)
+    assert len(_entries(cache)) == 1
+
+
+def test_findings_are_replaced_together(
+    days: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run whose writing fails half-way (a full disk) leaves the previous findings
+    whole, not one run's accounts beside another's campaigns, and no temporary files."""
+    out = tmp_path / "f"
+    detect(days / "history.parquet", out)
+    before = _snapshot(out)
+    write = pq.write_table
+
+    def full_disk(table: object, where: object, *args: object, **kwargs: object) -> None:
+        if ".exchanges.parquet." in str(where):  # the second of the two Parquet files
+            raise OSError(28, "No space left on device")
+        write(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", full_disk)
+    args = ["detect", str(days / "new-day.parquet"), "--out", str(out), "--quiet"]
+    assert main(args) == 5
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "as they were" in err and "Traceback" not in err
+    assert _snapshot(out) == before

@@ -24,7 +24,8 @@ EXIT_CODES = {
     USAGE: "usage error: bad arguments, mapping or key file",
     INPUT: "input error: a path does not exist or nothing in it could be read",
     BAD_RATIO: "too many bad records: the quarantined share exceeded --max-bad-ratio",
-    STORE: "store error: locked by another writer, from an incompatible version, or key mismatch",
+    STORE: "store error: locked by another writer, from an incompatible version, key mismatch, "
+    "or findings that cannot be written (a full disk)",
     ENGINE: "engine error: the engine could not start (no Java, no pyspark, no cluster)",
     REMOTE: "remote error: a TAXII server could not be reached, or refused some or all objects",
     INTERRUPTED: "interrupted (Ctrl-C): scratch removed, nothing committed",

@@ -59,6 +59,15 @@ def replacing(path: Path) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
+@contextmanager
+def replacing_all(*paths: Path) -> Iterator[list[Path]]:
+    """`replacing` for files that belong together (one run's findings): none replaces
+    its old file until every one is written, and the last is replaced last, so a write
+    that fails (a full disk, a timeout) leaves the old set whole, not a mix of runs."""
+    with ExitStack() as stack:  # entered last to first, so left first to last
+        yield [stack.enter_context(replacing(path)) for path in reversed(paths)][::-1]
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old or the new file, never half."""
     with replacing(path) as tmp, open(tmp, "wb") as handle:

@@ -6,7 +6,9 @@ of the file's path, size, modification time and the digest version, so a nightly
 over a store digests only the days that are new or changed and reuses the rest; a run
 without a cache digests everything in one pass. Either way the later stages see the
 same rows, so the findings are the same. A cache serves one input: digests of files no
-longer in it (a day re-ingested, a file removed) are deleted.
+longer in it (a day re-ingested, a file removed) are deleted. A cache folder holds
+nothing else, and a folder that holds anything else is refused as a cache, so a
+mistyped `--cache` never deletes what is not a digest.
 
 A window (`detect --since/--until`) bounds a nightly run over a long store: a file
 whose footer shows every exchange outside the window is neither read nor digested, and
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +37,7 @@ from distillguard.schema import EXCHANGES
 from distillguard.store import MANIFEST, Store, exclusive
 
 LOCK = ".lock"  # held by the run using the cache
+ENTRY = re.compile(r"[0-9a-f]{24}|\.[0-9a-f]{24}\.partial")  # a file's digests (`_key`)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SQL_TYPES = {
     "string": "VARCHAR",
@@ -60,13 +65,26 @@ def inputs(path: File) -> tuple[list[File], list[File]]:
     if (source / "exchanges.parquet").is_file():
         accounts = source / "accounts.parquet"
         return [source / "exchanges.parquet"], [accounts] if accounts.is_file() else []
-    if source.is_dir():
+    if listed(source):
         files = sorted(source.rglob("*.parquet"))
         if files:
             return [*files], []
     raise InputError(
         f"{source}: no store, exchanges.parquet or Parquet files to read "
         "(ingest log files first with `distillguard ingest`)"
+    )
+
+
+def listed(path: File) -> bool:
+    """Whether `path` is a folder whose every Parquet file, however deep, is input (not a
+    store, whose manifest names its files, nor a simulator's output)."""
+    if is_uri(path):
+        return False
+    source = Path(path)
+    return (
+        source.is_dir()
+        and not (source / MANIFEST).is_file()
+        and not (source / "exchanges.parquet").is_file()
     )
 
 
@@ -178,9 +196,10 @@ def digests(
         else:
             counts["reused_files"] += 1
         folders.append(target)
-    kept = {cache / _key(Path(f)) for f in held or []} | set(folders) | {cache / LOCK}
+    kept = {cache / _key(Path(f)) for f in held or []} | set(folders)
     for stale in set(cache.iterdir()) - kept:  # superseded, broken
-        shutil.rmtree(stale, ignore_errors=True)
+        if ENTRY.fullmatch(stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
     return folders, sorted(missing, key=EXCHANGES.names.index), counts
 
 
@@ -189,12 +208,25 @@ def hold(cache: Path) -> AbstractContextManager[None]:
     stale ones and delete them, or write the same file's digest beside it."""
     if (cache / MANIFEST).exists():
         raise UsageError(f"--cache {cache} is a store: give the cache a folder of its own")
+    foreign = sorted(_foreign(cache))
+    if foreign:
+        raise UsageError(
+            f"--cache {cache} holds {foreign[0]}, which is not a digest this cache made: "
+            "give the cache a folder of its own (it deletes the digests it no longer needs)"
+        )
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--cache {cache}: cannot make it ({exc.strerror})") from None
     busy = f"--cache {cache} is in use by another detect run: run one at a time, or one cache each"
     return exclusive(cache / LOCK, busy)
+
+
+def _foreign(cache: Path) -> Iterator[str]:
+    if cache.is_dir():
+        for entry in cache.iterdir():
+            if entry.name != LOCK and not ENTRY.fullmatch(entry.name):
+                yield entry.name
 
 
 def _key(file: Path) -> str:

@@ -30,16 +30,18 @@ from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
 from distillguard.detect import memory
 from distillguard.detect.inputs import (
+    File,
     digests,
     hold,
     in_window,
     inputs,
     is_uri,
+    listed,
     load,
     readable,
 )
 from distillguard.engines import Engine, open_engine
-from distillguard.errors import InputError, UsageError
+from distillguard.errors import InputError, StoreError, UsageError
 from distillguard.features.digest import DIGEST
 from distillguard.features.pool import default_workers, in_worker
 from distillguard.ingest.values import to_ts
@@ -47,8 +49,9 @@ from distillguard.link import evidence, graph
 from distillguard.link.evidence import SEPARATOR
 from distillguard.profile.accounts import profile
 from distillguard.schema import ACCOUNTS, FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
-from distillguard.store import atomic_write, replacing
+from distillguard.store import MANIFEST, replacing_all
 
+FINDINGS = ("accounts.parquet", "campaigns.json", "exchanges.parquet", "summary.json")
 MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
 SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
 
@@ -81,7 +84,8 @@ def detect(
     if workers is not None and workers < 1:
         raise UsageError("--workers takes a positive number of processes")
     workers = workers or default_workers()
-    if cache is not None and Path(cache).exists() and not Path(cache).is_dir():
+    cache = Path(cache) if cache is not None else None
+    if cache is not None and cache.exists() and not cache.is_dir():
         raise UsageError(f"--cache {cache}: not a folder")
     exchange_files, account_files = inputs(source)
     if engine != "spark" and (is_uri(source) or (accounts and is_uri(accounts))):
@@ -91,6 +95,7 @@ def detect(
             raise InputError(f"{accounts}: no such accounts file")
         account_files = [accounts if is_uri(accounts) else Path(accounts)]
     readable([*exchange_files, *account_files])
+    _check_places(Path(out), cache, source, [*exchange_files, *account_files])
     since, until = _moment("since", since), _moment("until", until)
     if since and until and since >= until:
         raise UsageError(f"--since {since} is not before --until {until}")
@@ -98,7 +103,6 @@ def detect(
     work = Path(tempfile.mkdtemp(prefix="distillguard-detect-"))
     clock = Stopwatch(progress)
     db: Engine | None = None
-    cache = Path(cache) if cache is not None else None
     held = ExitStack()
     failing = False
     try:
@@ -185,6 +189,35 @@ def _check_account_ids(db: Engine, tables: list[str]) -> None:
                 "which detection uses to name an end user's traffic inside an account: "
                 "ingest the logs into a new store (`distillguard ingest` quarantines such "
                 "records) or remove them"
+            )
+
+
+def _check_places(out: Path, cache: Path | None, source: File, files: list[File]) -> None:
+    """Refuse, before any work, to write where it would destroy or pollute the input:
+    findings over an input file or into a store, and findings or digests under a folder
+    whose every Parquet file is input (the next run would read them as exchanges)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: a file, not a folder")
+    if (out / MANIFEST).is_file():
+        raise UsageError(f"--out {out} is a store: give the findings a folder of their own")
+    local = {Path(f).resolve() for f in files if not is_uri(f)}
+    for name in FINDINGS:
+        if (out / name).resolve() in local:
+            raise UsageError(
+                f"--out {out}: its {name} would replace the input file of that name; "
+                "give the findings a folder of their own"
+            )
+    if cache is not None and cache.resolve() == out.resolve():
+        raise UsageError(f"--out and --cache are both {out}: give each a folder of its own")
+    for flag, place in (("--out", out), ("--cache", cache)):
+        if (
+            place is not None
+            and listed(source)
+            and place.resolve().is_relative_to(Path(source).resolve())
+        ):
+            raise UsageError(
+                f"{flag} {place} is inside {source}, whose Parquet files are all input: "
+                "the next run would read what this one writes there; put it elsewhere"
             )
 
 
@@ -485,10 +518,18 @@ def _substream_exchanges(db: Engine, node_campaign: dict[str, str]) -> pa.Table:
 
 
 def _write(out: Path, findings: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with replacing(out / "accounts.parquet") as tmp:
-        pq.write_table(findings["accounts"], tmp)
-    atomic_write(out / "campaigns.json", json.dumps(findings["campaigns"], indent=1).encode())
-    with replacing(out / "exchanges.parquet") as tmp:
-        pq.write_table(findings["exchanges"], tmp)
-    atomic_write(out / "summary.json", json.dumps(findings["summary"], indent=1).encode())
+    """The findings files, replaced together: a write that fails (a full disk) leaves
+    the previous run's whole."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        names = (out / name for name in FINDINGS)
+        with replacing_all(*names) as (accounts, campaigns, flagged, summary):
+            pq.write_table(findings["accounts"], accounts)
+            campaigns.write_bytes(json.dumps(findings["campaigns"], indent=1).encode())
+            pq.write_table(findings["exchanges"], flagged)
+            summary.write_bytes(json.dumps(findings["summary"], indent=1).encode())
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write the findings to {out} ({exc.strerror or exc}); "
+            "any findings there before are as they were"
+        ) from None
