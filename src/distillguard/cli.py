@@ -65,6 +65,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         _on_sigterm(previous)
 
 
+# What `simulate` writes to its folder, which detect, evaluate and report read.
+SIMULATED = (
+    "exchanges.parquet",
+    "accounts.parquet",
+    "labels.parquet",
+    "exchange_labels.parquet",
+    "truth.json",
+)
+
+
+def _out_file(out: str, *reads: str | None) -> None:
+    """Check an --out file before any work, and make its folder. Refused: a folder, and
+    a file the command reads (a slip of the keyboard would replace the accounts it
+    scores or the findings it reports on). A folder read stands for the findings' and
+    the simulator's files in it."""
+    from distillguard.schema import FINDINGS_FILES
+
+    target = Path(out).resolve()
+    if target.is_dir():
+        raise UsageError(f"--out {out} is a folder: give the name of the file to write")
+    for read in filter(None, reads):
+        path = Path(read)
+        names = {*FINDINGS_FILES, *SIMULATED}
+        files = [path / name for name in names] if path.is_dir() else [path]
+        if target in {f.resolve() for f in files}:
+            raise UsageError(f"--out {out} is a file this command reads: write it elsewhere")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot make its folder ({exc.strerror})") from None
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
@@ -441,6 +473,7 @@ def _intel_export(args: argparse.Namespace) -> int:
     from distillguard.privacy import load_key
     from distillguard.store import atomic_write
 
+    _out_file(args.out, args.findings)
     campaigns = read_campaigns(args.findings)
     if args.format == "ocsf":
         from distillguard.intel.siem import events
@@ -498,6 +531,7 @@ def _gateway(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from distillguard.report import write_report
 
+    _out_file(args.out, args.findings, args.input, args.labels)
     count = write_report(args.findings, args.out, args.input, args.labels, args.redact)
     print(f"report of {count} campaign(s) in {args.out}")
     return OK
@@ -512,6 +546,7 @@ def _intel_taxii(args: argparse.Namespace) -> int:
 
     password = os.environ.get("TAXII_PASSWORD")
     if args.action == "pull":
+        _out_file(args.out)
         bundle = taxii.pull(args.collection, args.user, password, args.added_after)
         atomic_write(Path(args.out), json.dumps(bundle, indent=1).encode())
         print(f"{len(bundle['objects'])} objects from {args.collection} in {args.out}")
@@ -620,6 +655,8 @@ def _signup_risk(args: argparse.Namespace) -> int:
     from distillguard.signup import TIERS, read_accounts, signup_risk
     from distillguard.store import atomic_write
 
+    if args.out:
+        _out_file(args.out, args.accounts)
     scored = signup_risk(read_accounts(args.accounts))
     if args.out:
         sink = pa.BufferOutputStream()
@@ -647,6 +684,8 @@ def _signup_risk(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from distillguard.evaluate import evaluate, render
 
+    if args.out:
+        _out_file(args.out, args.findings, args.labels)
     report = evaluate(args.findings, args.labels, args.series)
     if args.out:
         from distillguard.store import atomic_write

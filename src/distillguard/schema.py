@@ -81,6 +81,8 @@ EXCHANGE_LABELS = pa.schema(
     ]
 )
 
+# What `detect` writes to its findings folder.
+FINDINGS_FILES = ("accounts.parquet", "campaigns.json", "exchanges.parquet", "summary.json")
 FINDINGS_ACCOUNTS = pa.schema(
     [
         pa.field("account_id", pa.string(), nullable=False),

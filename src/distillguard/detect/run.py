@@ -48,10 +48,14 @@ from distillguard.ingest.values import to_ts
 from distillguard.link import evidence, graph
 from distillguard.link.evidence import SEPARATOR
 from distillguard.profile.accounts import profile
-from distillguard.schema import ACCOUNTS, FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES
+from distillguard.schema import (
+    ACCOUNTS,
+    FINDINGS_ACCOUNTS,
+    FINDINGS_EXCHANGES,
+    FINDINGS_FILES,
+)
 from distillguard.store import MANIFEST, replacing_all
 
-FINDINGS = ("accounts.parquet", "campaigns.json", "exchanges.parquet", "summary.json")
 MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
 SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
 
@@ -201,7 +205,7 @@ def _check_places(out: Path, cache: Path | None, source: File, files: list[File]
     if (out / MANIFEST).is_file():
         raise UsageError(f"--out {out} is a store: give the findings a folder of their own")
     local = {Path(f).resolve() for f in files if not is_uri(f)}
-    for name in FINDINGS:
+    for name in FINDINGS_FILES:
         if (out / name).resolve() in local:
             raise UsageError(
                 f"--out {out}: its {name} would replace the input file of that name; "
@@ -522,7 +526,7 @@ def _write(out: Path, findings: dict[str, Any]) -> None:
     the previous run's whole."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        names = (out / name for name in FINDINGS)
+        names = (out / name for name in FINDINGS_FILES)
         with replacing_all(*names) as (accounts, campaigns, flagged, summary):
             pq.write_table(findings["accounts"], accounts)
             campaigns.write_bytes(json.dumps(findings["campaigns"], indent=1).encode())

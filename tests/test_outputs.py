@@ -1,0 +1,142 @@
+"""Commands never write over what they read: findings, digests and reports that would
+replace or pollute their input are refused before any work, and findings are replaced
+whole or not at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from distillguard.cli import main
+from distillguard.detect import detect
+from distillguard.ingest import Options, ingest
+from distillguard.simulate import simulate
+from distillguard.simulate.scenario import Campaign, Population, Scenario
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulator folder, its exchanges as two files, and findings."""
+    folder = tmp_path_factory.mktemp("outputs")
+    scenario = Scenario(
+        name="outputs",
+        seed=4,
+        days=2,
+        legitimate=[Population("developer", 20), Population("chat", 40)],
+        campaigns=[Campaign(id="coders", accounts=12, capability="coding")],
+    )
+    simulate(scenario, folder / "sim")
+    table = pq.read_table(folder / "sim" / "exchanges.parquet")
+    half = table.num_rows // 2
+    pq.write_table(table.slice(0, half), folder / "history.parquet")
+    pq.write_table(table.slice(half), folder / "new-day.parquet")
+    detect(folder / "sim", folder / "findings")
+    return folder
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_findings_or_cache_folder_that_would_harm_the_input_is_refused_first(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Findings written over the input (a simulator's exchanges.parquet), into a store,
+    or under a folder whose every Parquet file is read would destroy it or be read as
+    exchanges by the next run; so would digests there. Refused before any work, with
+    the input as it was."""
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    for name in ("exchanges.parquet", "accounts.parquet"):
+        (sim / name).write_bytes((days / "sim" / name).read_bytes())
+    logs = tmp_path / "logs" / "day=2026-04-22"
+    logs.mkdir(parents=True)
+    (logs / "part.parquet").write_bytes((days / "history.parquet").read_bytes())
+    store = tmp_path / "store"
+    ingest([days / "new-day.parquet"], store, Options())
+    (tmp_path / "a-file").write_text("")
+    before = _snapshot(tmp_path)
+    refused = {
+        "a file, not a folder": [str(sim), "--out", str(tmp_path / "a-file")],
+        "its accounts.parquet would replace the input": [str(sim), "--out", str(sim)],
+        "its exchanges.parquet would replace": [str(sim / "exchanges.parquet"), "--out", str(sim)],
+        "is a store": [str(sim), "--out", str(store)],
+        "inside": [str(tmp_path / "logs"), "--out", str(logs / "findings")],
+        "--cache": [str(tmp_path / "logs"), "--out", str(tmp_path / "f"), "--cache", str(logs)],
+        "both": [str(sim), "--out", str(tmp_path / "f"), "--cache", str(tmp_path / "f")],
+    }
+    for said, args in refused.items():
+        assert main(["detect", *args, "--quiet"]) == 2, said
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, (said, err)
+    assert _snapshot(tmp_path) == before
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_cache_never_deletes_what_it_did_not_make(days: Path, tmp_path: Path) -> None:
+    """A mistyped --cache (the home folder, the logs' folder) is refused, not pruned; a
+    cache's own superseded digests still go."""
+    folder = tmp_path / "mine"
+    (folder / "photos").mkdir(parents=True)
+    code = main(["detect", str(days / "history.parquet"), "--out", str(tmp_path / "f"),
+                 "--cache", str(folder), "--quiet"])  # fmt: skip
+    assert code == 2 and (folder / "photos").is_dir() and not (tmp_path / "f").exists()
+    cache = tmp_path / "cache"
+    detect(days / "history.parquet", tmp_path / "f1", cache=cache)
+    (first,) = [p.name for p in cache.iterdir() if p.name != ".lock"]
+    (cache / ("0" * 24)).mkdir()  # a digest of a file no longer in the input
+    detect(days / "history.parquet", tmp_path / "f2", cache=cache)
+    assert [p.name for p in cache.iterdir() if p.name != ".lock"] == [first]
+
+
+def test_findings_are_replaced_together(
+    days: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run whose writing fails half-way (a full disk) leaves the previous findings
+    whole, not one run's accounts beside another's campaigns, and no temporary files."""
+    out = tmp_path / "f"
+    detect(days / "history.parquet", out)
+    before = _snapshot(out)
+    write = pq.write_table
+
+    def full_disk(table: object, where: object, *args: object, **kwargs: object) -> None:
+        if ".exchanges.parquet." in str(where):  # the second of the two Parquet files
+            raise OSError(28, "No space left on device")
+        write(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", full_disk)
+    args = ["detect", str(days / "new-day.parquet"), "--out", str(out), "--quiet"]
+    assert main(args) == 5
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "as they were" in err and "Traceback" not in err
+    assert _snapshot(out) == before
+
+
+def test_an_out_file_that_a_command_reads_is_refused(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scores written over the accounts they score, a report or an export over the
+    findings it reads, an evaluation over the labels, any of them given a folder:
+    refused, the input untouched. A file in a folder not yet made is written."""
+    sim, findings = days / "sim", days / "findings"
+    accounts, truth = str(sim / "accounts.parquet"), str(sim / "truth.json")
+    before = _snapshot(days)
+    refused = [
+        ["signup-risk", "--accounts", accounts, "--out", accounts],
+        ["report", str(findings), "--out", str(findings / "campaigns.json")],
+        ["intel", "export", str(findings), "--out", str(findings / "summary.json")],
+        ["eval", "--findings", str(findings), "--labels", str(sim), "--out", truth],
+    ]  # fmt: skip
+    for args in refused:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "is a file this command reads" in err and "Traceback" not in err
+    for args in (["intel", "export", str(findings)], ["signup-risk", "--accounts", accounts]):
+        assert main([*args, "--out", str(sim)]) == 2
+        assert "is a folder" in capsys.readouterr().err
+    assert _snapshot(days) == before
+    bundle = tmp_path / "new" / "bundle.json"
+    assert main(["intel", "export", str(findings), "--out", str(bundle)]) == 0
+    assert bundle.is_file()
