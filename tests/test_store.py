@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from distillguard.errors import StoreError, Terminated
-from distillguard.store import Store, atomic_write, replacing
+from distillguard.store import Store, atomic_write, replacing, replacing_all
 from tests.conftest import SAMPLES, rows, run, write_jsonl
 
 
@@ -139,3 +140,29 @@ def test_a_replacement_interrupted_half_way_leaves_the_old_file_and_no_temporary
     with replacing(target) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_files_replaced_together_change_all_or_none_and_the_last_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [tmp_path / n for n in ("a", "b", "summary")]
+    for path in names:
+        path.write_bytes(b"old")
+    with pytest.raises(Terminated), replacing_all(*names) as temporaries:
+        for tmp in temporaries[:2]:
+            tmp.write_bytes(b"new")
+        raise Terminated  # before the last was written
+    assert [p.read_bytes() for p in names] == [b"old"] * 3 and len(list(tmp_path.iterdir())) == 3
+    renamed: list[str] = []
+    rename = os.replace
+
+    def recording(source: Path, target: Path) -> None:
+        renamed.append(Path(target).name)
+        rename(source, target)
+
+    monkeypatch.setattr(os, "replace", recording)
+    with replacing_all(*names) as temporaries:
+        for tmp in temporaries:
+            tmp.write_bytes(b"new")
+        assert renamed == []  # nothing replaced while the block runs
+    assert renamed == ["a", "b", "summary"] and [p.read_bytes() for p in names] == [b"new"] * 3

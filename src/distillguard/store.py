@@ -56,7 +56,7 @@ def replacing(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
 
 
 @contextmanager
@@ -65,7 +65,10 @@ def replacing_all(*paths: Path) -> Iterator[list[Path]]:
     its old file until every one is written, and the last is replaced last, so a write
     that fails (a full disk, a timeout) leaves the old set whole, not a mix of runs."""
     with ExitStack() as stack:  # entered last to first, so left first to last
-        yield [stack.enter_context(replacing(path)) for path in reversed(paths)][::-1]
+        temporaries = [stack.enter_context(replacing(path)) for path in reversed(paths)][::-1]
+        yield temporaries
+        for written in temporaries:  # on disk before any name points at it
+            _fsync(written)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -76,7 +79,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
