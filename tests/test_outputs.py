@@ -140,3 +140,21 @@ def test_an_out_file_that_a_command_reads_is_refused(
     bundle = tmp_path / "new" / "bundle.json"
     assert main(["intel", "export", str(findings), "--out", str(bundle)]) == 0
     assert bundle.is_file()
+
+
+def test_a_simulation_into_findings_a_store_or_a_file_is_refused(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    ingest([days / "history.parquet"], store, Options())
+    (tmp_path / "a-file").write_text("")
+    before = _snapshot(days), _snapshot(tmp_path)
+    for out, said in (
+        (days / "findings", "findings"),
+        (store, "a store"),
+        (tmp_path / "a-file", "a file"),
+    ):
+        assert main(["simulate", "--scenario", "demo", "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, err
+    assert (_snapshot(days), _snapshot(tmp_path)) == before

@@ -28,12 +28,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distillguard.errors import UsageError
 from distillguard.privacy import network
 from distillguard.schema import ACCOUNTS, EXCHANGE_LABELS, EXCHANGES, LABELS, conform
 from distillguard.simulate import text
 from distillguard.simulate.accounts import Plan, campaign_plans, legitimate_plans
 from distillguard.simulate.generate import days_of
 from distillguard.simulate.scenario import Scenario
+from distillguard.store import MANIFEST
 
 FLUSH_ROWS = 100_000
 
@@ -116,6 +118,7 @@ def simulate(
 ) -> Facts:
     """Generate the scenario's traffic into the folder `out`."""
     folder = Path(out)
+    _check_out(folder)
     folder.mkdir(parents=True, exist_ok=True)
     start = datetime.combine(scenario.start, time(), tzinfo=UTC)
     r = random.Random(scenario.seed)
@@ -137,6 +140,19 @@ def simulate(
     tables.close()
     _write_small_tables(folder, plans, scenario, facts)
     return facts
+
+
+def _check_out(folder: Path) -> None:
+    """Refuse a folder the simulation's files would damage: a file, a store, findings
+    (whose accounts.parquet and exchanges.parquet it would replace)."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder}: a file, not a folder")
+    for name, what in ((MANIFEST, "a store"), ("campaigns.json", "findings")):
+        if (folder / name).is_file():
+            raise UsageError(
+                f"--out {folder} holds {what} ({name}), which the simulation's files would "
+                "replace or mix with: give it a folder of its own"
+            )
 
 
 def _proxy_routes(scenario: Scenario, legit: list[Plan], r: random.Random) -> dict[str, Any]:
