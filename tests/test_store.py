@@ -166,3 +166,26 @@ def test_files_replaced_together_change_all_or_none_and_the_last_last(
             tmp.write_bytes(b"new")
         assert renamed == []  # nothing replaced while the block runs
     assert renamed == ["a", "b", "summary"] and [p.read_bytes() for p in names] == [b"new"] * 3
+
+
+def test_a_writer_deletes_only_what_a_killed_run_left(tmp_path: Path) -> None:
+    """A folder laid out like a store but with no manifest (the user's own logs in
+    exchanges/, a store whose manifest was lost) is refused, not emptied; in a store,
+    files no run of ours would have named survive the clean-up."""
+    mine = tmp_path / "mine"
+    (mine / "exchanges").mkdir(parents=True)
+    write_jsonl(mine / "exchanges" / "logs.jsonl", records(2))
+    with pytest.raises(StoreError, match=r"no manifest\.json"):
+        run(mine / "exchanges" / "logs.jsonl", mine)
+    assert (mine / "exchanges" / "logs.jsonl").is_file()
+    store = tmp_path / "s"
+    run(write_jsonl(tmp_path / "a.jsonl", records(2)), store)
+    parts = sorted(store.rglob("part-*.parquet"))
+    kept = store / "exchanges" / "README.txt"
+    kept.write_text("my notes")
+    run(write_jsonl(tmp_path / "b.jsonl", records(2, prefix="x")), store)
+    assert kept.read_text() == "my notes"
+    (store / "manifest.json").unlink()
+    with pytest.raises(StoreError, match="manifest was lost"):
+        run(tmp_path / "a.jsonl", store)
+    assert all(p.is_file() for p in parts) and kept.is_file()

@@ -11,7 +11,9 @@ A run writes everything under `.staging/`, moves finished files into place and t
 replaces the manifest with one atomic rename: until that rename nothing is committed,
 and a crash at any point leaves the previous manifest intact. Files that a crashed run
 moved into place but never committed are not in the manifest; readers ignore them and
-the next writer deletes them. One writer at a time holds `.lock`.
+the next writer deletes them (files named as a run names them, nothing else). A folder
+laid out like a store whose manifest is missing is refused, never emptied. One writer
+at a time holds `.lock`.
 
 A request_id is unique within its day: ingestion skips ids already stored in the days
 its input touches, so re-ingesting a file adds nothing while the check reads only
@@ -23,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -42,6 +45,11 @@ FORMAT = "distillguard-store"
 VERSION = 1
 MANIFEST = "manifest.json"
 OWN = {".lock", ".staging", "exchanges", "accounts", "quarantine", MANIFEST}
+RUN = r"\d{8}T\d{6}-[0-9a-f]{8}"  # Transaction.id, in the name of each file a run places
+RUN_FILE = re.compile(
+    rf"exchanges/day=\d{{4}}-\d{{2}}-\d{{2}}/part-{RUN}-.+\.parquet"
+    rf"|accounts/part-{RUN}\.parquet|quarantine/{RUN}\.jsonl"
+)
 
 
 @contextmanager
@@ -164,7 +172,14 @@ class Store:
                     f"{self.root} is not empty and holds no distillguard manifest "
                     f"(found {', '.join(sorted(foreign)[:3])})"
                 )
-            return Manifest()  # new, or a first run that crashed before committing
+            held = next(self._files(), None)
+            if held is not None:
+                raise StoreError(
+                    f"{self.root} holds {held.relative_to(self.root)} but no {MANIFEST}: a store "
+                    "whose manifest was lost (restore it from a backup) or not a store at all; "
+                    "if a first ingest into it was killed, remove the folder and ingest again"
+                )
+            return Manifest()  # new
         return Manifest.from_json(path.read_bytes(), path)
 
     def files(self, table: str) -> list[Path]:
@@ -222,13 +237,19 @@ class Store:
                 if not txn.committed:
                     txn.undo()
 
+    def _files(self) -> Iterator[Path]:
+        for table in ("exchanges", "accounts", "quarantine"):
+            yield from (p for p in (self.root / table).rglob("*") if p.is_file())
+
     def _recover(self, manifest: Manifest) -> None:
+        """Delete what a killed run moved into place without committing: files named as
+        a run names them and not in the manifest, nothing else."""
         shutil.rmtree(self.root / ".staging", ignore_errors=True)
         committed = {*manifest.exchanges, *manifest.accounts, *manifest.quarantine}
-        for table in ("exchanges", "accounts", "quarantine"):
-            for path in (self.root / table).rglob("*"):
-                if path.is_file() and str(path.relative_to(self.root)) not in committed:
-                    path.unlink()
+        for path in self._files():
+            name = str(path.relative_to(self.root))
+            if name not in committed and RUN_FILE.fullmatch(name):
+                path.unlink()
 
 
 def _select(schema: pa.Schema, names: list[str]) -> pa.Schema:
