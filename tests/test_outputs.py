@@ -57,8 +57,12 @@ def test_a_findings_or_cache_folder_that_would_harm_the_input_is_refused_first(
     store = tmp_path / "store"
     ingest([days / "new-day.parquet"], store, Options())
     (tmp_path / "a-file").write_text("")
+    other_sim = tmp_path / "other-sim"
+    other_sim.mkdir()
+    (other_sim / "labels.parquet").write_bytes((days / "sim" / "labels.parquet").read_bytes())
     before = _snapshot(tmp_path)
     refused = {
+        "which detect did not write": [str(sim), "--out", str(other_sim)],
         "a file, not a folder": [str(sim), "--out", str(tmp_path / "a-file")],
         "its accounts.parquet would replace the input": [str(sim), "--out", str(sim)],
         "its exchanges.parquet would replace": [str(sim / "exchanges.parquet"), "--out", str(sim)],
@@ -133,6 +137,27 @@ def test_an_out_file_that_a_command_reads_is_refused(
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert "is a file this command reads" in err and "Traceback" not in err
+    key = tmp_path / "sharing.key"
+    key.write_bytes(b"k" * 32)
+    series = tmp_path / "series" / "2026-04-23"
+    series.mkdir(parents=True)
+    for name in ("accounts.parquet", "summary.json"):
+        (series / name).write_bytes((findings / name).read_bytes())
+    store = tmp_path / "store"
+    ingest([days / "history.parquet"], store, Options())
+    detect(store, tmp_path / "on-store")
+    before_store = _snapshot(store)
+    refused += [
+        ["intel", "export", str(findings), "--key-file", str(key), "--out", str(key)],
+        ["eval", "--findings", str(findings), "--labels", str(sim), "--series",
+         str(series.parent), "--out", str(series / "accounts.parquet")],
+        ["report", str(tmp_path / "on-store"), "--out", str(store / "manifest.json")],
+    ]  # fmt: skip
+    for args in refused[4:]:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "this command reads" in err or "inside a store" in err, err
+    assert _snapshot(store) == before_store
     for args in (["intel", "export", str(findings)], ["signup-risk", "--accounts", accounts]):
         assert main([*args, "--out", str(sim)]) == 2
         assert "is a folder" in capsys.readouterr().err

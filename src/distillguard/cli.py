@@ -65,29 +65,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         _on_sigterm(previous)
 
 
-# What `simulate` writes to its folder, which detect, evaluate and report read.
-SIMULATED = (
-    "exchanges.parquet",
-    "accounts.parquet",
-    "labels.parquet",
-    "exchange_labels.parquet",
-    "truth.json",
-)
-
-
-def _out_file(out: str, *reads: str | None) -> None:
-    """Check an --out file before any work, and make its folder. Refused: a folder, and
-    a file the command reads (a slip of the keyboard would replace the accounts it
-    scores or the findings it reports on). A folder read stands for the findings' and
-    the simulator's files in it."""
-    from distillguard.schema import FINDINGS_FILES
+def _out_file(out: str, *reads: str | Path | None) -> None:
+    """Check an --out file before any work, and make its folder. Refused: a folder, a
+    file in a store, and a file the command reads (a slip of the keyboard would replace
+    the accounts it scores or the findings it reports on). A folder read stands for the
+    findings' and the simulator's files in it."""
+    from distillguard.schema import FINDINGS_FILES, SIMULATION_FILES
+    from distillguard.store import MANIFEST
 
     target = Path(out).resolve()
     if target.is_dir():
         raise UsageError(f"--out {out} is a folder: give the name of the file to write")
-    for read in filter(None, reads):
+    if any((folder / MANIFEST).is_file() for folder in target.parents):
+        raise UsageError(f"--out {out} is inside a store: write it elsewhere")
+    for read in reads:
+        if read is None:
+            continue
         path = Path(read)
-        names = {*FINDINGS_FILES, *SIMULATED}
+        names = {*FINDINGS_FILES, *SIMULATION_FILES}
         files = [path / name for name in names] if path.is_dir() else [path]
         if target in {f.resolve() for f in files}:
             raise UsageError(f"--out {out} is a file this command reads: write it elsewhere")
@@ -95,6 +90,16 @@ def _out_file(out: str, *reads: str | None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot make its folder ({exc.strerror})") from None
+
+
+def _traffic(findings: str) -> str | None:
+    """The traffic a findings folder was detected on, as its summary names it."""
+    try:
+        summary = json.loads((Path(findings) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    source = summary.get("input") if isinstance(summary, dict) else None
+    return source if isinstance(source, str) else None
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -473,7 +478,7 @@ def _intel_export(args: argparse.Namespace) -> int:
     from distillguard.privacy import load_key
     from distillguard.store import atomic_write
 
-    _out_file(args.out, args.findings)
+    _out_file(args.out, args.findings, args.key_file)
     campaigns = read_campaigns(args.findings)
     if args.format == "ocsf":
         from distillguard.intel.siem import events
@@ -531,7 +536,7 @@ def _gateway(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from distillguard.report import write_report
 
-    _out_file(args.out, args.findings, args.input, args.labels)
+    _out_file(args.out, args.findings, args.input or _traffic(args.findings), args.labels)
     count = write_report(args.findings, args.out, args.input, args.labels, args.redact)
     print(f"report of {count} campaign(s) in {args.out}")
     return OK
@@ -685,7 +690,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from distillguard.evaluate import evaluate, render
 
     if args.out:
-        _out_file(args.out, args.findings, args.labels)
+        series = Path(args.series) if args.series else None  # findings per cut-off
+        cuts = sorted(series.iterdir()) if series and series.is_dir() else []
+        _out_file(args.out, args.findings, args.labels, *cuts)
     report = evaluate(args.findings, args.labels, args.series)
     if args.out:
         from distillguard.store import atomic_write

@@ -81,8 +81,15 @@ EXCHANGE_LABELS = pa.schema(
     ]
 )
 
-# What `detect` writes to its findings folder.
+# What `detect` writes to its findings folder (summary.json last), and `simulate` to its.
 FINDINGS_FILES = ("accounts.parquet", "campaigns.json", "exchanges.parquet", "summary.json")
+SIMULATION_FILES = (
+    "exchanges.parquet",
+    "accounts.parquet",
+    "labels.parquet",
+    "exchange_labels.parquet",
+    "truth.json",
+)
 FINDINGS_ACCOUNTS = pa.schema(
     [
         pa.field("account_id", pa.string(), nullable=False),

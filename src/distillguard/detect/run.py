@@ -53,6 +53,7 @@ from distillguard.schema import (
     FINDINGS_ACCOUNTS,
     FINDINGS_EXCHANGES,
     FINDINGS_FILES,
+    SIMULATION_FILES,
 )
 from distillguard.store import MANIFEST, replacing_all
 
@@ -211,6 +212,12 @@ def _check_places(out: Path, cache: Path | None, source: File, files: list[File]
                 f"--out {out}: its {name} would replace the input file of that name; "
                 "give the findings a folder of their own"
             )
+    others = [n for n in (*FINDINGS_FILES, *SIMULATION_FILES) if (out / n).is_file()]
+    if others and not (out / FINDINGS_FILES[-1]).is_file():  # findings end with a summary
+        raise UsageError(
+            f"--out {out} holds {others[0]}, which detect did not write (a simulator's "
+            "folder, another export): give the findings a folder of their own"
+        )
     if cache is not None and cache.resolve() == out.resolve():
         raise UsageError(f"--out and --cache are both {out}: give each a folder of its own")
     for flag, place in (("--out", out), ("--cache", cache)):
