@@ -123,3 +123,21 @@ def test_an_error_a_library_raises_while_terminating_still_exits_143(
     assert main(["detect", str(tmp_path), "--out", str(tmp_path / "f")]) == 143
     err = capsys.readouterr().err
     assert "terminated; nothing was committed" in err and "Traceback" not in err
+
+
+def test_too_little_memory_for_duckdb_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = tmp_path / "sim"
+    assert main(["simulate", "--scenario", "demo", "--scale", "0.02", "--days", "1",
+                 "--out", str(sim), "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    for args in (
+        ["detect", str(sim), "--out", str(tmp_path / "f"), "--memory-limit", "30MB", "--quiet"],
+        ["ingest", str(sim / "exchanges.parquet"), "--store", str(tmp_path / "s"),
+         "--memory-limit", "8MB", "--quiet"],
+    ):  # fmt: skip
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "ran out of memory within --memory-limit" in err and "Traceback" not in err
+    assert not (tmp_path / "f").exists() and not (tmp_path / "s" / "manifest.json").exists()

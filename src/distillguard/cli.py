@@ -24,6 +24,7 @@ from distillguard.errors import (
     INTERRUPTED,
     OK,
     TERMINATED,
+    USAGE,
     BadRatioError,
     DistillguardError,
     InputError,
@@ -54,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: show it, with the code that says so
         if _after_sigterm(exc):
             return _terminated()
+        if _out_of_memory(exc):
+            print(
+                "distillguard: error: DuckDB ran out of memory within --memory-limit "
+                f"{getattr(args, 'memory_limit', '')}: raise it (the default is 1GB for detect, "
+                "512MB for ingest); nothing was committed",
+                file=sys.stderr,
+            )
+            return USAGE
         import traceback
 
         traceback.print_exc()
@@ -116,6 +125,16 @@ def _after_sigterm(exc: BaseException | None) -> bool:
     error (PySpark does, while the signal also ends its JVM)."""
     while exc is not None:
         if isinstance(exc, Terminated):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    """Whether `exc` is DuckDB's, out of memory within the limit it was given."""
+    duckdb = sys.modules.get("duckdb")
+    while exc is not None and duckdb is not None:
+        if isinstance(exc, duckdb.OutOfMemoryException):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
