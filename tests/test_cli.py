@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from distillguard.cli import main
@@ -125,19 +127,45 @@ def test_an_error_a_library_raises_while_terminating_still_exits_143(
     assert "terminated; nothing was committed" in err and "Traceback" not in err
 
 
-def test_too_little_memory_for_duckdb_is_one_line_and_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    sim = tmp_path / "sim"
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulator folder of a day of the demo scenario at 2 %."""
+    sim = tmp_path_factory.mktemp("small")
     assert main(["simulate", "--scenario", "demo", "--scale", "0.02", "--days", "1",
                  "--out", str(sim), "--quiet"]) == 0  # fmt: skip
-    capsys.readouterr()
+    return sim
+
+
+def test_too_little_memory_for_duckdb_is_one_line_and_exit_2(
+    small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for args in (
-        ["detect", str(sim), "--out", str(tmp_path / "f"), "--memory-limit", "30MB", "--quiet"],
-        ["ingest", str(sim / "exchanges.parquet"), "--store", str(tmp_path / "s"),
+        ["detect", str(small), "--out", str(tmp_path / "f"), "--memory-limit", "30MB", "--quiet"],
+        ["ingest", str(small / "exchanges.parquet"), "--store", str(tmp_path / "s"),
          "--memory-limit", "8MB", "--quiet"],
     ):  # fmt: skip
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert "ran out of memory within --memory-limit" in err and "Traceback" not in err
     assert not (tmp_path / "f").exists() and not (tmp_path / "s" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("column, value", [("ts", "x"), ("ts", None), ("account_id", None)])
+def test_values_detect_cannot_read_are_an_input_error(
+    small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], column: str, value: object
+) -> None:
+    """Parquet with the canonical names but a value that does not fit (ingest would have
+    quarantined it): exit 3 naming the column, no findings."""
+    table = pq.read_table(small / "exchanges.parquet")
+    values = table.column(column).to_pylist()
+    values[2] = value
+    kind = pa.string() if isinstance(value, str) else table.schema.field(column).type
+    if isinstance(value, str):
+        values = [v if isinstance(v, str) else str(v) for v in values]
+    bad = table.set_column(table.schema.get_field_index(column), column, pa.array(values, kind))
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    assert main(["detect", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "f")]) == 3
+    err = capsys.readouterr().err
+    named = f"'{value}'" if value else f"'{column}'"  # the unparsable value, or the column
+    assert "do not fit the canonical schema" in err and named in err
+    assert "Traceback" not in err and not (tmp_path / "f").exists()

@@ -116,7 +116,7 @@ def detect(
         db = open_engine(engine, work, memory_limit, cores=workers, **(engine_options or {}))
         if not window:
             raise InputError(f"no exchanges to analyse{_between(since, until)}")
-        folders, missing, reuse = digests(db, window, work, cache, workers, exchange_files)
+        folders, missing, reuse = _digests(db, window, work, cache, workers, exchange_files)
         reuse["files_outside_window"] = len(exchange_files) - len(window)
         db.digests_done()
         load(db, "exchanges", folders, DIGEST, since, until)
@@ -166,6 +166,19 @@ def detect(
         finally:
             held.close()
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _digests(db: Engine, *args: Any) -> tuple[list[File], list[str], dict[str, int]]:
+    """`digests`, with values that do not fit the canonical schema (null or unparsable
+    timestamps, a null account) reported as the input's fault, not a bug."""
+    try:
+        return digests(db, *args)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"the exchanges do not fit the canonical schema ({detail}): ingest them with "
+            "`distillguard ingest`, which stores what fits and quarantines the rest"
+        ) from None
 
 
 def _close(db: Engine, quietly: bool) -> None:
