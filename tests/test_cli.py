@@ -64,6 +64,8 @@ def test_max_bad_ratio_sets_exit_code_4(tmp_path: Path, capsys: pytest.CaptureFi
         (["ingest", "IN", "--store", "S", "--map-file", "absent.yaml"], 2, "mapping file"),
         (["ingest", "IN", "--store", "S", "--max-bad-ratio", "7"], 2, "between 0 and 1"),
         (["inspect", "nowhere"], 3, "neither a store"),
+        (["detect", "IN", "--out", "F", "--workers", "99999999999"], 2, "1 to 1024"),
+        (["gateway", "--upstream", "http://127.0.0.1:9", "--workers", "99999999999"], 2, "1 to"),
     ],
 )
 def test_user_mistakes_get_one_line_and_a_documented_code(

@@ -60,7 +60,8 @@ def calibrate(scores: list[float], fpr: float) -> Calibration:
     logits = [_logit(s) for s in scores]
     centre = median(logits)
     scale = max(MIN_SCALE, 1.4826 * median(abs(v - centre) for v in logits))
-    cut = _sigmoid(centre + NormalDist().inv_cdf(1 - fpr) * scale)
+    tail = -NormalDist().inv_cdf(fpr)  # not inv_cdf(1 - fpr): 1 - 1e-17 is 1.0
+    cut = _sigmoid(centre + tail * scale)
     return Calibration(min(CEILING, max(FLOOR, cut)), fpr, len(scores), centre, scale)
 
 

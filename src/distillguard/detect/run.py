@@ -43,7 +43,7 @@ from distillguard.detect.inputs import (
 from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, StoreError, UsageError
 from distillguard.features.digest import DIGEST
-from distillguard.features.pool import default_workers, in_worker
+from distillguard.features.pool import MAX_WORKERS, default_workers, in_worker
 from distillguard.ingest.values import to_ts
 from distillguard.link import evidence, graph
 from distillguard.link.evidence import SEPARATOR
@@ -86,8 +86,8 @@ def detect(
         )
     if not 0 < fpr < 1:
         raise UsageError("--fpr takes a false-positive rate strictly between 0 and 1")
-    if workers is not None and workers < 1:
-        raise UsageError("--workers takes a positive number of processes")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers takes 1 to {MAX_WORKERS} processes, not {workers}")
     workers = workers or default_workers()
     cache = Path(cache) if cache is not None else None
     if cache is not None and cache.exists() and not cache.is_dir():

@@ -34,6 +34,7 @@ from distillguard.features.content import featurise
 
 IN_FLIGHT_PER_WORKER = 2
 WORKER_NAME = "distillguard-feature-worker"
+MAX_WORKERS = 1024  # processes: past any machine's cores they cost only memory
 
 
 def default_workers() -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from distillguard.errors import UsageError
+from distillguard.features.pool import MAX_WORKERS
 from distillguard.gateway import spans
 
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -33,8 +34,8 @@ SHUTDOWN_SECONDS = 60.0  # requests in flight (a long stream) may finish within 
 
 def run(config: Any, host: str, port: int, workers: int = 1) -> int:
     """Serve until interrupted; the exit code."""
-    if workers < 1:
-        raise UsageError("--workers takes a positive number of processes")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers takes 1 to {MAX_WORKERS} processes, not {workers}")
     if workers > 1 and not config.redis:
         raise UsageError(
             "--workers above 1 needs --redis: the workers share account state through it"
