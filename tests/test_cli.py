@@ -65,6 +65,8 @@ def test_max_bad_ratio_sets_exit_code_4(tmp_path: Path, capsys: pytest.CaptureFi
         (["ingest", "IN", "--store", "S", "--max-bad-ratio", "7"], 2, "between 0 and 1"),
         (["inspect", "nowhere"], 3, "neither a store"),
         (["detect", "IN", "--out", "F", "--workers", "99999999999"], 2, "1 to 1024"),
+        (["eval", "--findings", "F", "--labels", "L", "--series", "nope"], 3, "no such folder"),
+        (["simulate", "--scenario", "demo", "--out", "IN/sub"], 2, "cannot make it"),
         (["gateway", "--upstream", "http://127.0.0.1:9", "--workers", "99999999999"], 2, "1 to"),
     ],
 )

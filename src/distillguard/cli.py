@@ -131,10 +131,13 @@ def _after_sigterm(exc: BaseException | None) -> bool:
 
 
 def _out_of_memory(exc: BaseException | None) -> bool:
-    """Whether `exc` is DuckDB's, out of memory within the limit it was given."""
+    """Whether `exc` is DuckDB's, out of memory within the limit it was given (raised as
+    its own exception, or as an OSError through an Arrow stream it feeds)."""
     duckdb = sys.modules.get("duckdb")
     while exc is not None and duckdb is not None:
-        if isinstance(exc, duckdb.OutOfMemoryException):
+        if isinstance(exc, duckdb.OutOfMemoryException) or (
+            isinstance(exc, OSError) and str(exc).startswith("Out of Memory Error")
+        ):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

@@ -36,6 +36,8 @@ def evaluate(
     findings: str | Path, labels: str | Path, series: str | Path | None = None
 ) -> dict[str, Any]:
     findings, labels = Path(findings), Path(labels)
+    if series is not None and not Path(series).is_dir():
+        raise InputError(f"--series {series}: no such folder of findings per cut-off")
     truth = read_table(labels / "labels.parquet", LABELS, "labels")
     found = read_table(findings / "accounts.parquet", FINDINGS_ACCOUNTS, "findings accounts")
     joined = _accounts(truth, found)

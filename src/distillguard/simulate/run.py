@@ -119,7 +119,6 @@ def simulate(
     """Generate the scenario's traffic into the folder `out`."""
     folder = Path(out)
     _check_out(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     start = datetime.combine(scenario.start, time(), tzinfo=UTC)
     r = random.Random(scenario.seed)
     legit = legitimate_plans(scenario, r, start)
@@ -143,8 +142,8 @@ def simulate(
 
 
 def _check_out(folder: Path) -> None:
-    """Refuse a folder the simulation's files would damage: a file, a store, findings
-    (whose accounts.parquet and exchanges.parquet it would replace)."""
+    """Make the folder, refusing one the simulation's files would damage: a file, a
+    store, findings (whose accounts.parquet and exchanges.parquet it would replace)."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {folder}: a file, not a folder")
     for name, what in ((MANIFEST, "a store"), ("campaigns.json", "findings")):
@@ -153,6 +152,10 @@ def _check_out(folder: Path) -> None:
                 f"--out {folder} holds {what} ({name}), which the simulation's files would "
                 "replace or mix with: give it a folder of its own"
             )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder on the way should be
+        raise UsageError(f"--out {folder}: cannot make it ({exc.strerror})") from None
 
 
 def _proxy_routes(scenario: Scenario, legit: list[Plan], r: random.Random) -> dict[str, Any]:
