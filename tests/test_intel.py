@@ -267,6 +267,22 @@ def test_a_bundle_that_is_not_stix_21_is_refused(
     assert "Traceback" not in err and str(path) in err
 
 
+def test_an_empty_bundle_matches_nothing_and_odd_paths_are_refused(
+    shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"type": "bundle", "id": "bundle--x", "objects": []}')
+    sim, out = str(shared / "sim"), tmp_path / "m"
+    assert main(["intel", "match", str(empty), sim, "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["peer_campaigns"] == {}
+    assert (out / "matches.parquet").is_file()
+    assert main(["intel", "match", str(tmp_path), sim, "--out", str(tmp_path / "m2")]) == 3
+    assert main(["intel", "match", str(empty), sim, "--out", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the bundle" in err and "a file, not a folder" in err
+    assert "Traceback" not in err
+
+
 def test_damaged_traffic_is_refused_by_name(
     shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

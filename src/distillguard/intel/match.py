@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from distillguard.detect.inputs import digests, inputs, load, readable
 from distillguard.engines import Engine, open_engine
-from distillguard.errors import InputError
+from distillguard.errors import InputError, UsageError
 from distillguard.features.digest import DIGEST
 from distillguard.features.pool import default_workers
 from distillguard.intel.stix import EXTENSION_ID, TOKEN_HEX
@@ -69,6 +69,8 @@ def read_bundle(path: str | Path) -> tuple[list[PeerCampaign], list[str]]:
         bundle = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such bundle") from None
+    except OSError as exc:  # a folder, no permission
+        raise InputError(f"{path}: cannot read the bundle ({exc.strerror})") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not JSON ({exc})") from None
     if not isinstance(bundle, dict) or bundle.get("type") != "bundle":
@@ -142,7 +144,7 @@ def match(db: Engine, peers: list[PeerCampaign], key: bytes | None) -> pa.Table:
         "peer_fingerprints",
         pa.table(
             {
-                "peer_campaign": [c for c, _ in fingerprints],
+                "peer_campaign": pa.array([c for c, _ in fingerprints], pa.string()),
                 "band": pa.array([b for _, b in fingerprints], pa.uint64()),
             }
         ),
@@ -221,6 +223,8 @@ def match_traffic(
 ) -> dict[str, Any]:
     """Match a peer's bundle against the traffic at `source`; writes out/matches.parquet
     and out/report.json, and returns the report."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out}: a file, not a folder")
     peers, skipped = read_bundle(bundle)
     files, _ = inputs(source)
     readable(files)
