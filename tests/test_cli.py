@@ -68,6 +68,11 @@ def test_max_bad_ratio_sets_exit_code_4(tmp_path: Path, capsys: pytest.CaptureFi
         (["eval", "--findings", "F", "--labels", "L", "--series", "nope"], 3, "no such folder"),
         (["simulate", "--scenario", "demo", "--out", "IN/sub"], 2, "cannot make it"),
         (["gateway", "--upstream", "http://127.0.0.1:9", "--workers", "99999999999"], 2, "1 to"),
+        (["gateway", "--upstream", "http://127.0.0.1:99999"], 2, "Port out of range"),
+        (["gateway", "--upstream", "http://[::1"], 2, "Invalid IPv6 URL"),
+        (["gateway", "--upstream", "http://h", "--redis", "notaurl"], 2, "--redis takes"),
+        (["gateway", "--upstream", "http://h", "--findings", "IN"], 2, "not a folder"),
+        (["gateway", "--upstream", "http://h", "--listen", "127.0.0.1:99999"], 2, "HOST:PORT"),
     ],
 )
 def test_user_mistakes_get_one_line_and_a_documented_code(

@@ -242,6 +242,22 @@ def test_flagged_accounts_are_blocked_and_findings_reload_while_running(tmp_path
     _run(tmp_path, check, findings=str(findings), reload_every=0.1)
 
 
+def test_findings_that_are_not_detects_keep_the_previous_view(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from distillguard.gateway.findings import Findings
+
+    folder = tmp_path / "findings"
+    _findings(folder)
+    view = Findings(folder)
+    assert view.refresh() and ACCOUNT in view.accounts
+    for body in ('[{"x": 1}]', '{"id": 1}', '[{"id": "c", "indicators": [{"value": 1}]}]'):
+        (folder / "campaigns.json").write_text(body)
+        os.utime(folder / "campaigns.json", ns=(time.time_ns(), time.time_ns() + len(body)))
+        assert not view.refresh() and ACCOUNT in view.accounts, body
+    assert "are not detect's" in caplog.text
+
+
 def test_template_matching_runs_below_the_serving_process(tmp_path: Path) -> None:
     _findings(tmp_path / "findings")
 
@@ -422,6 +438,10 @@ def test_replicas_share_state_in_redis_and_follow_the_failure_policy(tmp_path: P
         ("fail: sideways", "fail takes open or closed"),
         ("rules: [", "not valid YAML"),
         ("- just a list", "a mapping"),
+        ("rules: [{action: block, when: {score_at_least: high}}]", "takes a number, not 'high'"),
+        ("rules: [{action: block, when: {flagged: 1}}]", "flagged takes true or false"),
+        ("rules: [{action: block, when: {score_below: true}}]", "score_below takes a number"),
+        ("rules: [{action: block, when: {evidence: [template]}}]", "evidence takes the name"),
     ],
 )
 def test_a_bad_policy_file_is_refused_with_the_reason(
@@ -434,6 +454,16 @@ def test_a_bad_policy_file_is_refused_with_the_reason(
     path.write_text(text)
     with pytest.raises(UsageError, match=re.escape(message)):
         policy.load(path)
+
+
+def test_a_policy_path_that_is_no_text_file_is_refused(tmp_path: Path) -> None:
+    from distillguard.errors import UsageError
+    from distillguard.gateway import policy
+
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00rules")
+    for path, message in ((tmp_path, "cannot read"), (tmp_path / "binary.yaml", "not UTF-8")):
+        with pytest.raises(UsageError, match=message):
+            policy.load(path)
 
 
 def test_policy_rules_decide_in_order_with_reasons(tmp_path: Path) -> None:

@@ -495,6 +495,19 @@ def _simulate(args: argparse.Namespace) -> int:
     return OK
 
 
+def _url(flag: str, url: str, schemes: tuple[str, ...]) -> None:
+    """Refuse a URL that every worker would fail on: another scheme, no host, a bad port."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # parsing the port is the check
+    except ValueError as exc:
+        raise UsageError(f"{flag} {url!r}: {exc}") from None
+    if parts.scheme not in schemes or not (parts.hostname or parts.scheme == "unix"):
+        raise UsageError(f"{flag} takes a {'/'.join(schemes)} URL with a host, not {url!r}")
+
+
 def _intel_export(args: argparse.Namespace) -> int:
     from distillguard.intel import read_campaigns
     from distillguard.privacy import load_key
@@ -537,10 +550,11 @@ def _gateway(args: argparse.Namespace) -> int:
     from distillguard.privacy import load_key
 
     host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 2**16:
         raise UsageError(f"--listen takes HOST:PORT, not {args.listen!r}")
-    if not args.upstream.startswith(("http://", "https://")):
-        raise UsageError(f"--upstream takes an http(s) URL, not {args.upstream!r}")
+    _url("--upstream", args.upstream, ("http", "https"))
+    if args.redis:
+        _url("--redis", args.redis, ("redis", "rediss", "unix"))
     config = Config(
         upstream=args.upstream,
         policy=policy.load(args.policy),

@@ -10,10 +10,13 @@ keeps the previous view.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
+log = logging.getLogger("distillguard.gateway")
 
 
 class Findings:
@@ -32,17 +35,28 @@ class Findings:
         files = [self.folder / "campaigns.json", self.folder / "accounts.parquet"]
         try:
             stamp = tuple(f.stat().st_mtime_ns for f in files)
-        except FileNotFoundError:
+        except OSError:  # not there (yet)
             return False
         if stamp == self._stamp:
             return False
         try:
             campaigns = json.loads(files[0].read_text())
             flagged = pq.read_table(files[1], columns=["account_id", "flagged", "campaign_id"])
+            self._index(campaigns, flagged.to_pylist())
         except (OSError, ValueError):
             return False
+        except (KeyError, TypeError, AttributeError):  # not detect's findings
+            log.warning("findings in %s are not detect's; keeping the previous ones", self.folder)
+            self._stamp = stamp  # said once, until the files change again
+            return False
+        self._stamp = stamp
+        self.loads += 1
+        return True
+
+    def _index(self, campaigns: list[dict[str, Any]], flagged: list[dict[str, Any]]) -> None:
+        """The view of the findings, replaced whole or, when they do not fit, not at all."""
         by_id = {c["id"]: c for c in campaigns}
-        self.accounts = {
+        accounts = {
             r["account_id"]: {
                 "campaign_id": r["campaign_id"],
                 "score": by_id.get(r["campaign_id"], {}).get("score", 0.5),
@@ -50,18 +64,14 @@ class Findings:
                     e["signal"] for e in by_id.get(r["campaign_id"], {}).get("evidence", [])[:4]
                 ],
             }
-            for r in flagged.to_pylist()
+            for r in flagged
             if r["flagged"]
         }
-        self.networks = {
+        networks = {
             (i["value"], i.get("user_agent") or "")
             for c in campaigns
             for i in c.get("indicators", [])
             if i["kind"] == "network"
         }
-        self.fingerprints = {
-            f: c["id"] for c in campaigns for f in c.get("template_fingerprints", [])
-        }
-        self._stamp = stamp
-        self.loads += 1
-        return True
+        fingerprints = {f: c["id"] for c in campaigns for f in c.get("template_fingerprints", [])}
+        self.accounts, self.networks, self.fingerprints = accounts, networks, fingerprints

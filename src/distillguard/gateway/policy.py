@@ -17,7 +17,12 @@ import yaml
 from distillguard.errors import UsageError
 
 ACTIONS = ("allow", "throttle", "withhold_reasoning", "mark", "step_up", "block")
-CONDITIONS = ("score_at_least", "score_below", "flagged", "evidence")
+CONDITIONS = {  # what each condition takes
+    "score_at_least": "a number",
+    "score_below": "a number",
+    "flagged": "true or false",
+    "evidence": "the name of a kind of evidence",
+}
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,10 @@ def load(path: str | Path | None) -> Policy:
         body = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{path}: no such policy file") from None
+    except OSError as exc:  # a folder, no permission
+        raise UsageError(f"{path}: cannot read the policy file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a policy file (not UTF-8 text)") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(body, dict) or not isinstance(body.get("rules", []), list):
@@ -105,10 +114,21 @@ def _rule(path: str | Path, i: int, raw: Any) -> Rule:
     unknown |= set(when) - set(CONDITIONS)
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for name, value in when.items():
+        if not _fits(name, value):  # else every request it meets fails
+            raise UsageError(f"{where}: {name} takes {CONDITIONS[name]}, not {value!r}")
     retry = raw.get("retry_after", 30)
     if not isinstance(retry, int) or retry < 1:
         raise UsageError(f"{where}: retry_after is a positive number of seconds")
     return Rule(raw["action"], when, retry)
+
+
+def _fits(condition: str, value: Any) -> bool:
+    if condition == "flagged":
+        return isinstance(value, bool)
+    if condition == "evidence":
+        return isinstance(value, str)
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _describe(when: dict[str, Any]) -> str:
