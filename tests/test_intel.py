@@ -162,6 +162,35 @@ def test_bad_findings_are_refused_clearly(
     assert "Traceback" not in capsys.readouterr().err
 
 
+def _without(path: str) -> list[dict[str, Any]]:
+    """The hand-built campaigns with one field (`evidence.0.signal`) taken out."""
+    campaigns = _campaigns()
+    *parents, last = path.split(".")
+    where: Any = campaigns[0]
+    for step in parents:
+        where = where[int(step)] if step.isdigit() else where[step]
+    del where[last]
+    return campaigns
+
+
+@pytest.mark.parametrize(
+    "missing", ["confidence", "first_seen", "evidence.0.signal", "indicators.1.kind"]
+)
+@pytest.mark.parametrize("form", ["stix", "misp", "ocsf", "report"])
+def test_findings_missing_a_field_are_refused_by_every_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: str, form: str
+) -> None:
+    findings = tmp_path / "findings"
+    findings.mkdir()
+    (findings / "campaigns.json").write_text(json.dumps(_without(missing)))
+    out = ["--out", str(tmp_path / "out")]
+    args = ["report", str(findings), *out] if form == "report" else [
+        "intel", "export", str(findings), "--format", form, *out]  # fmt: skip
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert f"{missing.rsplit('.', 1)[-1]} missing" in err and "Traceback" not in err
+
+
 def test_an_unknown_marking_is_a_usage_error(tmp_path: Path) -> None:
     findings = tmp_path / "findings"
     findings.mkdir()
