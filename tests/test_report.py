@@ -82,6 +82,32 @@ def test_findings_without_a_summary_need_the_input(findings: Path, tmp_path: Pat
 @pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"
 )
+def test_traffic_that_is_not_exchanges_is_refused_and_bare_exchanges_serve(
+    findings: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--input given an empty file, the accounts or the findings is exit 3 naming it;
+    exchanges with the required columns alone make a report."""
+    import pyarrow.parquet as pq
+
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    sim, found = findings / "sim", findings / "findings"
+    for given in (tmp_path / "empty.parquet", sim / "accounts.parquet", found / "accounts.parquet"):
+        args = ["report", str(found), "--out", str(tmp_path / "r.html"), "--input", str(given)]
+        assert main(args) == 3
+        err = capsys.readouterr().err
+        assert str(given) in err and "Traceback" not in err
+    required = ["request_id", "ts", "account_id", "model"]
+    bare = pq.read_table(sim / "exchanges.parquet", columns=required)
+    pq.write_table(bare, tmp_path / "bare.parquet")
+    args = ["report", str(found), "--out", str(tmp_path / "r.html")]
+    assert main([*args, "--input", str(tmp_path / "bare.parquet")]) == 0
+    odd = tmp_path / "odd"
+    shutil.copytree(found, odd)
+    (odd / "summary.json").write_text("[]")
+    assert main(["report", str(odd), "--out", str(tmp_path / "r2.html")]) == 3
+    assert "pass --input" in capsys.readouterr().err
+
+
 def test_every_chart_renders_in_chromium_without_console_errors(
     findings: Path, tmp_path: Path
 ) -> None:

@@ -17,11 +17,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.detect.inputs import inputs
+from distillguard.detect.inputs import SQL_TYPES, inputs, readable
 from distillguard.errors import InputError
 from distillguard.features.template import band_keys, signatures, similarity
 from distillguard.ingest.engine import connect, sql_list
 from distillguard.intel import read_campaigns
+from distillguard.schema import EXCHANGES
 
 EXAMPLES = 5
 GRAPH_NODES = 40
@@ -40,13 +41,23 @@ def gather(
         raise InputError(f"{findings}: no summary.json naming the traffic; pass --input")
     exchange_files, account_files = inputs(source)
     account_files += [Path(p) for p in summary.get("accounts_input", []) if Path(p).is_file()]
+    readable([*exchange_files, *account_files])
     with tempfile.TemporaryDirectory(prefix="distillguard-report-") as work:
         con = connect("1GB", Path(work) / "spill")
         con.execute(
-            f"CREATE VIEW exchanges AS SELECT * FROM read_parquet({sql_list(exchange_files)}, "
+            f"CREATE VIEW logged AS SELECT * FROM read_parquet({sql_list(exchange_files)}, "
             "union_by_name = true)"
         )
-        columns = {r[0] for r in con.execute("DESCRIBE exchanges").fetchall()}
+        columns = {r[0] for r in con.execute("DESCRIBE logged").fetchall()}
+        lacking = [f.name for f in EXCHANGES if not f.nullable and f.name not in columns]
+        if lacking:
+            raise InputError(f"{source}: not exchanges (no {', '.join(lacking)})")
+        filler = "".join(
+            f", CAST(NULL AS {SQL_TYPES[str(f.type)]}) AS {f.name}"
+            for f in EXCHANGES
+            if f.name not in columns
+        )  # the optional columns the traffic lacks, so every query binds
+        con.execute(f"CREATE VIEW exchanges AS SELECT *{filler} FROM logged")
         if account_files:
             con.execute(
                 f"CREATE VIEW accounts AS SELECT * FROM read_parquet({sql_list(account_files)}, "
@@ -70,10 +81,10 @@ def _summary(findings: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        summary: dict[str, Any] = json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except ValueError:
         return {}
-    return summary
+    return summary if isinstance(summary, dict) else {}
 
 
 def _register_members(con: Any, campaigns: list[dict[str, Any]]) -> None:
