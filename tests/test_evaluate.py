@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distillguard.errors import SchemaError
+from distillguard.errors import InputError, SchemaError
 from distillguard.evaluate import evaluate, render
 from distillguard.evaluate import metrics as m
 
@@ -136,6 +136,25 @@ def test_evaluate_a_hand_built_case(case: tuple[Path, Path]) -> None:
     assert (e["campaign_exchanges"], e["flagged"], e["in_mixed_accounts"]) == (6, 4, 2)
     assert e["mixed_recall"] == 0.5
     assert "precision 0.6667" in render(report)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("exchange_labels.parquet", b"", "not a readable Parquet file"),
+        ("exchange_labels.parquet", "labels.parquet", "not the exchange labels"),
+        ("exchanges.parquet", "labels.parquet", "not the simulated exchanges"),
+    ],
+)
+def test_a_labels_folder_with_a_wrong_file_is_refused_by_name(
+    case: tuple[Path, Path], name: str, content: bytes | str, said: str
+) -> None:
+    findings, labels = case
+    body = (labels / content).read_bytes() if isinstance(content, str) else content
+    (labels / name).write_bytes(body)
+    with pytest.raises(InputError, match=said) as refused:
+        evaluate(findings, labels)
+    assert name in str(refused.value)
 
 
 def test_time_to_detect_over_a_series(case: tuple[Path, Path], tmp_path: Path) -> None:

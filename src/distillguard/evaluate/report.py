@@ -32,6 +32,16 @@ def read_table(path: Path, schema: pa.Schema, name: str) -> pa.Table:
     return conform(table, schema, name=f"{name} ({path})")
 
 
+def _holds(path: Path, columns: set[str], name: str) -> None:
+    """Refuse, by name, a file the queries would fail on: unreadable, or not the table."""
+    try:
+        present = set(pq.read_schema(path).names)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
+    if not columns <= present:
+        raise InputError(f"{path}: not the {name} (no {', '.join(sorted(columns - present))})")
+
+
 def evaluate(
     findings: str | Path, labels: str | Path, series: str | Path | None = None
 ) -> dict[str, Any]:
@@ -147,6 +157,9 @@ def _exchange_recall(findings: Path, labels: Path, rows: list[dict[str, Any]]) -
     proxied = labels / "exchange_labels.parquet"
     if not exchanges.is_file():
         raise InputError(f"{exchanges}: not found (the labels folder must hold the exchanges)")
+    _holds(exchanges, {"request_id", "account_id", "ts"}, "simulated exchanges")
+    if proxied.is_file():
+        _holds(proxied, {"request_id", "campaign_id"}, "exchange labels")
     con = duckdb.connect()
     try:
         con.register(
