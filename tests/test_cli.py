@@ -178,3 +178,16 @@ def test_values_detect_cannot_read_are_an_input_error(
     named = f"'{value}'" if value else f"'{column}'"  # the unparsable value, or the column
     assert "do not fit the canonical schema" in err and named in err
     assert "Traceback" not in err and not (tmp_path / "f").exists()
+
+
+def test_inspect_names_a_damaged_part_of_a_store(
+    small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "s"
+    assert main(["ingest", str(small / "exchanges.parquet"), "--store", str(store), "--quiet"]) == 0
+    part = sorted(store.rglob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:1000])  # a copy cut short
+    capsys.readouterr()
+    assert main(["inspect", str(store)]) == 3
+    err = capsys.readouterr().err
+    assert f"{part}: not a readable Parquet file" in err and "Traceback" not in err

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from distillguard.detect.inputs import readable
 from distillguard.errors import InputError
 from distillguard.ingest import engine
 from distillguard.ingest.adapters import detect
@@ -37,6 +38,7 @@ def inspect(path: str | Path) -> dict[str, Any]:
 def inspect_store(store: Store) -> dict[str, Any]:
     manifest = store.manifest()
     files = store.files("exchanges")
+    readable([*files, *store.files("accounts")])  # a damaged part named, before any query
     report: dict[str, Any] = {
         "store": str(store.root),
         "format_version": manifest.version,
