@@ -308,6 +308,10 @@ def test_input_that_is_all_bad_exits_3_and_keeps_the_quarantine(tmp_path: Path) 
     done = cli("ingest", str(tmp_path / "junk.bin"), "--store", str(tmp_path / "s"))
     assert done.returncode == 3 and "nothing in the input could be read" in done.stderr
     assert quarantined(tmp_path / "s")[0]["reason"] == "unrecognised_file"
+    # records that are read but all quarantined (another format named): exit 3
+    bedrock = cli("ingest", str(write_jsonl(tmp_path / "in.jsonl", [canonical("r")])),
+                  "--store", str(tmp_path / "s2"), "--format", "bedrock")  # fmt: skip
+    assert bedrock.returncode == 3 and "wrong --format?" in bedrock.stderr
     (tmp_path / "odd.jsonl").write_text('{"resourceSpans": 5}\n')
     assert "Traceback" not in cli("inspect", str(tmp_path / "odd.jsonl")).stderr
 

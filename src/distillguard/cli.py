@@ -773,6 +773,11 @@ def _ingest(args: argparse.Namespace) -> int:
             f"{summary.bad_ratio:.2%} of records were quarantined, above "
             f"--max-bad-ratio {args.max_bad_ratio:.2%}; see {summary.quarantine_file}"
         )
+    if args.max_bad_ratio is None and summary.bad_ratio == 1:
+        raise InputError(
+            "every record was quarantined (the wrong --format?); see "
+            f"{summary.quarantine_file} (--max-bad-ratio 1 accepts that)"
+        )
     return OK
 
 

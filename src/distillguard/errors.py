@@ -22,7 +22,8 @@ EXIT_CODES = {
     OK: "success",
     INTERNAL: "internal error (a bug: please report it with the command line)",
     USAGE: "usage error: bad arguments, mapping or key file",
-    INPUT: "input error: a path does not exist or nothing in it could be read",
+    INPUT: "input error: a path does not exist, nothing in it could be read, or every record "
+    "was quarantined (without --max-bad-ratio)",
     BAD_RATIO: "too many bad records: the quarantined share exceeded --max-bad-ratio",
     STORE: "store error: locked by another writer, from an incompatible version, key mismatch, "
     "or findings that cannot be written (a full disk)",

@@ -46,6 +46,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 OWN = {".lock", ".staging", "exchanges", "accounts", "quarantine", MANIFEST}
 RUN = r"\d{8}T\d{6}-[0-9a-f]{8}"  # Transaction.id, in the name of each file a run places
+RUN_ID = re.compile(RUN)
 RUN_FILE = re.compile(
     rf"exchanges/day=\d{{4}}-\d{{2}}-\d{{2}}/part-{RUN}-.+\.parquet"
     rf"|accounts/part-{RUN}\.parquet|quarantine/{RUN}\.jsonl"
@@ -172,14 +173,16 @@ class Store:
                     f"{self.root} is not empty and holds no distillguard manifest "
                     f"(found {', '.join(sorted(foreign)[:3])})"
                 )
-            held = next(self._files(), None)
+            staged = self.root / ".staging"
+            killed = {p.name for p in staged.iterdir()} if staged.is_dir() else set()
+            held = next((f for f in self._files() if not self._left_by(f, killed)), None)
             if held is not None:
                 raise StoreError(
                     f"{self.root} holds {held.relative_to(self.root)} but no {MANIFEST}: a store "
                     "whose manifest was lost (restore it from a backup) or not a store at all; "
                     "if a first ingest into it was killed, remove the folder and ingest again"
                 )
-            return Manifest()  # new
+            return Manifest()  # new, or what a killed first run left (removed by _recover)
         return Manifest.from_json(path.read_bytes(), path)
 
     def files(self, table: str) -> list[Path]:
@@ -236,6 +239,13 @@ class Store:
                 shutil.rmtree(txn.staging, ignore_errors=True)
                 if not txn.committed:
                     txn.undo()
+
+    def _left_by(self, path: Path, runs: set[str]) -> bool:
+        """Whether `path` was placed by one of `runs` (killed before it committed: its
+        staging folder is still there)."""
+        name = str(path.relative_to(self.root))
+        run = RUN_ID.search(name)
+        return bool(RUN_FILE.fullmatch(name)) and run is not None and run.group() in runs
 
     def _files(self) -> Iterator[Path]:
         for table in ("exchanges", "accounts", "quarantine"):
