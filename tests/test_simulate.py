@@ -11,6 +11,7 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean, pstdev
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -359,3 +360,26 @@ def test_a_shorter_run_drops_what_falls_outside_it() -> None:
     later = load("demo").truncated(1)
     assert all(c.start_day < 1 for c in later.campaigns)
     assert len(later.campaigns) < len(load("demo").campaigns)
+
+
+def test_a_simulation_stopped_half_way_leaves_the_previous_one_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distillguard.errors import Terminated
+    from distillguard.simulate import run as simulation
+
+    scenario = Scenario(name="s", seed=1, days=1, legitimate=[Population("chat", 30)])
+    simulate(scenario, tmp_path)
+    before = (tmp_path / "exchanges.parquet").read_bytes()
+    counted = simulation._count
+
+    def stopped(row: Any, plan: Any, facts: simulation.Facts) -> None:
+        if facts.exchanges >= 50:
+            raise Terminated  # as the CLI raises it on SIGTERM
+        counted(row, plan, facts)
+
+    monkeypatch.setattr(simulation, "_count", stopped)
+    with pytest.raises(Terminated):
+        simulate(scenario, tmp_path)
+    assert (tmp_path / "exchanges.parquet").read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -78,6 +78,13 @@ class _Tables:
             self.labels.write_table(pa.Table.from_pylist(self.proxied, schema=EXCHANGE_LABELS))
             self.proxied = []
 
+    def abandon(self) -> None:
+        """Remove the half-written files, leaving any earlier simulation as it was."""
+        for writer in (self.exchanges, self.labels):
+            writer.close()
+        for name in (".exchanges.tmp", ".exchange_labels.tmp"):
+            (self.folder / name).unlink(missing_ok=True)
+
     def close(self) -> None:
         self.flush()
         self.exchanges.close()
@@ -129,13 +136,17 @@ def simulate(
     ids = random.Random(scenario.seed ^ 0x5EED)
     facts = Facts()
     tables = _Tables(folder, formats)
-    for plan in _progress(plans, progress):
-        for rows in days_of(plan, start, scenario.days, scenario.seed, scenario.model, prompts):
-            for row in rows:
-                row["request_id"] = f"{ids.getrandbits(64):016x}"
-                _route(row, plan, routes, ids, tables, facts)
-                _count(row, plan, facts)
-            tables.add(rows)
+    try:
+        for plan in _progress(plans, progress):
+            for rows in days_of(plan, start, scenario.days, scenario.seed, scenario.model, prompts):
+                for row in rows:
+                    row["request_id"] = f"{ids.getrandbits(64):016x}"
+                    _route(row, plan, routes, ids, tables, facts)
+                    _count(row, plan, facts)
+                tables.add(rows)
+    except BaseException:  # stopped (Ctrl-C, a scheduler's SIGTERM) or failed
+        tables.abandon()
+        raise
     tables.close()
     _write_small_tables(folder, plans, scenario, facts)
     return facts
