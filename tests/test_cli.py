@@ -67,6 +67,8 @@ def test_max_bad_ratio_sets_exit_code_4(tmp_path: Path, capsys: pytest.CaptureFi
         (["detect", "IN", "--out", "F", "--workers", "99999999999"], 2, "1 to 1024"),
         (["eval", "--findings", "F", "--labels", "L", "--series", "nope"], 3, "no such folder"),
         (["simulate", "--scenario", "demo", "--out", "IN/sub"], 2, "cannot make it"),
+        (["simulate", "--scenario", "demo", "--out", "X", "--scale", "1e12"], 2, "the maximum"),
+        (["simulate", "--scenario", "demo", "--out", "X", "--days", "100000"], 2, "the maximum"),
         (["gateway", "--upstream", "http://127.0.0.1:9", "--workers", "99999999999"], 2, "1 to"),
         (["gateway", "--upstream", "http://127.0.0.1:99999"], 2, "Port out of range"),
         (["gateway", "--upstream", "http://[::1"], 2, "Invalid IPv6 URL"),

@@ -461,6 +461,7 @@ def _simulate(args: argparse.Namespace) -> int:
         check(scenario)
     if args.scale != 1.0:
         scenario = scenario.scaled(args.scale)
+        check(scenario)
     formats = tuple(f for f in args.formats.split(",") if f)
     unknown = [f for f in formats if f not in EXPORTERS]
     if unknown:

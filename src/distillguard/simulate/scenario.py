@@ -218,9 +218,20 @@ def _value(kind: Any, raw: Any, where: str) -> Any:
     return float(raw) if text == "float" else raw  # type: ignore[arg-type]
 
 
+MAX_DAYS = 3660  # ten years; runs longer than this are a typo, not a plan
+MAX_ACCOUNTS = 100_000_000  # more than one machine can simulate: a larger --scale is a typo
+
+
 def check(s: Scenario) -> None:
     """Refuse values that cannot be simulated, naming the key."""
     _at_least(s.days, 1, "days")
+    if s.days > MAX_DAYS:
+        raise ScenarioError(f"days: {s.days} is above the maximum {MAX_DAYS}")
+    accounts = sum(p.accounts for p in s.legitimate) + sum(c.accounts for c in s.campaigns)
+    if accounts > MAX_ACCOUNTS:
+        raise ScenarioError(
+            f"{accounts:,} accounts (with --scale) is above the maximum {MAX_ACCOUNTS:,}"
+        )
     for i, pop in enumerate(s.legitimate):
         if pop.population not in POPULATIONS:
             raise ScenarioError(
