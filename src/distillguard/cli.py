@@ -587,6 +587,7 @@ def _intel_taxii(args: argparse.Namespace) -> int:
     from distillguard.store import atomic_write
 
     password = os.environ.get("TAXII_PASSWORD")
+    _url("--collection", args.collection, ("http", "https"))
     if args.action == "pull":
         _out_file(args.out)
         bundle = taxii.pull(args.collection, args.user, password, args.added_after)
