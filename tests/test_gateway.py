@@ -456,6 +456,17 @@ def test_a_bad_policy_file_is_refused_with_the_reason(
         policy.load(path)
 
 
+def test_a_yaml_mistake_is_one_line_saying_where(tmp_path: Path) -> None:
+    from distillguard.errors import UsageError
+    from distillguard.gateway import policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text("rules: [\n  - x: {\n")
+    with pytest.raises(UsageError) as refused:
+        policy.load(path)
+    assert "\n" not in str(refused.value) and "line 2, column 3" in str(refused.value)
+
+
 def test_a_policy_path_that_is_no_text_file_is_refused(tmp_path: Path) -> None:
     from distillguard.errors import UsageError
     from distillguard.gateway import policy

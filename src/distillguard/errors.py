@@ -73,3 +73,10 @@ class Terminated(BaseException):
     """SIGTERM, raised where the process is: like Ctrl-C's KeyboardInterrupt, it passes
     every `except Exception` and runs every `finally` (scratch removed, locks let go),
     where the default action would end the process on the spot."""
+
+
+def yaml_error(exc: Exception) -> str:
+    """A YAML parser's error on one line (where, and what), as errors are reported."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from distillguard.errors import UsageError
+from distillguard.errors import UsageError, yaml_error
 
 ACTIONS = ("allow", "throttle", "withhold_reasoning", "mark", "step_up", "block")
 CONDITIONS = {  # what each condition takes
@@ -91,7 +91,7 @@ def load(path: str | Path | None) -> Policy:
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a policy file (not UTF-8 text)") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({exc})") from None
+        raise UsageError(f"{path}: not valid YAML ({yaml_error(exc)})") from None
     if not isinstance(body, dict) or not isinstance(body.get("rules", []), list):
         raise UsageError(f"{path}: a policy is a mapping with a list of rules")
     rules = tuple(_rule(path, i, r) for i, r in enumerate(body.get("rules", [])))

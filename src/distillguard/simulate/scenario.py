@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from distillguard.errors import UsageError
+from distillguard.errors import UsageError, yaml_error
 
 POPULATIONS = (
     "developer",
@@ -164,7 +164,7 @@ def load(name_or_path: str) -> Scenario:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path} is not valid YAML: {exc}") from None
+        raise ScenarioError(f"{path} is not valid YAML: {yaml_error(exc)}") from None
     scenario = build(Scenario, raw if raw is not None else {}, "scenario")
     if scenario.name == "custom":
         scenario.name = path.stem

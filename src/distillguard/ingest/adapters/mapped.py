@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from distillguard.errors import UsageError
+from distillguard.errors import UsageError, yaml_error
 from distillguard.ingest.adapters.common import Reject, as_obj, dig, flatten_chat
 from distillguard.schema import TABLES, required
 
@@ -79,7 +79,8 @@ def load_mapping(path: str | None, pairs: list[str]) -> dict[str, str]:
         except UnicodeDecodeError:
             raise UsageError(f"the mapping file {path} is not UTF-8 text") from None
         except yaml.YAMLError as exc:
-            raise UsageError(f"the mapping file {path} is not valid YAML: {exc}") from None
+            problem = yaml_error(exc)
+            raise UsageError(f"the mapping file {path} is not valid YAML: {problem}") from None
         if isinstance(loaded, dict) and isinstance(loaded.get("columns"), Mapping):
             loaded = loaded["columns"]
         if not isinstance(loaded, dict) or not all(
