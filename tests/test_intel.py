@@ -191,6 +191,19 @@ def test_findings_missing_a_field_are_refused_by_every_reader(
     assert f"{missing.rsplit('.', 1)[-1]} missing" in err and "Traceback" not in err
 
 
+def test_findings_of_an_earlier_version_still_export(tmp_path: Path) -> None:
+    """Fields added later (sub-streams, indicators, template fingerprints) are optional."""
+    findings = tmp_path / "findings"
+    findings.mkdir()
+    older = _campaigns()
+    for key in ("substreams", "indicators", "template_fingerprints"):
+        del older[0][key]
+    (findings / "campaigns.json").write_text(json.dumps(older))
+    for form in ("stix", "misp", "ocsf"):
+        out = tmp_path / f"{form}.json"
+        assert main(["intel", "export", str(findings), "--format", form, "--out", str(out)]) == 0
+
+
 def test_an_unknown_marking_is_a_usage_error(tmp_path: Path) -> None:
     findings = tmp_path / "findings"
     findings.mkdir()

@@ -11,6 +11,7 @@ import pytest
 
 from distillguard.cli import main
 from distillguard.detect import detect
+from distillguard.detect.inputs import ENTRY
 from distillguard.ingest import Options, ingest
 from distillguard.simulate import simulate
 from distillguard.simulate.scenario import Campaign, Population, Scenario
@@ -66,10 +67,18 @@ def test_a_findings_or_cache_folder_that_would_harm_the_input_is_refused_first(
         "a file, not a folder": [str(sim), "--out", str(tmp_path / "a-file")],
         "its accounts.parquet would replace the input": [str(sim), "--out", str(sim)],
         "its exchanges.parquet would replace": [str(sim / "exchanges.parquet"), "--out", str(sim)],
-        "is a store": [str(sim), "--out", str(store)],
+        "is a store or inside one": [str(sim), "--out", str(store)],
         "inside": [str(tmp_path / "logs"), "--out", str(logs / "findings")],
         "--cache": [str(tmp_path / "logs"), "--out", str(tmp_path / "f"), "--cache", str(logs)],
-        "both": [str(sim), "--out", str(tmp_path / "f"), "--cache", str(tmp_path / "f")],
+        "inside --cache": [
+            str(sim),
+            "--out",
+            str(tmp_path / "c" / "f"),
+            "--cache",
+            str(tmp_path / "c"),
+        ],
+        "a-file is a file": [str(sim), "--out", str(tmp_path / "a-file" / "f")],
+        "inside one": [str(sim), "--out", str(store / "findings")],
     }
     for said, args in refused.items():
         assert main(["detect", *args, "--quiet"]) == 2, said
@@ -88,11 +97,15 @@ def test_a_cache_never_deletes_what_it_did_not_make(days: Path, tmp_path: Path) 
                  "--cache", str(folder), "--quiet"])  # fmt: skip
     assert code == 2 and (folder / "photos").is_dir() and not (tmp_path / "f").exists()
     cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".DS_Store").write_bytes(b"")  # what a desktop or a disk adds is no obstacle
+    (cache / "lost+found").mkdir()
     detect(days / "history.parquet", tmp_path / "f1", cache=cache)
-    (first,) = [p.name for p in cache.iterdir() if p.name != ".lock"]
+    assert (cache / ".DS_Store").is_file() and (cache / "lost+found").is_dir()
+    (first,) = [p.name for p in cache.iterdir() if ENTRY.fullmatch(p.name)]
     (cache / ("0" * 24)).mkdir()  # a digest of a file no longer in the input
     detect(days / "history.parquet", tmp_path / "f2", cache=cache)
-    assert [p.name for p in cache.iterdir() if p.name != ".lock"] == [first]
+    assert [p.name for p in cache.iterdir() if ENTRY.fullmatch(p.name)] == [first]
 
 
 def test_findings_are_replaced_together(
@@ -165,6 +178,10 @@ def test_an_out_file_that_a_command_reads_is_refused(
     bundle = tmp_path / "new" / "bundle.json"
     assert main(["intel", "export", str(findings), "--out", str(bundle)]) == 0
     assert bundle.is_file()
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "manifest.json").write_text('{"name": "a web app"}')  # not a store
+    elsewhere = ["intel", "export", str(findings), "--out", str(tmp_path / "site" / "b.json")]
+    assert main(elsewhere) == 0
 
 
 def test_a_simulation_into_findings_a_store_or_a_file_is_refused(

@@ -369,8 +369,8 @@ def test_a_simulation_stopped_half_way_leaves_the_previous_one_whole(
     from distillguard.simulate import run as simulation
 
     scenario = Scenario(name="s", seed=1, days=1, legitimate=[Population("chat", 30)])
-    simulate(scenario, tmp_path)
-    before = (tmp_path / "exchanges.parquet").read_bytes()
+    simulate(scenario, tmp_path, formats=("otel",))
+    before = [(tmp_path / n).read_bytes() for n in ("exchanges.parquet", "otel/traces.jsonl")]
     counted = simulation._count
 
     def stopped(row: Any, plan: Any, facts: simulation.Facts) -> None:
@@ -380,6 +380,6 @@ def test_a_simulation_stopped_half_way_leaves_the_previous_one_whole(
 
     monkeypatch.setattr(simulation, "_count", stopped)
     with pytest.raises(Terminated):
-        simulate(scenario, tmp_path)
-    assert (tmp_path / "exchanges.parquet").read_bytes() == before
-    assert not list(tmp_path.glob(".*.tmp"))
+        simulate(scenario, tmp_path, formats=("otel",))
+    after = [(tmp_path / n).read_bytes() for n in ("exchanges.parquet", "otel/traces.jsonl")]
+    assert after == before and not list(tmp_path.rglob(".*.tmp"))

@@ -109,15 +109,18 @@ def test_spark_runs_in_an_application_the_process_already_has(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """In a notebook or a Spark job the process already runs an application: detection
-    runs in a session of its own there, finds what DuckDB finds, and leaves the
-    application running with its settings and views as they were."""
+    runs in a session of its own there, finds what DuckDB finds (not reading the
+    application's own table called accounts), and leaves the application running with
+    its settings, views and cache as they were."""
     from pyspark.sql import SparkSession
 
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # its Python workers have ours
-    theirs = SparkSession.builder.master("local[1]").appName("theirs").getOrCreate()
+    builder = SparkSession.builder.master("local[1]").appName("theirs")
+    theirs = builder.config("spark.sql.warehouse.dir", str(tmp_path / "warehouse")).getOrCreate()
     try:
         theirs.conf.set("spark.sql.session.timeZone", "America/New_York")
         theirs.range(2).createOrReplaceTempView("their_view")
+        theirs.range(2).write.saveAsTable("accounts")  # theirs, and not an accounts table
         detect(store, tmp_path / "duckdb")
         asked = {"master": "local[2]", "conf": {"spark.executor.memory": "2g"}}
         detect(store, tmp_path / "spark", engine="spark", engine_options=asked)
@@ -126,7 +129,8 @@ def test_spark_runs_in_an_application_the_process_already_has(
         ).read_text()
         assert theirs.range(3).count() == 3  # not stopped
         assert theirs.conf.get("spark.sql.session.timeZone") == "America/New_York"
-        assert [t.name for t in theirs.catalog.listTables()] == ["their_view"]
+        assert sorted(t.name for t in theirs.catalog.listTables()) == ["accounts", "their_view"]
+        assert theirs.sparkContext._jsc.getPersistentRDDs().size() == 0  # checkpoints let go
         (said,) = [line for line in capsys.readouterr().err.splitlines() if "Spark" in line]
         assert "running in this process's Spark application (master local[1])" in said
         assert "--spark-master local[2]" in said and "spark.executor.memory" in said

@@ -55,11 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: show it, with the code that says so
         if _after_sigterm(exc):
             return _terminated()
-        if _out_of_memory(exc):
+        if _out_of_memory(exc) and getattr(args, "memory_limit", None):
             print(
-                "distillguard: error: DuckDB ran out of memory within --memory-limit "
-                f"{getattr(args, 'memory_limit', '')}: raise it (the default is 1GB for detect, "
-                "512MB for ingest); nothing was committed",
+                f"distillguard: error: DuckDB ran out of memory within --memory-limit "
+                f"{args.memory_limit}: raise it; nothing was committed",
                 file=sys.stderr,
             )
             return USAGE
@@ -80,12 +79,12 @@ def _out_file(out: str, *reads: str | Path | None) -> None:
     the accounts it scores or the findings it reports on). A folder read stands for the
     findings' and the simulator's files in it."""
     from distillguard.schema import FINDINGS_FILES, SIMULATION_FILES
-    from distillguard.store import MANIFEST
+    from distillguard.store import in_store
 
     target = Path(out).resolve()
     if target.is_dir():
         raise UsageError(f"--out {out} is a folder: give the name of the file to write")
-    if any((folder / MANIFEST).is_file() for folder in target.parents):
+    if in_store(target):
         raise UsageError(f"--out {out} is inside a store: write it elsewhere")
     for read in reads:
         if read is None:

@@ -21,7 +21,7 @@ TERMINATED = 143  # 128 + SIGTERM
 EXIT_CODES = {
     OK: "success",
     INTERNAL: "internal error (a bug: please report it with the command line)",
-    USAGE: "usage error: bad arguments, mapping or key file",
+    USAGE: "usage error: bad arguments, mapping or key file, a --memory-limit too small",
     INPUT: "input error: a path does not exist, nothing in it could be read, or every record "
     "was quarantined (without --max-bad-ratio)",
     BAD_RATIO: "too many bad records: the quarantined share exceeded --max-bad-ratio",

@@ -53,6 +53,20 @@ RUN_FILE = re.compile(
 )
 
 
+def is_store(folder: Path) -> bool:
+    """Whether `folder` holds a distillguard store: a manifest.json of ours, not any."""
+    try:
+        body = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("format") == FORMAT
+
+
+def in_store(path: Path) -> bool:
+    """Whether `path` is a store or lies inside one: no output of ours belongs there."""
+    return any(is_store(folder) for folder in (path, *path.resolve().parents))
+
+
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to; it becomes `path` when the block
@@ -254,12 +268,13 @@ class Store:
     def _recover(self, manifest: Manifest) -> None:
         """Delete what a killed run moved into place without committing: files named as
         a run names them and not in the manifest, nothing else."""
-        shutil.rmtree(self.root / ".staging", ignore_errors=True)
         committed = {*manifest.exchanges, *manifest.accounts, *manifest.quarantine}
         for path in self._files():
             name = str(path.relative_to(self.root))
             if name not in committed and RUN_FILE.fullmatch(name):
                 path.unlink()
+        # Last: until the files are gone, the staging folder says whose they were.
+        shutil.rmtree(self.root / ".staging", ignore_errors=True)
 
 
 def _select(schema: pa.Schema, names: list[str]) -> pa.Schema:

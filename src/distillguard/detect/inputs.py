@@ -223,9 +223,12 @@ def hold(cache: Path) -> AbstractContextManager[None]:
 
 
 def _foreign(cache: Path) -> Iterator[str]:
+    """What the cache holds that it did not make; hidden files (.DS_Store) and a disk's
+    lost+found do not count, and are never pruned."""
     if cache.is_dir():
         for entry in cache.iterdir():
-            if entry.name != LOCK and not ENTRY.fullmatch(entry.name):
+            ignored = entry.name.startswith(".") or entry.name == "lost+found"
+            if not ignored and not ENTRY.fullmatch(entry.name):
                 yield entry.name
 
 
@@ -252,12 +255,17 @@ def load(
     required = [f.name for f in absent if not f.nullable]
     if required:
         raise SchemaError(f"the {name} lack required column(s): {', '.join(required)}")
-    filler = "".join(f", CAST(NULL AS {SQL_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
+    filler = nulls(absent)
     bounds = [f"epoch_us(ts) >= {_micros(since)}"] if since else []
     bounds += [f"epoch_us(ts) < {_micros(until)}"] if until else []
     window = f" WHERE {' AND '.join(bounds)}" if bounds else ""
     db.run(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT *{filler} FROM {name}_files{window}")
     return [f.name for f in absent]
+
+
+def nulls(absent: list[pa.Field]) -> str:
+    """Select-list items giving each absent column as typed NULLs, so queries bind."""
+    return "".join(f", CAST(NULL AS {SQL_TYPES[str(f.type)]}) AS {f.name}" for f in absent)
 
 
 def _micros(moment: str) -> int:

@@ -55,7 +55,7 @@ from distillguard.schema import (
     FINDINGS_FILES,
     SIMULATION_FILES,
 )
-from distillguard.store import MANIFEST, replacing_all
+from distillguard.store import in_store, replacing_all
 
 MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
 SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
@@ -216,8 +216,11 @@ def _check_places(out: Path, cache: Path | None, source: File, files: list[File]
     whose every Parquet file is input (the next run would read them as exchanges)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: a file, not a folder")
-    if (out / MANIFEST).is_file():
-        raise UsageError(f"--out {out} is a store: give the findings a folder of their own")
+    above = next(p for p in (out, *out.resolve().parents) if p.exists())
+    if not above.is_dir():  # found now, not after the whole run
+        raise UsageError(f"--out {out}: {above} is a file, not a folder")
+    if in_store(out):
+        raise UsageError(f"--out {out} is a store or inside one: put the findings elsewhere")
     local = {Path(f).resolve() for f in files if not is_uri(f)}
     for name in FINDINGS_FILES:
         if (out / name).resolve() in local:
@@ -231,8 +234,8 @@ def _check_places(out: Path, cache: Path | None, source: File, files: list[File]
             f"--out {out} holds {others[0]}, which detect did not write (a simulator's "
             "folder, another export): give the findings a folder of their own"
         )
-    if cache is not None and cache.resolve() == out.resolve():
-        raise UsageError(f"--out and --cache are both {out}: give each a folder of its own")
+    if cache is not None and out.resolve().is_relative_to(cache.resolve()):
+        raise UsageError(f"--out {out} is inside --cache {cache}: give each a folder of its own")
     for flag, place in (("--out", out), ("--cache", cache)):
         if (
             place is not None

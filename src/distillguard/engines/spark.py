@@ -111,7 +111,8 @@ class SparkEngine:
         scratch: str | None = None,
     ) -> None:
         self.spark, self.owned = _session(master, cores, memory_limit, conf or {})
-        self.views: set[str] = set()  # dropped at the end when the session is lent
+        self.views: set[str] = set()  # the run's, dropped at the end when lent
+        self.held = self._persisted()  # what the application held before the run
         # Intermediate files every executor can reach: the run's work folder in local
         # mode, shared storage (hdfs://, s3a://, ...) on a cluster.
         self.scratch = f"{scratch.rstrip('/')}/distillguard-{uuid.uuid4().hex}" if scratch else None
@@ -128,6 +129,7 @@ class SparkEngine:
             elif isinstance(statement, exp.Create):
                 statement.set("replace", True)
                 self._sql(statement)
+                self.views.add(statement.this.name)
             else:
                 self._sql(statement)
 
@@ -146,14 +148,21 @@ class SparkEngine:
         frame.createOrReplaceTempView(name)
         self.views.add(name)
 
+    def _persisted(self) -> set[int]:
+        """Ids of the RDDs the application keeps (checkpointed temporary tables among them)."""
+        return set(self.spark.sparkContext._jsc.getPersistentRDDs().keys())
+
     def register(self, name: str, table: pa.Table) -> None:
         self._view(self.spark.createDataFrame(table), name)
 
     def unregister(self, name: str) -> None:
         self.spark.catalog.dropTempView(name)
+        self.views.discard(name)
 
     def has(self, name: str) -> bool:
-        return bool(self.spark.catalog.tableExists(name))
+        """Whether this run made `name`: the catalog also holds the application's own
+        tables (a lent application's, a cluster's metastore), which are not ours."""
+        return name in self.views
 
     def columns(self, relation: str) -> list[str]:
         return list(self._query(f"SELECT * FROM {relation} LIMIT 0").columns)
@@ -186,6 +195,9 @@ class SparkEngine:
             else:  # the application is the caller's: leave it as it was found
                 for name in self.views:
                     self.spark.catalog.dropTempView(name)
+                kept = self.spark.sparkContext._jsc.getPersistentRDDs()
+                for rdd in self._persisted() - self.held:  # the run's checkpoints
+                    kept.get(rdd).unpersist(False)
 
 
 def _session(

@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distillguard.detect.inputs import readable
 from distillguard.errors import InputError
 from distillguard.evaluate import metrics
 from distillguard.schema import FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES, LABELS, conform
@@ -34,10 +35,8 @@ def read_table(path: Path, schema: pa.Schema, name: str) -> pa.Table:
 
 def _holds(path: Path, columns: set[str], name: str) -> None:
     """Refuse, by name, a file the queries would fail on: unreadable, or not the table."""
-    try:
-        present = set(pq.read_schema(path).names)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
+    readable([path])
+    present = set(pq.read_schema(path).names)
     if not columns <= present:
         raise InputError(f"{path}: not the {name} (no {', '.join(sorted(columns - present))})")
 

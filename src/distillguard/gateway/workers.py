@@ -73,8 +73,8 @@ def _check(config: Any) -> None:
     traceback."""
     if config.otel_endpoint:
         spans.require()
-    if config.findings and not Path(config.findings).is_dir():
-        raise UsageError(f"--findings {config.findings}: not a folder of detect's findings")
+    if config.findings and Path(config.findings).exists() and not Path(config.findings).is_dir():
+        raise UsageError(f"--findings {config.findings}: a file, not the folder detect writes")
     if config.record:
         try:
             Path(config.record).mkdir(parents=True, exist_ok=True)

@@ -39,16 +39,15 @@ CAMPAIGN: Fields = {
     "score": NUMBER,
     "confidence": NUMBER,
     "accounts": list,
-    "substreams": list,
     "exchange_count": int,
     "first_seen": (str, type(None)),
     "last_seen": (str, type(None)),
     "capability_mix": dict,
     "evidence": list,
-    "indicators": list,
-    "template_fingerprints": list,
     "recommended_action": str,
 }
+# Later additions, which findings of earlier versions lack; checked when present.
+OPTIONAL: Fields = {"substreams": list, "indicators": list, "template_fingerprints": list}
 EVIDENCE: Fields = {"signal": str, "strength": NUMBER, "detail": str}
 INDICATOR: Fields = {"kind": str, "value": str}
 
@@ -67,4 +66,7 @@ def _misfit(campaign: Any) -> str | None:
             held = value.get(key)
             if key not in value or not isinstance(held, kind) or isinstance(held, bool):
                 return f"has {where}{key} missing or of the wrong type"
+    for key, kind in OPTIONAL.items():
+        if key in campaign and not isinstance(campaign[key], kind):
+            return f"has {key} of the wrong type"
     return None

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.detect.inputs import SQL_TYPES, inputs, readable
+from distillguard.detect.inputs import inputs, nulls, readable
 from distillguard.errors import InputError
 from distillguard.features.template import band_keys, signatures, similarity
 from distillguard.ingest.engine import connect, sql_list
@@ -52,12 +52,8 @@ def gather(
         lacking = [f.name for f in EXCHANGES if not f.nullable and f.name not in columns]
         if lacking:
             raise InputError(f"{source}: not exchanges (no {', '.join(lacking)})")
-        filler = "".join(
-            f", CAST(NULL AS {SQL_TYPES[str(f.type)]}) AS {f.name}"
-            for f in EXCHANGES
-            if f.name not in columns
-        )  # the optional columns the traffic lacks, so every query binds
-        con.execute(f"CREATE VIEW exchanges AS SELECT *{filler} FROM logged")
+        absent = [f for f in EXCHANGES if f.name not in columns]  # optional, as checked
+        con.execute(f"CREATE VIEW exchanges AS SELECT *{nulls(absent)} FROM logged")
         if account_files:
             con.execute(
                 f"CREATE VIEW accounts AS SELECT * FROM read_parquet({sql_list(account_files)}, "

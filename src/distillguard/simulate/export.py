@@ -16,12 +16,21 @@ SPANS_PER_LINE = 200
 
 
 class _Lines:
+    """Lines written beside `name` and renamed to it at the end, so a run that stops
+    half-way leaves an earlier run's file whole."""
+
     def __init__(self, folder: Path, name: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.handle: IO[bytes] = open(folder / name, "wb")  # noqa: SIM115 - closed in close()
+        self.path, self.tmp = folder / name, folder / f".{name}.tmp"
+        self.handle: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
         self.handle.close()
+        self.tmp.replace(self.path)
+
+    def abandon(self) -> None:
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 class OtelExporter(_Lines):

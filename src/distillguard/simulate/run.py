@@ -35,7 +35,7 @@ from distillguard.simulate import text
 from distillguard.simulate.accounts import Plan, campaign_plans, legitimate_plans
 from distillguard.simulate.generate import days_of
 from distillguard.simulate.scenario import Scenario
-from distillguard.store import MANIFEST
+from distillguard.store import in_store
 
 FLUSH_ROWS = 100_000
 
@@ -84,6 +84,8 @@ class _Tables:
             writer.close()
         for name in (".exchanges.tmp", ".exchange_labels.tmp"):
             (self.folder / name).unlink(missing_ok=True)
+        for exporter in self.exporters:
+            exporter.abandon()
 
     def close(self) -> None:
         self.flush()
@@ -144,10 +146,10 @@ def simulate(
                     _route(row, plan, routes, ids, tables, facts)
                     _count(row, plan, facts)
                 tables.add(rows)
+        tables.close()
     except BaseException:  # stopped (Ctrl-C, a scheduler's SIGTERM) or failed
         tables.abandon()
         raise
-    tables.close()
     _write_small_tables(folder, plans, scenario, facts)
     return facts
 
@@ -157,12 +159,13 @@ def _check_out(folder: Path) -> None:
     store, findings (whose accounts.parquet and exchanges.parquet it would replace)."""
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {folder}: a file, not a folder")
-    for name, what in ((MANIFEST, "a store"), ("campaigns.json", "findings")):
-        if (folder / name).is_file():
-            raise UsageError(
-                f"--out {folder} holds {what} ({name}), which the simulation's files would "
-                "replace or mix with: give it a folder of its own"
-            )
+    if in_store(folder):
+        raise UsageError(f"--out {folder} is a store or inside one: give it a folder of its own")
+    if (folder / "campaigns.json").is_file():
+        raise UsageError(
+            f"--out {folder} holds findings (campaigns.json), which the simulation's files "
+            "would replace or mix with: give it a folder of its own"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file where a folder on the way should be
