@@ -362,24 +362,36 @@ def test_a_shorter_run_drops_what_falls_outside_it() -> None:
     assert len(later.campaigns) < len(load("demo").campaigns)
 
 
+@pytest.mark.parametrize("when", ["generating", "writing the small tables"])
 def test_a_simulation_stopped_half_way_leaves_the_previous_one_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
+    """Ctrl-C or a scheduler's SIGTERM while the exchanges are generated, or a full disk
+    while the accounts and labels are written: the earlier simulation stays whole."""
     from distillguard.errors import Terminated
     from distillguard.simulate import run as simulation
 
     scenario = Scenario(name="s", seed=1, days=1, legitimate=[Population("chat", 30)])
     simulate(scenario, tmp_path, formats=("otel",))
-    before = [(tmp_path / n).read_bytes() for n in ("exchanges.parquet", "otel/traces.jsonl")]
-    counted = simulation._count
+    names = ("exchanges.parquet", "accounts.parquet", "labels.parquet", "otel/traces.jsonl")
+    before = [(tmp_path / n).read_bytes() for n in names]
+    counted, small = simulation._count, simulation._write_small_tables
 
     def stopped(row: Any, plan: Any, facts: simulation.Facts) -> None:
         if facts.exchanges >= 50:
             raise Terminated  # as the CLI raises it on SIGTERM
         counted(row, plan, facts)
 
-    monkeypatch.setattr(simulation, "_count", stopped)
-    with pytest.raises(Terminated):
-        simulate(scenario, tmp_path, formats=("otel",))
-    after = [(tmp_path / n).read_bytes() for n in ("exchanges.parquet", "otel/traces.jsonl")]
-    assert after == before and not list(tmp_path.rglob(".*.tmp"))
+    def full_disk(*args: Any) -> None:
+        small(*args)
+        raise OSError(28, "No space left on device")
+
+    if when == "generating":
+        monkeypatch.setattr(simulation, "_count", stopped)
+    else:
+        monkeypatch.setattr(simulation, "_write_small_tables", full_disk)
+    with pytest.raises((Terminated, OSError)):
+        simulate(Scenario(name="s", seed=2, days=1, legitimate=[Population("chat", 30)]),
+                 tmp_path, formats=("otel",))  # fmt: skip
+    assert [(tmp_path / n).read_bytes() for n in names] == before
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]

@@ -22,10 +22,12 @@ class _Lines:
     def __init__(self, folder: Path, name: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.path, self.tmp = folder / name, folder / f".{name}.tmp"
-        self.handle: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()
+        self.handle: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish()
 
-    def close(self) -> None:
+    def finish(self) -> None:
         self.handle.close()
+
+    def publish(self) -> None:
         self.tmp.replace(self.path)
 
     def abandon(self) -> None:

@@ -35,7 +35,7 @@ from distillguard.simulate import text
 from distillguard.simulate.accounts import Plan, campaign_plans, legitimate_plans
 from distillguard.simulate.generate import days_of
 from distillguard.simulate.scenario import Scenario
-from distillguard.store import in_store
+from distillguard.store import in_store, replacing_all
 
 FLUSH_ROWS = 100_000
 
@@ -87,14 +87,19 @@ class _Tables:
         for exporter in self.exporters:
             exporter.abandon()
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Everything written, still under temporary names."""
         self.flush()
         self.exchanges.close()
         self.labels.close()
         for exporter in self.exporters:
-            exporter.close()
+            exporter.finish()
+
+    def publish(self) -> None:
         os.replace(self.folder / ".exchanges.tmp", self.folder / "exchanges.parquet")
         os.replace(self.folder / ".exchange_labels.tmp", self.folder / "exchange_labels.parquet")
+        for exporter in self.exporters:
+            exporter.publish()
 
 
 def _columns(rows: list[dict[str, Any]]) -> pa.Table:
@@ -146,11 +151,14 @@ def simulate(
                     _route(row, plan, routes, ids, tables, facts)
                     _count(row, plan, facts)
                 tables.add(rows)
-        tables.close()
+        tables.finish()
+        small = (folder / name for name in ("accounts.parquet", "labels.parquet", "truth.json"))
+        with replacing_all(*small) as (accounts, labels, truth):
+            _write_small_tables(accounts, labels, truth, plans, scenario, facts)
+            tables.publish()  # once every file is written, all renamed together
     except BaseException:  # stopped (Ctrl-C, a scheduler's SIGTERM) or failed
         tables.abandon()
         raise
-    _write_small_tables(folder, plans, scenario, facts)
     return facts
 
 
@@ -220,7 +228,14 @@ def _count(row: dict[str, Any], plan: Plan, facts: Facts) -> None:
         window[1] = stamp
 
 
-def _write_small_tables(folder: Path, plans: list[Plan], scenario: Scenario, facts: Facts) -> None:
+def _write_small_tables(
+    accounts_to: Path,
+    labels_to: Path,
+    truth_to: Path,
+    plans: list[Plan],
+    scenario: Scenario,
+    facts: Facts,
+) -> None:
     accounts = [
         {
             "account_id": p.account_id,
@@ -242,8 +257,9 @@ def _write_small_tables(folder: Path, plans: list[Plan], scenario: Scenario, fac
         }
         for p in plans
     ]
-    _atomic_parquet(conform(pa.Table.from_pylist(accounts), ACCOUNTS), folder / "accounts.parquet")
-    _atomic_parquet(pa.Table.from_pylist(labels, schema=LABELS), folder / "labels.parquet")
+    table = conform(pa.Table.from_pylist(accounts), ACCOUNTS)
+    pq.write_table(table, accounts_to, compression="zstd")
+    pq.write_table(pa.Table.from_pylist(labels, schema=LABELS), labels_to, compression="zstd")
     truth = {
         "scenario": json.loads(json.dumps(asdict(scenario), default=str)),
         "exchanges": facts.exchanges,
@@ -261,15 +277,7 @@ def _write_small_tables(folder: Path, plans: list[Plan], scenario: Scenario, fac
             for c in scenario.campaigns
         },
     }
-    tmp = folder / ".truth.json.tmp"
-    tmp.write_text(json.dumps(truth, indent=1) + "\n")
-    os.replace(tmp, folder / "truth.json")
-
-
-def _atomic_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    truth_to.write_text(json.dumps(truth, indent=1) + "\n")
 
 
 def _progress(plans: list[Plan], enabled: bool) -> Any:
