@@ -200,3 +200,18 @@ def test_a_simulation_into_findings_a_store_or_a_file_is_refused(
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err, err
     assert (_snapshot(days), _snapshot(tmp_path)) == before
+
+
+def test_another_table_among_the_logs_is_named(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scores or matches written into the logs' folder are read as exchanges next run:
+    the run stops at once and names the file."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "day1.parquet").write_bytes((days / "history.parquet").read_bytes())
+    (logs / "scores.parquet").write_bytes((days / "sim" / "accounts.parquet").read_bytes())
+    assert main(["detect", str(logs), "--out", str(tmp_path / "f"), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert f"{logs / 'scores.parquet'}: not exchanges" in err and "Traceback" not in err
+    assert not (tmp_path / "f").exists()

@@ -102,6 +102,22 @@ def readable(files: list[File]) -> None:
             raise InputError(f"{file}: {problem}")
 
 
+def exchanges_only(files: list[File]) -> None:
+    """Refuse, by name, a local file without the required exchange columns: every
+    Parquet file of a folder is read as exchanges, and another table there (scores,
+    matches) would otherwise fail the run half-way, unnamed."""
+    required = [f.name for f in EXCHANGES if not f.nullable]
+    for file in files:
+        if is_uri(file):
+            continue
+        lacking = [c for c in required if c not in pq.read_schema(file).names]
+        if lacking:
+            raise InputError(
+                f"{file}: not exchanges (no {', '.join(lacking)}); every Parquet file of "
+                "the input is read as exchanges: move other tables out of it"
+            )
+
+
 def _unreadable(file: Path) -> str | None:
     """Why the Parquet file's footer cannot be read, or None when it can."""
     try:

@@ -32,6 +32,7 @@ from distillguard.detect import memory
 from distillguard.detect.inputs import (
     File,
     digests,
+    exchanges_only,
     hold,
     in_window,
     inputs,
@@ -100,6 +101,7 @@ def detect(
             raise InputError(f"{accounts}: no such accounts file")
         account_files = [accounts if is_uri(accounts) else Path(accounts)]
     readable([*exchange_files, *account_files])
+    exchanges_only(exchange_files)
     _check_places(Path(out), cache, source, [*exchange_files, *account_files])
     since, until = _moment("since", since), _moment("until", until)
     if since and until and since >= until:
