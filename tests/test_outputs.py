@@ -14,21 +14,14 @@ from distillguard.detect import detect
 from distillguard.detect.inputs import ENTRY
 from distillguard.ingest import Options, ingest
 from distillguard.simulate import simulate
-from distillguard.simulate.scenario import Campaign, Population, Scenario
+from tests.conftest import two_campaigns
 
 
 @pytest.fixture(scope="module")
 def days(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulator folder, its exchanges as two files, and findings."""
     folder = tmp_path_factory.mktemp("outputs")
-    scenario = Scenario(
-        name="outputs",
-        seed=4,
-        days=2,
-        legitimate=[Population("developer", 20), Population("chat", 40)],
-        campaigns=[Campaign(id="coders", accounts=12, capability="coding")],
-    )
-    simulate(scenario, folder / "sim")
+    simulate(two_campaigns("outputs", seed=4, days=2, coders=12), folder / "sim")
     table = pq.read_table(folder / "sim" / "exchanges.parquet")
     half = table.num_rows // 2
     pq.write_table(table.slice(0, half), folder / "history.parquet")

@@ -86,11 +86,11 @@ def _out_file(out: str, *reads: str | Path | None) -> None:
         raise UsageError(f"--out {out} is a folder: give the name of the file to write")
     if in_store(target):
         raise UsageError(f"--out {out} is inside a store: write it elsewhere")
+    names = {*FINDINGS_FILES, *SIMULATION_FILES}
     for read in reads:
         if read is None:
             continue
         path = Path(read)
-        names = {*FINDINGS_FILES, *SIMULATION_FILES}
         files = [path / name for name in names] if path.is_dir() else [path]
         if target in {f.resolve() for f in files}:
             raise UsageError(f"--out {out} is a file this command reads: write it elsewhere")
@@ -98,16 +98,6 @@ def _out_file(out: str, *reads: str | Path | None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot make its folder ({exc.strerror})") from None
-
-
-def _traffic(findings: str) -> str | None:
-    """The traffic a findings folder was detected on, as its summary names it."""
-    try:
-        summary = json.loads((Path(findings) / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    source = summary.get("input") if isinstance(summary, dict) else None
-    return source if isinstance(source, str) else None
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -571,8 +561,11 @@ def _gateway(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from distillguard.report import write_report
+    from distillguard.report.data import read_summary
 
-    _out_file(args.out, args.findings, args.input or _traffic(args.findings), args.labels)
+    named = read_summary(Path(args.findings)).get("input")  # the traffic it reads, if not given
+    traffic = args.input or (named if isinstance(named, str) else None)
+    _out_file(args.out, args.findings, traffic, args.labels)
     count = write_report(args.findings, args.out, args.input, args.labels, args.redact)
     print(f"report of {count} campaign(s) in {args.out}")
     return OK

@@ -34,7 +34,7 @@ def gather(
     findings: Path, traffic: str | Path | None, redact: bool, labels: Path | None
 ) -> dict[str, Any]:
     campaigns = read_campaigns(findings)
-    summary = _summary(findings)
+    summary = read_summary(findings)
     source = traffic or summary.get("input")
     report: dict[str, Any] = {"campaigns": campaigns, "summary": summary, "details": {}}
     if source is None:
@@ -72,13 +72,11 @@ def gather(
     return report
 
 
-def _summary(findings: Path) -> dict[str, Any]:
-    path = findings / "summary.json"
-    if not path.is_file():
-        return {}
+def read_summary(findings: Path) -> dict[str, Any]:
+    """A findings folder's summary.json; empty when it is absent or not an object."""
     try:
-        summary = json.loads(path.read_text())
-    except ValueError:
+        summary = json.loads((findings / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}
 
