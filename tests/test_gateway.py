@@ -258,6 +258,28 @@ def test_findings_that_are_not_detects_keep_the_previous_view(
     assert "are not detect's" in caplog.text
 
 
+def test_findings_replaced_while_read_are_read_again_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """detect renames the accounts before the campaigns; a reload between the two would
+    pair one run's accounts with another's campaigns, so it is dropped and redone."""
+    from distillguard.gateway import findings as module
+
+    folder = tmp_path / "findings"
+    _findings(folder, score=0.6)
+    view = module.Findings(folder)
+    read = pq.read_table
+
+    def while_detect_writes(*args: Any, **kwargs: Any) -> pa.Table:
+        _findings(folder, score=0.99)  # the next run's files land between the two reads
+        monkeypatch.setattr(module.pq, "read_table", read)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(module.pq, "read_table", while_detect_writes)
+    assert not view.refresh() and not view.accounts
+    assert view.refresh() and view.accounts[ACCOUNT]["score"] == 0.99
+
+
 def test_template_matching_runs_below_the_serving_process(tmp_path: Path) -> None:
     _findings(tmp_path / "findings")
 

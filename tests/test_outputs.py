@@ -4,14 +4,17 @@ whole or not at all."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from distillguard.cli import main
-from distillguard.detect import detect
-from distillguard.detect.inputs import ENTRY
+from distillguard.detect import detect, run
+from distillguard.detect.inputs import ENTRY, LOCK
 from distillguard.ingest import Options, ingest
 from distillguard.simulate import simulate
 from tests.conftest import two_campaigns
@@ -124,6 +127,28 @@ def test_findings_are_replaced_together(
     assert _snapshot(out) == before
 
 
+def test_two_runs_ending_together_write_their_findings_in_turn(days: Path, tmp_path: Path) -> None:
+    """A nightly run that overtakes the last one waits for the other's write to end,
+    so the folder holds one run's four files, never a mix of both."""
+    out = tmp_path / "f"
+    detect(days / "history.parquet", out)
+    mine = {
+        "accounts": pq.read_table(days / "findings" / "accounts.parquet"),
+        "exchanges": pq.read_table(days / "findings" / "exchanges.parquet"),
+        "campaigns": json.loads((days / "findings" / "campaigns.json").read_text()),
+        "summary": {"run": "overtaking"},
+    }
+    with open(out / LOCK, "a+") as other:  # the other run, writing now
+        fcntl.flock(other, fcntl.LOCK_EX)
+        writer = threading.Thread(target=run._write, args=(out, mine))
+        writer.start()
+        writer.join(timeout=1)
+        assert writer.is_alive() and "overtaking" not in (out / "summary.json").read_text()
+    writer.join()
+    assert json.loads((out / "summary.json").read_text()) == {"run": "overtaking"}
+    assert pq.read_table(out / "accounts.parquet").equals(mine["accounts"])
+
+
 def test_an_out_file_that_a_command_reads_is_refused(
     days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -208,3 +233,31 @@ def test_another_table_among_the_logs_is_named(
     err = capsys.readouterr().err
     assert f"{logs / 'scores.parquet'}: not exchanges" in err and "Traceback" not in err
     assert not (tmp_path / "f").exists()
+
+
+def test_scores_and_matches_are_not_written_among_the_logs(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """...where the next nightly detect would read them as exchanges; beside a
+    simulator's files (read by name) they are welcome."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "day1.parquet").write_bytes((days / "history.parquet").read_bytes())
+    bundle = tmp_path / "bundle.json"
+    assert main(["intel", "export", str(days / "findings"), "--out", str(bundle)]) == 0
+    accounts = str(days / "sim" / "accounts.parquet")
+    before = _snapshot(logs)
+    for args in (
+        ["signup-risk", "--accounts", accounts, "--out", str(logs / "scores.parquet")],
+        ["intel", "match", str(bundle), str(logs), "--out", str(logs)],
+    ):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "among the exchange logs" in err and "day1.parquet" in err, err
+    assert _snapshot(logs) == before
+    beside = tmp_path / "sim"
+    beside.mkdir()
+    (beside / "exchanges.parquet").write_bytes((days / "history.parquet").read_bytes())
+    assert main(["signup-risk", "--accounts", accounts, "--out", str(beside / "s.parquet")]) == 0
+    assert main(["intel", "match", str(bundle), str(logs), "--out", str(beside)]) == 0
+    assert (beside / "matches.parquet").is_file() and (beside / "report.json").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,34 @@ def test_spark_runs_in_one_process_leave_no_scratch(store: Path, tmp_path: Path)
     assert not any(scratch.iterdir())
     warned = [line for line in done.stderr.splitlines() if "keeps the settings" in line]
     assert len(warned) == 1 and "spark.driver.memory 1024m (asked 2048m)" in warned[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_spark_run_stopped_by_its_process_group_ends_in_one_line(
+    store: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """A scheduler's timeout signals the whole process group (Ctrl-C at a terminal, too).
+    The JVM used to die under the running query, printing pages of Java and py4j stack
+    traces; now the run cancels its jobs, stops Spark and says one line, at once."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "distillguard.cli", "detect", str(store), "--engine", "spark",
+         "--out", str(tmp_path / "f")],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    assert run.stderr is not None
+    said = next((line for line in iter(run.stderr.readline, "") if "features done" in line), "")
+    os.killpg(run.pid, stop)  # mid-run: the next stage's queries are running
+    _, err = run.communicate(timeout=120)
+    code, line = (143, "terminated") if stop == signal.SIGTERM else (130, "interrupted")
+    assert said and run.returncode == code, err
+    assert err.strip() == f"distillguard: {line}; nothing was committed"
+    assert not (tmp_path / "f").exists() and not any(scratch.iterdir())
 
 
 @pytest.mark.slow

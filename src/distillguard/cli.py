@@ -12,7 +12,6 @@ import argparse
 import json
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,18 @@ from distillguard.errors import (
     BadRatioError,
     DistillguardError,
     InputError,
+    Interrupted,
     RemoteError,
     Terminated,
     UsageError,
+    on_signal,
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = _on_sigterm(_terminate)
+    previous = on_signal(signal.SIGTERM, _terminate)
     try:
         result: int = args.handler(args)
         return result
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return OK
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         print("distillguard: interrupted; nothing was committed", file=sys.stderr)
         return INTERRUPTED
     except Terminated:
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return INTERNAL
     finally:
-        _on_sigterm(previous)
+        on_signal(signal.SIGTERM, previous)
 
 
 def _out_file(out: str, *reads: str | Path | None) -> None:
@@ -78,6 +79,7 @@ def _out_file(out: str, *reads: str | Path | None) -> None:
     file in a store, and a file the command reads (a slip of the keyboard would replace
     the accounts it scores or the findings it reports on). A folder read stands for the
     findings' and the simulator's files in it."""
+    from distillguard.detect.inputs import not_among_logs
     from distillguard.schema import FINDINGS_FILES, SIMULATION_FILES
     from distillguard.store import in_store
 
@@ -94,6 +96,8 @@ def _out_file(out: str, *reads: str | Path | None) -> None:
         files = [path / name for name in names] if path.is_dir() else [path]
         if target in {f.resolve() for f in files}:
             raise UsageError(f"--out {out} is a file this command reads: write it elsewhere")
+    if target.suffix == ".parquet":
+        not_among_logs("--out", Path(out))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -130,14 +134,6 @@ def _out_of_memory(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def _on_sigterm(handler: Any) -> Any:
-    """Install `handler` for SIGTERM and return the one it replaces (None off the main
-    thread, where Python sets no handlers: a caller running commands in threads)."""
-    if handler is None or threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,10 @@ Anything else is a bug and exits with INTERNAL.
 
 from __future__ import annotations
 
+import signal
+import threading
+from typing import Any
+
 OK = 0
 INTERNAL = 1
 USAGE = 2
@@ -73,6 +77,20 @@ class Terminated(BaseException):
     """SIGTERM, raised where the process is: like Ctrl-C's KeyboardInterrupt, it passes
     every `except Exception` and runs every `finally` (scratch removed, locks let go),
     where the default action would end the process on the spot."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C while the Spark engine runs: KeyboardInterrupt's twin, raised in its place
+    because py4j, catching a KeyboardInterrupt in a call to the JVM, logs its traceback
+    and leaves Spark unable to stop cleanly."""
+
+
+def on_signal(signum: int, handler: Any) -> Any:
+    """Install `handler` for `signum` and return the one it replaces (None off the main
+    thread, where Python sets no handlers: a caller running commands in threads)."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signum, handler)
 
 
 def yaml_error(exc: Exception) -> str:

@@ -148,13 +148,14 @@ class Manifest:
 
 
 @contextmanager
-def exclusive(lock: Path, busy: str) -> Iterator[None]:
+def exclusive(lock: Path, busy: str, *, wait: bool = False) -> Iterator[None]:
     """Hold the file `lock` (made if absent) for one process at a time; another gets a
-    StoreError saying `busy`. The kernel lets go if the holder dies."""
+    StoreError saying `busy`, or with `wait` waits its turn. The kernel lets go if the
+    holder dies."""
     with ExitStack() as held:
         try:
             handle = held.enter_context(open(lock, "a+"))
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise StoreError(busy) from None
         except OSError as exc:  # not writable, a folder in the way, no locks on this mount

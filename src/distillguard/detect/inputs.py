@@ -18,6 +18,7 @@ its cached digest stays for the windows that do cover it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import shutil
@@ -106,16 +107,37 @@ def exchanges_only(files: list[File]) -> None:
     """Refuse, by name, a local file without the required exchange columns: every
     Parquet file of a folder is read as exchanges, and another table there (scores,
     matches) would otherwise fail the run half-way, unnamed."""
-    required = [f.name for f in EXCHANGES if not f.nullable]
     for file in files:
         if is_uri(file):
             continue
-        lacking = [c for c in required if c not in pq.read_schema(file).names]
+        lacking = _lacking(Path(file))
         if lacking:
             raise InputError(
                 f"{file}: not exchanges (no {', '.join(lacking)}); every Parquet file of "
                 "the input is read as exchanges: move other tables out of it"
             )
+
+
+def not_among_logs(flag: str, target: Path) -> None:
+    """Refuse a Parquet output (scores, matches) beside exchange logs: detect reads every
+    Parquet file of a folder it is given, and the next nightly run would stop at this
+    one. A few neighbours' footers tell; a store or a simulator folder names its files."""
+    folder = target.resolve().parent
+    if not listed(folder):
+        return
+    neighbours = (p for p in sorted(folder.glob("*.parquet")) if p.resolve() != target.resolve())
+    for neighbour in itertools.islice(neighbours, 3):
+        if _unreadable(neighbour) is None and not _lacking(neighbour):
+            raise UsageError(
+                f"{flag} {target} would lie among the exchange logs of {folder} (such as "
+                f"{neighbour.name}), where detect reads every Parquet file: write it elsewhere"
+            )
+
+
+def _lacking(file: Path) -> list[str]:
+    """The required exchange columns that the Parquet file lacks."""
+    names = pq.read_schema(file).names
+    return [f.name for f in EXCHANGES if not f.nullable and f.name not in names]
 
 
 def _unreadable(file: Path) -> str | None:

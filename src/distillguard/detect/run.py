@@ -30,6 +30,7 @@ from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
 from distillguard.detect import memory
 from distillguard.detect.inputs import (
+    LOCK,
     File,
     digests,
     exchanges_only,
@@ -56,7 +57,7 @@ from distillguard.schema import (
     FINDINGS_FILES,
     SIMULATION_FILES,
 )
-from distillguard.store import in_store, replacing_all
+from distillguard.store import exclusive, in_store, replacing_all
 
 MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
 SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
@@ -548,11 +549,15 @@ def _substream_exchanges(db: Engine, node_campaign: dict[str, str]) -> pa.Table:
 
 def _write(out: Path, findings: dict[str, Any]) -> None:
     """The findings files, replaced together: a write that fails (a full disk) leaves
-    the previous run's whole."""
+    the previous run's whole. Two runs ending together (a nightly job overtaking the
+    last) write one after the other, so the folder holds one run's files, not a mix."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         names = (out / name for name in FINDINGS_FILES)
-        with replacing_all(*names) as (accounts, campaigns, flagged, summary):
+        with (
+            exclusive(out / LOCK, "", wait=True),
+            replacing_all(*names) as (accounts, campaigns, flagged, summary),
+        ):
             pq.write_table(findings["accounts"], accounts)
             campaigns.write_bytes(json.dumps(findings["campaigns"], indent=1).encode())
             pq.write_table(findings["exchanges"], flagged)

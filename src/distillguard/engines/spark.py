@@ -17,12 +17,14 @@ import functools
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -30,11 +32,12 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from distillguard.errors import EngineError, UsageError
+from distillguard.errors import EngineError, Interrupted, Terminated, UsageError, on_signal
 from distillguard.features.digest import DIGEST, READ, digest
 
 DIALECT = "duckdb"  # the dialect our SQL is written in
 RENAMES = {"epoch_us": "unix_micros"}  # functions SQLGlot does not map
+Call = TypeVar("Call", bound=Callable[..., Any])
 SESSION = {"spark.sql.session.timeZone": "UTC"}  # what the findings depend on
 # Settings Spark reads once, when the driver's JVM starts (in PySpark, the process's).
 AT_LAUNCH = (
@@ -99,6 +102,24 @@ def _rename(node: exp.Expression) -> exp.Expression:
     return node
 
 
+def _jvm_call(method: Call) -> Call:
+    """A call to the JVM that a signal lets finish (see SparkEngine._signalled)."""
+
+    @functools.wraps(method)
+    def call(engine: SparkEngine, *args: Any, **kwargs: Any) -> Any:
+        if engine.calling:  # within another
+            return method(engine, *args, **kwargs)
+        engine.calling = True
+        try:
+            return method(engine, *args, **kwargs)
+        finally:
+            engine.calling = False
+            if engine.stopped_by is not None:
+                raise engine.stopped_by
+
+    return cast(Call, call)
+
+
 class SparkEngine:
     name = "spark"
 
@@ -110,7 +131,20 @@ class SparkEngine:
         cores: int = 2,
         scratch: str | None = None,
     ) -> None:
-        self.spark, self.owned = _session(master, cores, memory_limit, conf or {})
+        ctrl_c = on_signal(signal.SIGINT, _interrupt)  # PySpark sets its own with a context
+        try:
+            self.spark, self.owned = _session(master, cores, memory_limit, conf or {})
+        except BaseException:
+            on_signal(signal.SIGINT, ctrl_c)
+            raise
+        self.tag = f"distillguard-{uuid.uuid4().hex}"  # the run's jobs, to cancel
+        self.spark.sparkContext.addJobTag(self.tag)
+        self.calling = False
+        self.stopped_by: type[BaseException] | None = None
+        self.cancelling: threading.Thread | None = None  # a signal's, cancelling the jobs
+        self.handlers = {signal.SIGINT: ctrl_c}
+        self.handlers[signal.SIGTERM] = on_signal(signal.SIGTERM, self._signalled)
+        on_signal(signal.SIGINT, self._signalled)
         self.views: set[str] = set()  # the run's, dropped at the end when lent
         self.held = self._persisted()  # what the application held before the run
         # Intermediate files every executor can reach: the run's work folder in local
@@ -118,8 +152,11 @@ class SparkEngine:
         self.scratch = f"{scratch.rstrip('/')}/distillguard-{uuid.uuid4().hex}" if scratch else None
 
     def _sql(self, statement: exp.Expression) -> Any:
+        if self.stopped_by is not None:  # a call of many statements stops at the next
+            raise self.stopped_by
         return self.spark.sql(statement.sql(dialect="spark"))
 
+    @_jvm_call
     def run(self, sql: str) -> None:
         for statement in translate(sql):
             if isinstance(statement, exp.Create) and statement.kind == "TABLE":
@@ -137,9 +174,11 @@ class SparkEngine:
         (statement,) = translate(sql)
         return self._sql(statement)
 
+    @_jvm_call
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self._query(sql).collect()]
 
+    @_jvm_call
     def arrow(self, sql: str) -> pa.Table:
         table: pa.Table = self._query(sql).toArrow()
         return table
@@ -152,9 +191,11 @@ class SparkEngine:
         """Ids of the RDDs the application keeps (checkpointed temporary tables among them)."""
         return set(self.spark.sparkContext._jsc.getPersistentRDDs().keys())
 
+    @_jvm_call
     def register(self, name: str, table: pa.Table) -> None:
         self._view(self.spark.createDataFrame(table), name)
 
+    @_jvm_call
     def unregister(self, name: str) -> None:
         self.spark.catalog.dropTempView(name)
         self.views.discard(name)
@@ -164,13 +205,16 @@ class SparkEngine:
         tables (a lent application's, a cluster's metastore), which are not ours."""
         return name in self.views
 
+    @_jvm_call
     def columns(self, relation: str) -> list[str]:
         return list(self._query(f"SELECT * FROM {relation} LIMIT 0").columns)
 
+    @_jvm_call
     def parquet_view(self, name: str, files: list[Path | str]) -> None:
         paths = [str(f) for f in files]
         self._view(self.spark.read.option("mergeSchema", "true").parquet(*paths), name)
 
+    @_jvm_call
     def digest(self, relation: str, folder: Path | str, workers: int) -> None:
         frame = self._query(f"SELECT {', '.join(READ)} FROM {relation}")
         schema = self.spark.createDataFrame(SPARK_DIGEST.empty_table()).schema
@@ -183,6 +227,25 @@ class SparkEngine:
         """Where intermediate `name` goes: under --spark-scratch, else the local folder."""
         return f"{self.scratch}/{name}" if self.scratch else str(local)
 
+    def _signalled(self, signum: int, frame: Any) -> None:
+        """Ctrl-C or SIGTERM. Raised in the middle of a call to the JVM, it would leave
+        the call's answer unread on the connection, for the next call (the one stopping
+        Spark) to take as its own after the query ended; so the run's jobs are cancelled
+        from another thread, and the call raises as it returns. Asked twice: at once."""
+        stop = Terminated if signum == signal.SIGTERM else Interrupted
+        if not self.calling or self.stopped_by is not None:
+            raise stop
+        self.stopped_by = stop
+        self.cancelling = threading.Thread(target=self._cancel, daemon=True)
+        self.cancelling.start()
+
+    def _cancel(self) -> None:
+        """Cancel the run's jobs; an application of our own is told to log nothing of
+        it (each cancelled task is an ERROR with a stack trace in Spark's log)."""
+        if self.owned:
+            self.spark.sparkContext.setLogLevel("OFF")
+        self.spark.sparkContext.cancelJobsWithTag(self.tag)
+
     def close(self) -> None:
         try:
             if self.scratch:
@@ -190,14 +253,25 @@ class SparkEngine:
                 path = context._jvm.org.apache.hadoop.fs.Path(self.scratch)
                 path.getFileSystem(context._jsc.hadoopConfiguration()).delete(path, True)
         finally:
+            for signum, handler in self.handlers.items():
+                on_signal(signum, handler)
+            if self.cancelling is not None:
+                self.cancelling.join()  # before Spark stops under it
             if self.owned:
                 self.spark.stop()
             else:  # the application is the caller's: leave it as it was found
+                self.spark.sparkContext.removeJobTag(self.tag)
                 for name in self.views:
                     self.spark.catalog.dropTempView(name)
                 kept = self.spark.sparkContext._jsc.getPersistentRDDs()
                 for rdd in self._persisted() - self.held:  # the run's checkpoints
                     kept.get(rdd).unpersist(False)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C while Spark starts. (PySpark's handler cancels the jobs from inside the
+    signal, calling the JVM on the connection of the call it interrupted, and fails.)"""
+    raise Interrupted
 
 
 def _session(
@@ -280,12 +354,28 @@ def _started(session_type: Any, master: str, settings: dict[str, str]) -> Any:
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
+        _own_jvm(master, settings)
         return builder.getOrCreate()
     except Exception as exc:  # Py4J raises plain exceptions when the JVM will not start
         raise EngineError(
             f"Spark did not start on master {master!r} with Java at {java_home}: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
+
+
+def _own_jvm(master: str, settings: dict[str, str]) -> None:
+    """Start the process's first Spark JVM in a session of its own. A scheduler's
+    timeout signals the whole process group: the JVM, signalled too, died under the
+    running query and printed pages of stack traces. Apart, it hears of the end from
+    us (the run stops it) or, should we be killed, from its closed standard input."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._jvm is None:
+        conf = (
+            SparkConf().setMaster(master).setAppName("distillguard").setAll(list(settings.items()))
+        )
+        SparkContext(conf=conf, gateway=launch_gateway(conf, {"start_new_session": True}))
 
 
 @functools.cache

@@ -3,8 +3,8 @@
 From a findings folder: flagged accounts with their campaign and score, the campaigns'
 networks (prefix and client), and their template fingerprints. The folder is checked
 every few seconds; a new `campaigns.json` or `accounts.parquet` replaces the old view
-at once, without a restart. A folder being rewritten (a missing or half-written file)
-keeps the previous view.
+at once, without a restart. A folder being rewritten (a missing or half-written file,
+or a file replaced while it was read) keeps the previous view until the next check.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class Findings:
         try:
             campaigns = json.loads(files[0].read_text())
             flagged = pq.read_table(files[1], columns=["account_id", "flagged", "campaign_id"])
+            if tuple(f.stat().st_mtime_ns for f in files) != stamp:
+                return False  # replaced while read: the next check reads the new set whole
             self._index(campaigns, flagged.to_pylist())
         except (OSError, ValueError):
             return False

@@ -26,13 +26,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.detect.inputs import digests, inputs, load, readable
+from distillguard.detect.inputs import digests, inputs, load, not_among_logs, readable
 from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, UsageError
 from distillguard.features.digest import DIGEST
 from distillguard.features.pool import default_workers
 from distillguard.intel.stix import EXTENSION_ID, TOKEN_HEX
-from distillguard.store import atomic_write
+from distillguard.store import in_store, replacing_all
 
 MIN_FINGERPRINTS = 3
 USED = {"campaign", "indicator", "relationship"}
@@ -225,6 +225,9 @@ def match_traffic(
     and out/report.json, and returns the report."""
     if Path(out).exists() and not Path(out).is_dir():
         raise UsageError(f"--out {out}: a file, not a folder")
+    if in_store(Path(out)):
+        raise UsageError(f"--out {out} is a store or inside one: put the matches elsewhere")
+    not_among_logs("--out", Path(out) / "matches.parquet")
     peers, skipped = read_bundle(bundle)
     files, _ = inputs(source)
     readable(files)
@@ -237,13 +240,11 @@ def match_traffic(
     finally:
         db.close()
         shutil.rmtree(work, ignore_errors=True)
-    target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = target / ".matches.parquet.tmp"
-    pq.write_table(matches, tmp)
-    tmp.replace(target / "matches.parquet")
     report = _report(peers, skipped, matches)
-    atomic_write(target / "report.json", json.dumps(report, indent=1).encode())
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with replacing_all(Path(out) / "matches.parquet", Path(out) / "report.json") as (rows, text):
+        pq.write_table(matches, rows)
+        text.write_bytes(json.dumps(report, indent=1).encode())
     return report
 
 
