@@ -9,6 +9,8 @@ import json
 import threading
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -261,3 +263,37 @@ def test_scores_and_matches_are_not_written_among_the_logs(
     assert main(["signup-risk", "--accounts", accounts, "--out", str(beside / "s.parquet")]) == 0
     assert main(["intel", "match", str(bundle), str(logs), "--out", str(beside)]) == 0
     assert (beside / "matches.parquet").is_file() and (beside / "report.json").is_file()
+
+
+def test_a_column_no_exchange_has_is_named(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Times as bare numbers were read as microseconds (campaigns seen in 1970), and a
+    list of prompts beside text ones failed half-way with a traceback: both are named
+    first. An account id as a number beside text ones is read."""
+    table = pq.read_table(days / "history.parquet")
+    epoch = pc.divide(table["ts"].cast(pa.int64()), 1_000_000)
+    cases = {
+        "ts": table.set_column(table.schema.get_field_index("ts"), "ts", epoch),
+        "prompt_text": table.set_column(
+            table.schema.get_field_index("prompt_text"),
+            "prompt_text",
+            pa.array([["a", "b"]] * table.num_rows),
+        ),
+    }
+    for column, odd in cases.items():
+        logs = tmp_path / column
+        logs.mkdir()
+        pq.write_table(table.slice(0, 10), logs / "a.parquet")
+        pq.write_table(odd, logs / "b.parquet")
+        assert main(["detect", str(logs), "--out", str(tmp_path / "f"), "--quiet"]) == 3
+        err = capsys.readouterr().err
+        assert f"b.parquet: its column {column} is" in err and "Traceback" not in err, err
+    logs = tmp_path / "numbered"
+    logs.mkdir()
+    pq.write_table(table, logs / "a.parquet")
+    few = table.slice(0, 5)
+    for name, values in (("request_id", ["n1", "n2", "n3", "n4", "n5"]), ("account_id", range(5))):
+        few = few.set_column(few.schema.get_field_index(name), name, pa.array(values))
+    pq.write_table(few, logs / "b.parquet")
+    assert main(["detect", str(logs), "--out", str(tmp_path / "f"), "--quiet"]) == 0

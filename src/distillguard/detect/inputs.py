@@ -104,9 +104,11 @@ def readable(files: list[File]) -> None:
 
 
 def exchanges_only(files: list[File]) -> None:
-    """Refuse, by name, a local file without the required exchange columns: every
-    Parquet file of a folder is read as exchanges, and another table there (scores,
-    matches) would otherwise fail the run half-way, unnamed."""
+    """Refuse, by name, a local file without the required exchange columns (every
+    Parquet file of a folder is read as exchanges, and another table there, scores or
+    matches, would otherwise fail the run half-way, unnamed), or with a column no
+    exchange has: a list or a struct, or times as bare numbers, which would be read as
+    microseconds (1970) alone and fail beside a file of timestamps."""
     for file in files:
         if is_uri(file):
             continue
@@ -116,6 +118,28 @@ def exchanges_only(files: list[File]) -> None:
                 f"{file}: not exchanges (no {', '.join(lacking)}); every Parquet file of "
                 "the input is read as exchanges: move other tables out of it"
             )
+        for field in pq.read_schema(file):
+            if field.name in EXCHANGES.names and not _fits(field.type, field.name):
+                numbers = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+                raise InputError(
+                    f"{file}: its column {field.name} is {field.type}, which no exchange "
+                    "has: ingest the logs with `distillguard ingest`, which "
+                    + ("reads times given as epoch numbers" if numbers else "stores what fits")
+                    + " and quarantines the rest"
+                )
+
+
+def _fits(kind: pa.DataType, name: str) -> bool:
+    """Whether a column of type `kind` can be read as the canonical column `name`
+    (a time as a timestamp, a date or ISO 8601 text; anything else as any scalar)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_nested(kind):
+        return False
+    if pa.types.is_timestamp(EXCHANGES.field(name).type):
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        return pa.types.is_timestamp(kind) or pa.types.is_date(kind) or text
+    return True
 
 
 def not_among_logs(flag: str, target: Path) -> None:

@@ -26,7 +26,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.detect.inputs import digests, inputs, load, not_among_logs, readable
+from distillguard.detect.inputs import (
+    digests,
+    exchanges_only,
+    inputs,
+    load,
+    not_among_logs,
+    readable,
+)
 from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, UsageError
 from distillguard.features.digest import DIGEST
@@ -231,6 +238,7 @@ def match_traffic(
     peers, skipped = read_bundle(bundle)
     files, _ = inputs(source)
     readable(files)
+    exchanges_only(files)
     work = Path(tempfile.mkdtemp(prefix="distillguard-match-"))
     db = open_engine("duckdb", work, memory_limit)
     try:

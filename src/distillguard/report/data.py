@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.detect.inputs import inputs, nulls, readable
+from distillguard.detect.inputs import exchanges_only, inputs, nulls, readable
 from distillguard.errors import InputError
 from distillguard.features.template import band_keys, signatures, similarity
 from distillguard.ingest.engine import connect, sql_list
@@ -42,6 +42,7 @@ def gather(
     exchange_files, account_files = inputs(source)
     account_files += [Path(p) for p in summary.get("accounts_input", []) if Path(p).is_file()]
     readable([*exchange_files, *account_files])
+    exchanges_only(exchange_files)
     with tempfile.TemporaryDirectory(prefix="distillguard-report-") as work:
         con = connect("1GB", Path(work) / "spill")
         con.execute(
