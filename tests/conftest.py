@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -86,3 +90,24 @@ def two_campaigns(name: str, seed: int, days: int, coders: int, education: int =
             ),
         ],
     )
+
+
+def stopped_after_features(
+    args: list[str], stop: signal.Signals, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run `distillguard ARGS` in a process group of its own, signal the whole group as
+    a scheduler or a terminal does once the features stage ends, and return the exit
+    code and what stderr said after that stage."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "distillguard.cli", *args],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert run.stderr is not None
+    said = next((line for line in iter(run.stderr.readline, "") if "features done" in line), "")
+    os.killpg(run.pid, stop)
+    _, err = run.communicate(timeout=120)
+    assert said, err
+    return run.returncode, err.strip()

@@ -3,7 +3,9 @@ user mistakes, and no prompt text in what it prints."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -123,15 +125,15 @@ def test_bad_yaml_mapping_and_usage_errors(tmp_path: Path) -> None:
 def test_an_error_a_library_raises_while_terminating_still_exits_143(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """PySpark catches the SIGTERM raised in its call and fails on its dead JVM."""
+    """A library catches the SIGTERM raised in its call and raises its own error (DuckDB's
+    'query interrupted', without the cause), or drops it in a finaliser."""
     from distillguard import cli
     from distillguard.errors import Terminated
 
     def stopped(args: object) -> int:
-        try:
-            raise Terminated
-        except Terminated:
-            raise ConnectionRefusedError(111, "Connection refused") from None
+        with contextlib.suppress(Terminated):
+            cli._terminate(signal.SIGTERM, None)
+        raise RuntimeError("Query interrupted")
 
     monkeypatch.setattr(cli, "_detect", stopped)
     assert main(["detect", str(tmp_path), "--out", str(tmp_path / "f")]) == 143
@@ -162,12 +164,15 @@ def test_too_little_memory_for_duckdb_is_one_line_and_exit_2(
     assert not (tmp_path / "f").exists() and not (tmp_path / "s" / "manifest.json").exists()
 
 
-@pytest.mark.parametrize("column, value", [("ts", "x"), ("ts", None), ("account_id", None)])
+@pytest.mark.parametrize(
+    "column, value", [("ts", "Write a haiku"), ("ts", None), ("account_id", None)]
+)
 def test_values_detect_cannot_read_are_an_input_error(
     small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], column: str, value: object
 ) -> None:
     """Parquet with the canonical names but a value that does not fit (ingest would have
-    quarantined it): exit 3 naming the column, no findings."""
+    quarantined it): exit 3 naming the column or the type, never the value (it may be a
+    prompt's text), and no findings."""
     table = pq.read_table(small / "exchanges.parquet")
     values = table.column(column).to_pylist()
     values[2] = value
@@ -178,8 +183,9 @@ def test_values_detect_cannot_read_are_an_input_error(
     pq.write_table(bad, tmp_path / "bad.parquet")
     assert main(["detect", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "f")]) == 3
     err = capsys.readouterr().err
-    named = f"'{value}'" if value else f"'{column}'"  # the unparsable value, or the column
+    named = "does not parse as timestamp" if value else f"'{column}'"
     assert "do not fit the canonical schema" in err and named in err
+    assert "haiku" not in err
     assert "Traceback" not in err and not (tmp_path / "f").exists()
 
 

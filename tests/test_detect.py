@@ -4,6 +4,7 @@ ceiling, one predicted campaign per true campaign, sub-streams of mixed accounts
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from distillguard.detect import detect
 from distillguard.evaluate import evaluate
 from distillguard.simulate import simulate
 from distillguard.simulate.scenario import Campaign, Population, ProxyMix, Scenario
+from tests.conftest import stopped_after_features
 
 
 @pytest.fixture(scope="module")
@@ -605,6 +607,19 @@ def test_a_run_terminated_by_its_scheduler_leaves_nothing(traffic: Path, tmp_pat
     assert run.returncode == 143, err
     assert "terminated; nothing was committed" in err and "Traceback" not in err
     assert not (tmp_path / "f").exists() and not any(scratch.iterdir())
+
+
+@pytest.mark.parametrize("stop, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_run_stopped_in_a_query_ends_in_one_line(
+    traffic: Path, tmp_path: Path, stop: str, code: int
+) -> None:
+    """A signal to the process group (a scheduler's timeout, Ctrl-C) while DuckDB runs a
+    query: DuckDB turns it into its own 'query interrupted' error, which was reported as
+    a bug (exit 1, a traceback). It is the stop it was, and the workers say nothing."""
+    args = ["detect", str(traffic), "--out", str(tmp_path / "f")]
+    returncode, err = stopped_after_features(args, getattr(signal, stop))
+    assert returncode == code and err.endswith("nothing was committed"), err
+    assert "Traceback" not in err and not (tmp_path / "f").exists()
 
 
 def test_a_failing_close_never_hides_why_a_run_failed(

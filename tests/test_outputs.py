@@ -16,8 +16,9 @@ import pytest
 
 from distillguard.cli import main
 from distillguard.detect import detect, run
-from distillguard.detect.inputs import ENTRY, LOCK
+from distillguard.detect.inputs import ENTRY
 from distillguard.ingest import Options, ingest
+from distillguard.schema import FINDINGS_LOCK
 from distillguard.simulate import simulate
 from tests.conftest import two_campaigns
 
@@ -140,7 +141,7 @@ def test_two_runs_ending_together_write_their_findings_in_turn(days: Path, tmp_p
         "campaigns": json.loads((days / "findings" / "campaigns.json").read_text()),
         "summary": {"run": "overtaking"},
     }
-    with open(out / LOCK, "a+") as other:  # the other run, writing now
+    with open(out / FINDINGS_LOCK, "a+") as other:  # the other run, writing now
         fcntl.flock(other, fcntl.LOCK_EX)
         writer = threading.Thread(target=run._write, args=(out, mine))
         writer.start()
@@ -149,6 +150,33 @@ def test_two_runs_ending_together_write_their_findings_in_turn(days: Path, tmp_p
     writer.join()
     assert json.loads((out / "summary.json").read_text()) == {"run": "overtaking"}
     assert pq.read_table(out / "accounts.parquet").equals(mine["accounts"])
+
+
+def test_a_report_reads_one_runs_findings(
+    days: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report gathered while detect replaced the findings could pair one run's
+    campaigns with another's flagged exchanges; it waits for the write to end."""
+    import distillguard.report as report
+
+    written = threading.Event()
+    gathered_after: list[bool] = []
+    gather = report.gather
+
+    def gathering(*args: object) -> object:
+        gathered_after.append(written.is_set())
+        return gather(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(report, "gather", gathering)
+    out = tmp_path / "report.html"
+    with open(days / "findings" / FINDINGS_LOCK, "a+") as detecting:
+        fcntl.flock(detecting, fcntl.LOCK_EX)
+        reporter = threading.Thread(target=report.write_report, args=(days / "findings", out))
+        reporter.start()
+        reporter.join(timeout=0.5)
+        written.set()
+    reporter.join()
+    assert gathered_after == [True] and out.is_file()
 
 
 def test_an_out_file_that_a_command_reads_is_refused(
@@ -297,3 +325,43 @@ def test_a_column_no_exchange_has_is_named(
         few = few.set_column(few.schema.get_field_index(name), name, pa.array(values))
     pq.write_table(few, logs / "b.parquet")
     assert main(["detect", str(logs), "--out", str(tmp_path / "f"), "--quiet"]) == 0
+
+
+def test_two_simulations_into_one_folder_do_not_mix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both wrote the same temporary names: one failed with a traceback and the folder
+    held one seed's exchanges beside the other's accounts. The second now waits for
+    nothing and writes nothing: exit 5."""
+    out = tmp_path / "sim"
+    out.mkdir()
+    with open(out / ".lock", "a+") as other:  # the first simulation, writing
+        fcntl.flock(other, fcntl.LOCK_EX)
+        args = ["simulate", "--scenario", "demo", "--scale", "0.05", "--days", "1"]
+        assert main([*args, "--out", str(out), "--quiet"]) == 5
+    err = capsys.readouterr().err
+    assert "being written by another simulation" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == [".lock"]
+
+
+def test_a_full_disk_is_one_line(tmp_path: Path) -> None:
+    """Scratch, staging or a simulation filling the disk was a traceback and exit 1.
+    (A file-size limit stands in for the full disk: the write fails with EFBIG.)"""
+    import resource
+    import subprocess
+    import sys
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "distillguard.cli", "simulate", "--scenario", "demo",
+         "--scale", "0.2", "--days", "2", "--out", str(tmp_path / "sim"), "--quiet"],
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.startswith("distillguard: error: no space left on the disk")
+    assert "Traceback" not in done.stderr
+    assert not [p.name for p in (tmp_path / "sim").iterdir() if p.name != ".lock"]

@@ -17,7 +17,7 @@ from distillguard.engines.spark import SPARK_DIGEST, digest_signed, translate
 from distillguard.features.digest import digest
 from distillguard.ingest import Options, ingest
 from distillguard.simulate import simulate
-from tests.conftest import two_campaigns
+from tests.conftest import stopped_after_features, two_campaigns
 
 
 @pytest.fixture(scope="module")
@@ -112,21 +112,10 @@ def test_a_spark_run_stopped_by_its_process_group_ends_in_one_line(
     traces; now the run cancels its jobs, stops Spark and says one line, at once."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    run = subprocess.Popen(
-        [sys.executable, "-m", "distillguard.cli", "detect", str(store), "--engine", "spark",
-         "--out", str(tmp_path / "f")],
-        env={**os.environ, "TMPDIR": str(scratch)},
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    assert run.stderr is not None
-    said = next((line for line in iter(run.stderr.readline, "") if "features done" in line), "")
-    os.killpg(run.pid, stop)  # mid-run: the next stage's queries are running
-    _, err = run.communicate(timeout=120)
+    args = ["detect", str(store), "--engine", "spark", "--out", str(tmp_path / "f")]
+    returncode, err = stopped_after_features(args, stop, {**os.environ, "TMPDIR": str(scratch)})
     code, line = (143, "terminated") if stop == signal.SIGTERM else (130, "interrupted")
-    assert said and run.returncode == code, err
-    assert err.strip() == f"distillguard: {line}; nothing was committed"
+    assert returncode == code and err == f"distillguard: {line}; nothing was committed"
     assert not (tmp_path / "f").exists() and not any(scratch.iterdir())
 
 

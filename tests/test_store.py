@@ -128,6 +128,29 @@ def test_accounts_table_upserts_by_account(tmp_path: Path) -> None:
     assert len(Store(tmp_path / "s").files("accounts")) == 1
 
 
+def test_a_file_superseded_while_read_stays_until_no_one_reads(tmp_path: Path) -> None:
+    """A detect run listed the accounts file, and a new accounts table deleted it before
+    the run opened it. The file now stays while a run reads the store, is not taken for
+    a killed run's leftovers, and goes with the first commit that no run is reading."""
+    store = Store(tmp_path / "s")
+    account = {"account_id": "a1", "created_at": "2026-04-01", "signup_channel": "x"}
+    run(write_jsonl(tmp_path / "a.jsonl", [account]), store.root, table="accounts")
+    (read,) = store.files("accounts")
+    with store.reading():
+        changed = [{**account, "signup_channel": "y"}]
+        run(write_jsonl(tmp_path / "b.jsonl", changed), store.root, table="accounts")
+        assert read.is_file() and store.manifest().retired == [str(read.relative_to(store.root))]
+        changed = [{**account, "signup_channel": "z"}]
+        run(write_jsonl(tmp_path / "c.jsonl", changed), store.root, table="accounts")
+        assert read.is_file() and len(store.manifest().retired) == 2
+    run(write_jsonl(tmp_path / "d.jsonl", [account]), store.root, table="accounts")
+    assert store.manifest().retired == []
+    assert {p.name for p in (store.root / "accounts").iterdir()} == {
+        p.name for p in store.files("accounts")
+    }
+    assert store.read("accounts")["signup_channel"].to_pylist() == ["x"]
+
+
 def test_a_replacement_interrupted_half_way_leaves_the_old_file_and_no_temporary(
     tmp_path: Path,
 ) -> None:

@@ -9,6 +9,7 @@ Errors a user can fix are printed as one line on stderr, never as a stack trace.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import signal
 import sys
@@ -22,6 +23,7 @@ from distillguard.errors import (
     INTERNAL,
     INTERRUPTED,
     OK,
+    STORE,
     TERMINATED,
     USAGE,
     BadRatioError,
@@ -31,14 +33,21 @@ from distillguard.errors import (
     RemoteError,
     Terminated,
     UsageError,
+    ask_stop,
+    forget_stops,
     on_signal,
+    stop_asked,
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = on_signal(signal.SIGTERM, _terminate)
+    forget_stops()
+    previous = {
+        signal.SIGTERM: on_signal(signal.SIGTERM, _terminate),
+        signal.SIGINT: on_signal(signal.SIGINT, _interrupt),
+    }
     try:
         result: int = args.handler(args)
         return result
@@ -49,29 +58,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return OK
     except (KeyboardInterrupt, Interrupted):
-        print("distillguard: interrupted; nothing was committed", file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted()
     except Terminated:
         return _terminated()
-    except Exception as exc:  # a bug: show it, with the code that says so
-        if _after_sigterm(exc):
-            return _terminated()
-        if _out_of_memory(exc) and getattr(args, "memory_limit", None):
-            print(
-                f"distillguard: error: DuckDB ran out of memory within --memory-limit "
-                f"{args.memory_limit}: raise it; nothing was committed",
-                file=sys.stderr,
-            )
-            return USAGE
-        import traceback
-
-        traceback.print_exc()
-        print(
-            "distillguard: internal error; please report it with the command line", file=sys.stderr
-        )
-        return INTERNAL
+    except Exception as exc:
+        return _failed(exc, args)
     finally:
-        on_signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            on_signal(signum, handler)
+
+
+def _failed(exc: Exception, args: argparse.Namespace) -> int:
+    """An error not of our kind: a stop or a limit that a library reported in its own
+    words (DuckDB's 'query interrupted', a full disk, DuckDB out of memory), else a bug,
+    shown with the code that says so."""
+    if stop_asked() is not None:
+        return _terminated() if stop_asked() is Terminated else _interrupted()
+    full = _disk_full(exc)
+    if full is not None:
+        where = f" writing {full.filename}" if full.filename else ""
+        print(
+            f"distillguard: error: no space left on the disk{where}: free some, or point "
+            "TMPDIR (scratch) or the output at a larger disk; nothing was committed",
+            file=sys.stderr,
+        )
+        return STORE
+    if _out_of_memory(exc) and getattr(args, "memory_limit", None):
+        print(
+            f"distillguard: error: DuckDB ran out of memory within --memory-limit "
+            f"{args.memory_limit}: raise it; nothing was committed",
+            file=sys.stderr,
+        )
+        return USAGE
+    import traceback
+
+    traceback.print_exc()
+    print("distillguard: internal error; please report it with the command line", file=sys.stderr)
+    return INTERNAL
+
+
+def _disk_full(exc: BaseException | None) -> OSError | None:
+    """The error saying the disk (or the user's quota, or file-size limit) is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and (
+            exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            or "No space left on device" in str(exc)
+        ):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _out_file(out: str, *reads: str | Path | None) -> None:
@@ -105,7 +140,13 @@ def _out_file(out: str, *reads: str | Path | None) -> None:
 
 
 def _terminate(signum: int, frame: object) -> None:
+    ask_stop(Terminated)
     raise Terminated
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    ask_stop(KeyboardInterrupt)
+    raise KeyboardInterrupt
 
 
 def _terminated() -> int:
@@ -113,14 +154,9 @@ def _terminated() -> int:
     return TERMINATED
 
 
-def _after_sigterm(exc: BaseException | None) -> bool:
-    """Whether `exc` came of a SIGTERM that a library caught and turned into its own
-    error (PySpark does, while the signal also ends its JVM)."""
-    while exc is not None:
-        if isinstance(exc, Terminated):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def _interrupted() -> int:
+    print("distillguard: interrupted; nothing was committed", file=sys.stderr)
+    return INTERRUPTED
 
 
 def _out_of_memory(exc: BaseException | None) -> bool:

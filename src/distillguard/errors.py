@@ -85,6 +85,31 @@ class Interrupted(BaseException):
     and leaves Spark unable to stop cleanly."""
 
 
+_asked: list[type[BaseException]] = []  # the stops signals asked for, this command
+
+
+def ask_stop(stop: type[BaseException]) -> None:
+    """Remember that a signal asked the command to stop with `stop`. Raised where the
+    process is, it can be swallowed: DuckDB turns it into its own 'query interrupted'
+    error, py4j drops it inside a finaliser. The command still ends as asked."""
+    _asked.append(stop)
+
+
+def stop_asked() -> type[BaseException] | None:
+    return _asked[-1] if _asked else None
+
+
+def unless_stopped() -> None:
+    """Raise the stop a signal asked for, if one did: called before anything is
+    committed, so that a swallowed signal never lets a run replace what it should leave."""
+    if _asked:
+        raise _asked[-1]
+
+
+def forget_stops() -> None:
+    _asked.clear()
+
+
 def on_signal(signum: int, handler: Any) -> Any:
     """Install `handler` for `signum` and return the one it replaces (None off the main
     thread, where Python sets no handlers: a caller running commands in threads)."""

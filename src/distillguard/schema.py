@@ -83,6 +83,7 @@ EXCHANGE_LABELS = pa.schema(
 
 # What `detect` writes to its findings folder (summary.json last), and `simulate` to its.
 FINDINGS_FILES = ("accounts.parquet", "campaigns.json", "exchanges.parquet", "summary.json")
+FINDINGS_LOCK = ".lock"  # held by detect replacing the files, shared by a report reading them
 SIMULATION_FILES = (
     "exchanges.parquet",
     "accounts.parquet",

@@ -29,7 +29,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,13 +38,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from distillguard.errors import StoreError
+from distillguard.errors import StoreError, unless_stopped
 from distillguard.schema import TABLES, conform
 
 FORMAT = "distillguard-store"
 VERSION = 1
 MANIFEST = "manifest.json"
-OWN = {".lock", ".staging", "exchanges", "accounts", "quarantine", MANIFEST}
+READERS = ".readers"  # held shared by each run reading the store
+OWN = {".lock", READERS, ".staging", "exchanges", "accounts", "quarantine", MANIFEST}
 RUN = r"\d{8}T\d{6}-[0-9a-f]{8}"  # Transaction.id, in the name of each file a run places
 RUN_ID = re.compile(RUN)
 RUN_FILE = re.compile(
@@ -120,6 +121,7 @@ class Manifest:
     accounts: list[str] = field(default_factory=list)
     quarantine: list[str] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)  # superseded while being read
 
     def to_json(self) -> bytes:
         body = {"format": FORMAT, **self.__dict__}
@@ -141,7 +143,7 @@ class Manifest:
             )
         body.pop("format")
         known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
-        lists = ("exchanges", "accounts", "quarantine", "runs")
+        lists = ("exchanges", "accounts", "quarantine", "runs", "retired")
         if any(not isinstance(known.get(k, []), list) for k in lists):
             raise StoreError(f"{where} is damaged: its file lists are not lists")
         return cls(**known)
@@ -160,6 +162,21 @@ def exclusive(lock: Path, busy: str, *, wait: bool = False) -> Iterator[None]:
             raise StoreError(busy) from None
         except OSError as exc:  # not writable, a folder in the way, no locks on this mount
             raise StoreError(f"cannot lock {lock}: {exc.strerror}") from None
+        yield
+
+
+@contextmanager
+def shared(lock: Path) -> Iterator[None]:
+    """Hold the file `lock` shared with other readers, while no writer holds it (see
+    `exclusive`); in a folder we may not write to, nothing is written either, and the
+    block runs without it."""
+    try:
+        handle = open(lock, "a+")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
         yield
 
 
@@ -255,6 +272,24 @@ class Store:
                 if not txn.committed:
                     txn.undo()
 
+    def reading(self) -> AbstractContextManager[None]:
+        """Hold the store's files for a run that reads them: a commit that supersedes a
+        file (a new accounts table) deletes it only when no run is reading, and else
+        leaves it to a later commit. (A detect run listed the old accounts file and
+        found it gone.) Readers never wait but for a commit's instant."""
+        return shared(self.root / READERS)
+
+    @contextmanager
+    def _unread(self) -> Iterator[bool]:
+        """Whether no run is reading the store, held so while the block runs."""
+        with open(self.root / READERS, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
     def _left_by(self, path: Path, runs: set[str]) -> bool:
         """Whether `path` was placed by one of `runs` (killed before it committed: its
         staging folder is still there)."""
@@ -270,6 +305,7 @@ class Store:
         """Delete what a killed run moved into place without committing: files named as
         a run names them and not in the manifest, nothing else."""
         committed = {*manifest.exchanges, *manifest.accounts, *manifest.quarantine}
+        committed |= set(manifest.retired)
         for path in self._files():
             name = str(path.relative_to(self.root))
             if name not in committed and RUN_FILE.fullmatch(name):
@@ -334,12 +370,18 @@ class Transaction:
         self.manifest.runs.append({"id": self.id, **run})
 
     def commit(self) -> None:
+        unless_stopped()
         self.manifest.key_id = self.key_id
         self.manifest.pseudonymised = self.key_id is not None
-        atomic_write(self.store.root / MANIFEST, self.manifest.to_json())
-        self.committed = True
-        for path in getattr(self, "_superseded", []):
-            path.unlink(missing_ok=True)
+        root = self.store.root
+        superseded = [str(p.relative_to(root)) for p in getattr(self, "_superseded", [])]
+        retired = [*self.manifest.retired, *superseded]
+        with self.store._unread() as unread:
+            self.manifest.retired = [] if unread else retired
+            atomic_write(root / MANIFEST, self.manifest.to_json())
+            self.committed = True
+            for name in retired if unread else []:
+                (root / name).unlink(missing_ok=True)
 
     def undo(self) -> None:
         for path in self._placed:

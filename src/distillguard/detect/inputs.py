@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from distillguard.engines import Engine
 from distillguard.errors import InputError, SchemaError, UsageError
 from distillguard.features.digest import VERSION
+from distillguard.listing import files_under
 from distillguard.schema import EXCHANGES
 from distillguard.store import MANIFEST, Store, exclusive
 
@@ -66,8 +67,13 @@ def inputs(path: File) -> tuple[list[File], list[File]]:
     if (source / "exchanges.parquet").is_file():
         accounts = source / "accounts.parquet"
         return [source / "exchanges.parquet"], [accounts] if accounts.is_file() else []
+    if (source / ".staging").is_dir():
+        raise InputError(
+            f"{source}: a store whose first ingest has not committed (no {MANIFEST} yet): "
+            "wait for it to end, or if it was killed, ingest again"
+        )
     if listed(source):
-        files = sorted(source.rglob("*.parquet"))
+        files = [f for f in files_under(source) if f.suffix == ".parquet"]
         if files:
             return [*files], []
     raise InputError(

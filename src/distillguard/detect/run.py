@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +33,6 @@ from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
 from distillguard.detect import memory
 from distillguard.detect.inputs import (
-    LOCK,
     File,
     digests,
     exchanges_only,
@@ -43,7 +45,7 @@ from distillguard.detect.inputs import (
     readable,
 )
 from distillguard.engines import Engine, open_engine
-from distillguard.errors import InputError, StoreError, UsageError
+from distillguard.errors import InputError, StoreError, UsageError, unless_stopped
 from distillguard.features.digest import DIGEST
 from distillguard.features.pool import MAX_WORKERS, default_workers, in_worker
 from distillguard.ingest.values import to_ts
@@ -55,14 +57,30 @@ from distillguard.schema import (
     FINDINGS_ACCOUNTS,
     FINDINGS_EXCHANGES,
     FINDINGS_FILES,
+    FINDINGS_LOCK,
     SIMULATION_FILES,
 )
-from distillguard.store import exclusive, in_store, replacing_all
+from distillguard.store import MANIFEST, Store, exclusive, in_store, replacing_all
 
+P = ParamSpec("P")
+R = TypeVar("R")
 MIN_GROUP = 3  # a campaign is several accounts or sub-streams acting together
 SOLO_EXCHANGES = 1_000  # ... or one account harvesting at this volume on its own
 
 
+def _reading_source(run: Callable[Concatenate[File, P], R]) -> Callable[Concatenate[File, P], R]:
+    """Hold a store's files while a run reads them (see `Store.reading`)."""
+
+    @functools.wraps(run)
+    def reading(source: File, *args: P.args, **kwargs: P.kwargs) -> R:
+        local = not is_uri(source) and (Path(source) / MANIFEST).is_file()
+        with Store(source).reading() if local else contextlib.nullcontext():
+            return run(source, *args, **kwargs)
+
+    return reading
+
+
+@_reading_source
 def detect(
     source: str | Path,
     out: str | Path,
@@ -177,11 +195,19 @@ def _digests(db: Engine, *args: Any) -> tuple[list[File], list[str], dict[str, i
     try:
         return digests(db, *args)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(
-            f"the exchanges do not fit the canonical schema ({detail}): ingest them with "
+            f"the exchanges do not fit the canonical schema ({_misfit(exc)}): ingest them with "
             "`distillguard ingest`, which stores what fits and quarantines the rest"
         ) from None
+
+
+def _misfit(exc: Exception) -> str:
+    """Arrow's reason without the value it quotes, which may be a prompt's text."""
+    line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    parsed = re.search(r"as a scalar of type ([^:]+)", line)
+    if parsed:
+        return f"a text value does not parse as {parsed.group(1)}"
+    return re.sub(r"string: '.*'", "string '…'", line)
 
 
 def _close(db: Engine, quietly: bool) -> None:
@@ -551,11 +577,12 @@ def _write(out: Path, findings: dict[str, Any]) -> None:
     """The findings files, replaced together: a write that fails (a full disk) leaves
     the previous run's whole. Two runs ending together (a nightly job overtaking the
     last) write one after the other, so the folder holds one run's files, not a mix."""
+    unless_stopped()
     try:
         out.mkdir(parents=True, exist_ok=True)
         names = (out / name for name in FINDINGS_FILES)
         with (
-            exclusive(out / LOCK, "", wait=True),
+            exclusive(out / FINDINGS_LOCK, "", wait=True),
             replacing_all(*names) as (accounts, campaigns, flagged, summary),
         ):
             pq.write_table(findings["accounts"], accounts)

@@ -32,7 +32,17 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from distillguard.errors import EngineError, Interrupted, Terminated, UsageError, on_signal
+from distillguard.errors import (
+    EngineError,
+    Interrupted,
+    Terminated,
+    UsageError,
+    ask_stop,
+    forget_stops,
+    on_signal,
+    stop_asked,
+    unless_stopped,
+)
 from distillguard.features.digest import DIGEST, READ, digest
 
 DIALECT = "duckdb"  # the dialect our SQL is written in
@@ -111,11 +121,11 @@ def _jvm_call(method: Call) -> Call:
             return method(engine, *args, **kwargs)
         engine.calling = True
         try:
+            unless_stopped()  # a signal a finaliser swallowed since the last call
             return method(engine, *args, **kwargs)
         finally:
             engine.calling = False
-            if engine.stopped_by is not None:
-                raise engine.stopped_by
+            unless_stopped()
 
     return cast(Call, call)
 
@@ -131,6 +141,7 @@ class SparkEngine:
         cores: int = 2,
         scratch: str | None = None,
     ) -> None:
+        forget_stops()  # of an earlier run in this process, stopped (a notebook's)
         ctrl_c = on_signal(signal.SIGINT, _interrupt)  # PySpark sets its own with a context
         try:
             self.spark, self.owned = _session(master, cores, memory_limit, conf or {})
@@ -140,7 +151,6 @@ class SparkEngine:
         self.tag = f"distillguard-{uuid.uuid4().hex}"  # the run's jobs, to cancel
         self.spark.sparkContext.addJobTag(self.tag)
         self.calling = False
-        self.stopped_by: type[BaseException] | None = None
         self.cancelling: threading.Thread | None = None  # a signal's, cancelling the jobs
         self.handlers = {signal.SIGINT: ctrl_c}
         self.handlers[signal.SIGTERM] = on_signal(signal.SIGTERM, self._signalled)
@@ -152,8 +162,7 @@ class SparkEngine:
         self.scratch = f"{scratch.rstrip('/')}/distillguard-{uuid.uuid4().hex}" if scratch else None
 
     def _sql(self, statement: exp.Expression) -> Any:
-        if self.stopped_by is not None:  # a call of many statements stops at the next
-            raise self.stopped_by
+        unless_stopped()  # a call of many statements stops at the next
         return self.spark.sql(statement.sql(dialect="spark"))
 
     @_jvm_call
@@ -233,9 +242,10 @@ class SparkEngine:
         Spark) to take as its own after the query ended; so the run's jobs are cancelled
         from another thread, and the call raises as it returns. Asked twice: at once."""
         stop = Terminated if signum == signal.SIGTERM else Interrupted
-        if not self.calling or self.stopped_by is not None:
+        asked_before = stop_asked()
+        ask_stop(stop)
+        if not self.calling or asked_before is not None:
             raise stop
-        self.stopped_by = stop
         self.cancelling = threading.Thread(target=self._cancel, daemon=True)
         self.cancelling.start()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections import deque
@@ -97,7 +98,9 @@ class Pool:
 
     def _in_pool(self, batches: Iterable[pa.RecordBatch], folder: Path, function: Transform) -> int:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=_Spawn())
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=_Spawn(), initializer=_deaf_to_ctrl_c
+            )
         pending: deque[Future[str]] = deque()
         count = 0
         spool = Path(tempfile.mkdtemp(prefix="distillguard-batches-"))
@@ -118,6 +121,12 @@ class Pool:
         if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
+
+
+def _deaf_to_ctrl_c() -> None:
+    """Ctrl-C at a terminal reaches every process of the group: each worker printed its
+    own KeyboardInterrupt traceback. The run stops them when it stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _close(stream: Iterable[pa.RecordBatch]) -> None:

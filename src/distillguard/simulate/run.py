@@ -28,14 +28,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.errors import UsageError
+from distillguard.errors import UsageError, unless_stopped
 from distillguard.privacy import network
 from distillguard.schema import ACCOUNTS, EXCHANGE_LABELS, EXCHANGES, LABELS, conform
 from distillguard.simulate import text
 from distillguard.simulate.accounts import Plan, campaign_plans, legitimate_plans
 from distillguard.simulate.generate import days_of
 from distillguard.simulate.scenario import Scenario
-from distillguard.store import in_store, replacing_all
+from distillguard.store import exclusive, in_store, replacing_all
 
 FLUSH_ROWS = 100_000
 
@@ -142,23 +142,27 @@ def simulate(
     prompts = text.Prompts(random.Random(scenario.seed), text.Corpus(corpus) if corpus else None)
     ids = random.Random(scenario.seed ^ 0x5EED)
     facts = Facts()
-    tables = _Tables(folder, formats)
-    try:
-        for plan in _progress(plans, progress):
-            for rows in days_of(plan, start, scenario.days, scenario.seed, scenario.model, prompts):
-                for row in rows:
-                    row["request_id"] = f"{ids.getrandbits(64):016x}"
-                    _route(row, plan, routes, ids, tables, facts)
-                    _count(row, plan, facts)
-                tables.add(rows)
-        tables.finish()
-        small = (folder / name for name in ("accounts.parquet", "labels.parquet", "truth.json"))
-        with replacing_all(*small) as (accounts, labels, truth):
-            _write_small_tables(accounts, labels, truth, plans, scenario, facts)
-            tables.publish()  # once every file is written, all renamed together
-    except BaseException:  # stopped (Ctrl-C, a scheduler's SIGTERM) or failed
-        tables.abandon()
-        raise
+    with exclusive(folder / ".lock", f"--out {folder} is being written by another simulation"):
+        tables = _Tables(folder, formats)
+        try:
+            for plan in _progress(plans, progress):
+                for rows in days_of(
+                    plan, start, scenario.days, scenario.seed, scenario.model, prompts
+                ):
+                    for row in rows:
+                        row["request_id"] = f"{ids.getrandbits(64):016x}"
+                        _route(row, plan, routes, ids, tables, facts)
+                        _count(row, plan, facts)
+                    tables.add(rows)
+            tables.finish()
+            small = (folder / name for name in ("accounts.parquet", "labels.parquet", "truth.json"))
+            with replacing_all(*small) as (accounts, labels, truth):
+                _write_small_tables(accounts, labels, truth, plans, scenario, facts)
+                unless_stopped()
+                tables.publish()  # once every file is written, all renamed together
+        except BaseException:  # stopped (Ctrl-C, a scheduler's SIGTERM) or failed
+            tables.abandon()
+            raise
     return facts
 
 
