@@ -29,6 +29,7 @@ BOM = b"\xef\xbb\xbf"
 WRAPPERS = {"resourceSpans", "resourceLogs"}  # OTLP members kept around each item
 LISTS = WRAPPERS | {"data", "records", "logs", "items", "results", "observations", "traces"}
 CHUNK = 1 << 20
+CONTROL_BYTES = bytes([*range(0x09), *range(0x0E, 0x20)])  # not tab, newline, CR, FF
 
 
 @dataclass(slots=True)
@@ -77,7 +78,7 @@ def sniff_kind(path: Path) -> FileKind:
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not text:
         return FileKind("empty", compressed)
-    if b"\x00" in head:
+    if _looks_binary(head):
         return FileKind("binary", compressed)
     if text[:1] == b"[":
         return FileKind("json", compressed)
@@ -86,6 +87,17 @@ def sniff_kind(path: Path) -> FileKind:
     if len(head) < SNIFF_BYTES and _parses(text):
         return FileKind("json", compressed)  # a lone JSON value: read, then refused as no record
     return FileKind("csv", compressed)
+
+
+def _looks_binary(head: bytes) -> bool:
+    """Binary content is dense with control bytes; a text log has them on a bad line or
+    two at most, and those lines are quarantined by the reader, not the whole file."""
+    if b"\x00" not in head:
+        return False
+    controls = len(head) - len(head.translate(None, CONTROL_BYTES))
+    lines = head.split(b"\n")
+    marked = sum(1 for line in lines if len(line.translate(None, CONTROL_BYTES)) < len(line))
+    return controls * 32 >= len(head) or marked * 2 > len(lines)
 
 
 def _looks_like_lines(text: bytes) -> bool:
