@@ -26,3 +26,32 @@ def test_a_nul_byte_costs_its_line_not_the_file(tmp_path: Path) -> None:
     assert set(rows(tmp_path / "s")) == {"g1", "g2"}
     assert dict(summary.quarantined) == {"invalid_json": 1}
     assert quarantined(tmp_path / "s")[0]["line"] == 2
+
+
+def test_a_cut_or_foreign_first_line_does_not_decide_the_container(tmp_path: Path) -> None:
+    """A rotated log starts mid-record: the first line is junk or half an object, and the
+    records after it may each be longer than the sniffed head."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "tail.jsonl").write_bytes(
+        lines(b'rotated: tail of previous line"}', *(record(f"t{i}") for i in range(5)))
+    )
+    big = [record(f"b{i}", prompt_text="x" * 70_000) for i in range(3)]
+    (tmp_path / "in" / "cut.jsonl").write_bytes(lines(b'{"request_id":"cut","ts":"2026-04', *big))
+    (tmp_path / "in" / "one.jsonl").write_bytes(lines(b'[{"role": "user"}]}', record("o1")))
+    summary = run(tmp_path / "in", tmp_path / "s")
+    assert set(rows(tmp_path / "s")) == {*(f"t{i}" for i in range(5)), "b0", "b1", "b2", "o1"}
+    assert dict(summary.quarantined) == {"invalid_json": 3}
+    assert {q["line"] for q in quarantined(tmp_path / "s")} == {1}
+
+
+def test_pretty_printed_documents_are_still_documents(tmp_path: Path) -> None:
+    items = [json.loads(record(f"p{i}")) for i in range(4)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.json").write_text(json.dumps(items, indent=2))
+    lines_of_items = "[\n" + ",\n".join(json.dumps(i) for i in items) + "\n]\n"
+    (tmp_path / "in" / "b.json").write_text(lines_of_items.replace("p", "q"))
+    first = json.dumps(items[0]).replace("p", "r")
+    wrapped = json.dumps({"data": [{}, {}]}, indent=1)  # its last item, "  {}", parses alone
+    (tmp_path / "in" / "c.json").write_text(wrapped.replace("{}", first, 1))
+    run(tmp_path / "in", tmp_path / "s")
+    assert {r[0] for r in rows(tmp_path / "s")} == {"p", "q", "r"}

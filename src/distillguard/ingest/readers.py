@@ -25,6 +25,7 @@ import pyarrow as pa
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # larger records are quarantined, not loaded
 SNIFF_BYTES = 64 * 1024
+SNIFF_LINES = 20  # lines after the first that tell JSON Lines from a document
 BOM = b"\xef\xbb\xbf"
 WRAPPERS = {"resourceSpans", "resourceLogs"}  # OTLP members kept around each item
 LISTS = WRAPPERS | {"data", "records", "logs", "items", "results", "observations", "traces"}
@@ -80,10 +81,14 @@ def sniff_kind(path: Path) -> FileKind:
         return FileKind("empty", compressed)
     if _looks_binary(head):
         return FileKind("binary", compressed)
-    if text[:1] == b"[":
+    first = text.split(b"\n", 1)[0]
+    longer_than_head = first == text and len(head) == SNIFF_BYTES
+    if text[:1] in (b"{", b"[") and (longer_than_head or _parses(first)):
+        return FileKind("jsonl" if text[:1] == b"{" else "json", compressed)
+    if _later_lines_are_records(path):
+        return FileKind("jsonl", compressed)  # the first line is cut (a rotated log) or junk
+    if text[:1] in (b"{", b"["):
         return FileKind("json", compressed)
-    if text[:1] == b"{":
-        return FileKind("jsonl" if _looks_like_lines(text) else "json", compressed)
     if len(head) < SNIFF_BYTES and _parses(text):
         return FileKind("json", compressed)  # a lone JSON value: read, then refused as no record
     return FileKind("csv", compressed)
@@ -100,12 +105,33 @@ def _looks_binary(head: bytes) -> bool:
     return controls * 32 >= len(head) or marked * 2 > len(lines)
 
 
-def _looks_like_lines(text: bytes) -> bool:
-    """JSON Lines, unless the start reads as one pretty-printed document."""
-    lines = text.split(b"\n")
-    if len(lines) == 1 or _parses(lines[0]):
-        return True  # a first line longer than the sniffed head, or a whole object
-    return any(line.lstrip()[:1] == b"{" and _parses(line) for line in lines[1:-1][:50])
+def _later_lines_are_records(path: Path) -> bool:
+    """JSON Lines whose first line does not parse: most of the next lines are JSON objects.
+
+    Lines are read whole, however long (within the record limit), so records over the
+    sniffed head still count; a pretty-printed document's lines rarely parse alone.
+    """
+    votes = [body[:1] == b"{" and _parses(body) for body in _head_lines(path)][1:]
+    return sum(votes) * 2 > len(votes)
+
+
+def _head_lines(path: Path) -> Iterator[bytes]:
+    """The first non-blank lines of a file, stripped, each whole and within one record's
+    size in all; a line cut by that budget or a broken stream ends them."""
+    budget = MAX_RECORD_BYTES
+    count = 0
+    try:
+        with open_binary(path) as handle:
+            while count <= SNIFF_LINES and budget > 0:
+                line = handle.readline(budget + 1)
+                budget -= len(line)
+                if not line or budget < 0:
+                    return
+                if line.strip():
+                    count += 1
+                    yield line.strip()
+    except (EOFError, OSError, zlib.error):
+        return
 
 
 def _parses(line: bytes) -> bool:
