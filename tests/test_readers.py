@@ -55,3 +55,18 @@ def test_pretty_printed_documents_are_still_documents(tmp_path: Path) -> None:
     (tmp_path / "in" / "c.json").write_text(wrapped.replace("{}", first, 1))
     run(tmp_path / "in", tmp_path / "s")
     assert {r[0] for r in rows(tmp_path / "s")} == {"p", "q", "r"}
+
+
+def test_a_record_holding_a_list_named_like_a_wrapper_is_a_record(tmp_path: Path) -> None:
+    """`results`, `data` or `items` inside a pretty-printed record are its fields, wherever
+    they stand; a wrapper with those names still gives its items."""
+    (tmp_path / "in").mkdir()
+    before = [json.dumps(json.loads(record(f"r{i}", results=[])), indent=2) for i in range(3)]
+    (tmp_path / "in" / "before.json").write_text("\n".join(before))
+    after = json.dumps({"data": [{"k": 1}], **json.loads(record("late"))}, indent=2)
+    (tmp_path / "in" / "after.json").write_text(after)
+    wrapper = {"object": "list", "data": [json.loads(record("w1")), json.loads(record("w2"))]}
+    (tmp_path / "in" / "wrapper.json").write_text(json.dumps(wrapper, indent=2))
+    summary = run(tmp_path / "in", tmp_path / "s")
+    assert set(rows(tmp_path / "s")) == {"r0", "r1", "r2", "late", "w1", "w2"}
+    assert summary.records_read == 6 and not summary.quarantined

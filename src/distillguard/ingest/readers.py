@@ -29,6 +29,19 @@ SNIFF_LINES = 20  # lines after the first that tell JSON Lines from a document
 BOM = b"\xef\xbb\xbf"
 WRAPPERS = {"resourceSpans", "resourceLogs"}  # OTLP members kept around each item
 LISTS = WRAPPERS | {"data", "records", "logs", "items", "results", "observations", "traces"}
+RECORD_FIELDS = {  # a top-level object with one of these is a record, not a wrapper
+    "request_id",
+    "requestId",
+    "custom_id",
+    "ts",
+    "account_id",
+    "messages",
+    "prompt_text",
+    "response_text",
+    "spanId",
+    "startTime",
+}
+LAYOUT_EVENTS = 20_000  # parse events looked at past a wrapper's list for record fields
 CHUNK = 1 << 20
 CONTROL_BYTES = bytes([*range(0x09), *range(0x0E, 0x20)])  # not tab, newline, CR, FF
 
@@ -241,7 +254,12 @@ def _skip_bom(handle: IO[bytes]) -> None:
 
 def _document_layout(path: Path) -> tuple[str, str | None]:
     """Where the records are: ('item', None) for an array, ('key.item', wrapper) for a
-    list member of a top-level object, ('', None) for the whole value."""
+    list member of a top-level object, ('', None) for the whole value.
+
+    A top-level object carrying a record's own fields is a record even when it holds a
+    list named like a wrapper's (`results`, `data`); its keys after that list are looked
+    at too, within a budget, since reading them all would read a wrapper's records twice.
+    """
     import ijson
 
     try:
@@ -253,12 +271,7 @@ def _document_layout(path: Path) -> tuple[str, str | None]:
                 return "item", None
             if first_event != "start_map":
                 return "", None
-            key = None
-            for prefix, event, value in events:
-                if prefix == "" and event == "map_key":
-                    key = value
-                elif key in LISTS and prefix == key and event == "start_array":
-                    return f"{key}.item", key if key in WRAPPERS else None
+            return _wrapper_layout(events)
     except (
         ijson.JSONError,
         StopIteration,
@@ -270,6 +283,24 @@ def _document_layout(path: Path) -> tuple[str, str | None]:
     ):
         pass
     return "", None
+
+
+def _wrapper_layout(events: Iterator[tuple[str, str, Any]]) -> tuple[str, str | None]:
+    key = found = None
+    budget = LAYOUT_EVENTS
+    for prefix, event, value in events:
+        if prefix == "" and event == "map_key":
+            if value in RECORD_FIELDS:
+                return "", None
+            key = value
+        elif found is None and key in LISTS and prefix == key and event == "start_array":
+            found = key
+        budget -= found is not None
+        if budget < 0 or (prefix == "" and event == "end_map"):
+            break
+    if found is None:
+        return "", None
+    return f"{found}.item", found if found in WRAPPERS else None
 
 
 def read_csv(path: Path, source: str) -> Iterator[Record]:
