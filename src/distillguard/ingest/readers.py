@@ -23,6 +23,8 @@ from typing import IO, Any
 import orjson
 import pyarrow as pa
 
+from distillguard.ingest.jsondoc import Cut, Screen, Suspect, cut_items
+
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # larger records are quarantined, not loaded
 SNIFF_BYTES = 64 * 1024
 SNIFF_LINES = 20  # lines after the first that tell JSON Lines from a document
@@ -224,8 +226,13 @@ def parse_json_line(body: bytes, source: str, line: int | None, offset: int | No
 
 def read_json_document(path: Path, source: str) -> Iterator[Record]:
     """Records from one JSON document: the items of a top-level array, of a list member
-    such as `data` or `resourceSpans`, or the whole value. Streams with ijson; a parse
-    error ends the file with one error Record saying where."""
+    such as `data` or `resourceSpans`, or the whole value.
+
+    ijson streams a sound document fast behind a Screen; at the first flaw (a number
+    beyond 64 bits, bytes that are not UTF-8, a lone surrogate, nesting past orjson's
+    limit, a document cut short) the rest is cut item by item and each item judged as a
+    JSON line is, so the flaw costs its own item. A broken gzip stream is unreadable_file.
+    """
     import ijson
 
     prefix, wrap = _document_layout(path)
@@ -233,18 +240,54 @@ def read_json_document(path: Path, source: str) -> Iterator[Record]:
     try:
         with open_binary(path) as handle:
             _skip_bom(handle)
-            for item in ijson.items(handle, prefix, use_float=True, multiple_values=True):
+            screen = Screen(handle, len(prefix.split(".")) if prefix else 0)
+            for item in ijson.items(screen, prefix, use_float=True, multiple_values=True):
                 count += 1
+                screen.settle()
                 yield Record(source, count, None, value={wrap: [item]} if wrap else item)
-    except (ijson.JSONError, UnicodeDecodeError, ValueError, EOFError, OSError, zlib.error) as exc:
-        reason = "invalid_utf8" if isinstance(exc, UnicodeDecodeError) else "invalid_json"
-        yield Record(
-            source,
-            count + 1,
-            None,
-            error=reason,
-            detail=f"document unreadable after item {count}: {str(exc)[:160]}",
+        return
+    except (ijson.JSONError, UnicodeDecodeError, ValueError, Suspect):
+        pass
+    except (EOFError, OSError, zlib.error) as exc:
+        yield _broken_off(source, count, exc)
+        return
+    yield from _read_carefully(path, source, prefix, wrap, count)
+
+
+def _read_carefully(
+    path: Path, source: str, prefix: str, wrap: str | None, skip: int
+) -> Iterator[Record]:
+    """The items after the first `skip`, each parsed alone (see jsondoc)."""
+    count = skip
+    try:
+        with open_binary(path) as handle:
+            _skip_bom(handle)
+            for cut in cut_items(handle, prefix, skip, MAX_RECORD_BYTES):
+                count = cut.number
+                yield _cut_record(cut, source, wrap)
+    except (EOFError, OSError, zlib.error) as exc:
+        yield _broken_off(source, count, exc)
+
+
+def _cut_record(cut: Cut, source: str, wrap: str | None) -> Record:
+    if cut.problem is not None or cut.body is None:
+        return Record(
+            source, cut.number, cut.offset, error=cut.reason, detail=cut.problem, raw=cut.body
         )
+    record = parse_json_line(cut.body, source, cut.number, cut.offset)
+    if wrap and record.error is None:
+        record.value = {wrap: [record.value]}
+    return record
+
+
+def _broken_off(source: str, count: int, exc: BaseException) -> Record:
+    return Record(
+        source,
+        count + 1,
+        None,
+        error="unreadable_file",
+        detail=f"reading stopped after item {count}: {str(exc)[:160]}",
+    )
 
 
 def _skip_bom(handle: IO[bytes]) -> None:
@@ -264,15 +307,17 @@ def _document_layout(path: Path) -> tuple[str, str | None]:
 
     try:
         with open_binary(path) as handle:
+            first = handle.read(SNIFF_BYTES).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+            if first != b"{":
+                return ("item" if first == b"[" else ""), None
+            handle.seek(0)
             _skip_bom(handle)
-            events = ijson.parse(handle)
-            _, first_event, _ = next(events)
-            if first_event == "start_array":
-                return "item", None
-            if first_event != "start_map":
-                return "", None
-            return _wrapper_layout(events)
+            screen = Screen(handle, 0)
+            events = ijson.parse(screen)
+            next(events)
+            return _wrapper_layout(events, screen)
     except (
+        Suspect,
         ijson.JSONError,
         StopIteration,
         UnicodeDecodeError,
@@ -285,10 +330,16 @@ def _document_layout(path: Path) -> tuple[str, str | None]:
     return "", None
 
 
-def _wrapper_layout(events: Iterator[tuple[str, str, Any]]) -> tuple[str, str | None]:
+def _wrapper_layout(
+    events: Iterator[tuple[str, str, Any]], screen: Screen
+) -> tuple[str, str | None]:
     key = found = None
     budget = LAYOUT_EVENTS
+    depth = 1
     for prefix, event, value in events:
+        depth += event in ("start_map", "start_array")
+        depth -= event in ("end_map", "end_array")
+        screen.settle(depth)
         if prefix == "" and event == "map_key":
             if value in RECORD_FIELDS:
                 return "", None
