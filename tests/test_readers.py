@@ -3,6 +3,7 @@ record alone, is quarantined with its reason, and never hides the records beside
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
@@ -176,3 +177,14 @@ def test_the_careful_cut_gives_the_items_ijson_gives(
         level = len(prefix.split(".")) if prefix else 0
         screened = Screen(Trickle(doc.encode(), step + 24), level)  # files read 64 KiB
         assert list(ijson.items(screened, prefix, multiple_values=True)) == expected
+
+
+def test_a_gzip_file_cut_inside_its_header_is_unreadable_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    packed = gzip.compress(lines(*(record(f"g{i}") for i in range(50))))
+    (tmp_path / "in" / "cut.jsonl.gz").write_bytes(packed[:15])
+    (tmp_path / "in" / "empty.jsonl.gz").write_bytes(gzip.compress(b""))
+    (tmp_path / "in" / "ok.jsonl").write_bytes(lines(record("ok")))
+    summary = run(tmp_path / "in", tmp_path / "s")
+    assert summary.quarantined["unreadable_file"] == 1 and summary.skipped["empty_file"] == 1
+    assert quarantined(tmp_path / "s")[0]["source"].endswith("cut.jsonl.gz")

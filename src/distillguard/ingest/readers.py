@@ -84,14 +84,17 @@ def sniff_kind(path: Path) -> FileKind:
     with open(path, "rb") as raw:
         head = raw.read(SNIFF_BYTES)
     compressed = head[:2] == b"\x1f\x8b"
+    stream = zlib.decompressobj(wbits=31)
     if compressed:  # decompress only the start; a truncated file still sniffs
         try:
-            head = zlib.decompressobj(wbits=31).decompress(head, SNIFF_BYTES)
+            head = stream.decompress(head, SNIFF_BYTES)
         except zlib.error:
             return FileKind("binary", compressed)
     if head.startswith(b"PAR1"):
         return FileKind("parquet", compressed)
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not text and compressed and not stream.eof:
+        return FileKind("jsonl", compressed)  # cut short, in its header even: the reader says so
     if not text:
         return FileKind("empty", compressed)
     if _looks_binary(head):
