@@ -12,6 +12,8 @@ from pathlib import Path
 
 import ijson
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -188,3 +190,22 @@ def test_a_gzip_file_cut_inside_its_header_is_unreadable_not_empty(tmp_path: Pat
     summary = run(tmp_path / "in", tmp_path / "s")
     assert summary.quarantined["unreadable_file"] == 1 and summary.skipped["empty_file"] == 1
     assert quarantined(tmp_path / "s")[0]["source"].endswith("cut.jsonl.gz")
+
+
+def test_a_timestamp_out_of_range_in_parquet_costs_its_row(tmp_path: Path) -> None:
+    n = 5000
+    ts = [1776849330 + i for i in range(n)]
+    ts[4500] = 300_000_000_000  # year 11476
+    table = pa.table(
+        {
+            "request_id": [f"p{i}" for i in range(n)],
+            "ts": pa.array(ts, pa.timestamp("s", tz="UTC")),
+            "account_id": ["a"] * n,
+            "model": ["m"] * n,
+        }
+    )
+    pq.write_table(table, tmp_path / "x.parquet")
+    summary = run(tmp_path / "x.parquet", tmp_path / "s")
+    assert summary.stored == n - 1 and dict(summary.quarantined) == {"wrong_type": 1}
+    (entry,) = quarantined(tmp_path / "s")
+    assert entry["line"] == 4501 and entry["detail"].startswith("ts: ")

@@ -450,9 +450,34 @@ def read_parquet(path: Path, source: str, batch_rows: int = 4096) -> Iterator[Re
             parquet = pq.ParquetFile(path)
         number = 0
         for batch in parquet.iter_batches(batch_size=batch_rows):
-            for row in _micro(batch).to_pylist():
+            for row in _rows(_micro(batch)):
                 number += 1
-                yield Record(source, number, None, value=row)
+                if isinstance(row, str):
+                    yield Record(source, number, None, error="wrong_type", detail=row)
+                else:
+                    yield Record(source, number, None, value=row)
+
+
+def _rows(batch: pa.RecordBatch) -> list[dict[str, Any] | str]:
+    """The batch's rows as dicts; a row holding a value Python cannot hold (a timestamp
+    past year 9999) becomes the text of its problem, its neighbours still rows."""
+    try:
+        return batch.to_pylist()  # type: ignore[no-any-return]
+    except (ValueError, OverflowError):
+        return [_row(batch.slice(i, 1)) for i in range(batch.num_rows)]
+
+
+def _row(one: pa.RecordBatch) -> dict[str, Any] | str:
+    try:
+        return one.to_pylist()[0]  # type: ignore[no-any-return]
+    except (ValueError, OverflowError):
+        for name, column in zip(one.schema.names, one.columns, strict=True):
+            try:
+                column.to_pylist()
+            except (ValueError, OverflowError) as exc:
+                late = pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)
+                return f"{name}: {str(exc)[:100]}" + (" (a time past year 9999)" if late else "")
+        raise
 
 
 def _is_gzip(path: Path) -> bool:
