@@ -462,14 +462,14 @@ def _rows(batch: pa.RecordBatch) -> list[dict[str, Any] | str]:
     """The batch's rows as dicts; a row holding a value Python cannot hold (a timestamp
     past year 9999) becomes the text of its problem, its neighbours still rows."""
     try:
-        return batch.to_pylist()  # type: ignore[no-any-return]
+        return batch.to_pylist()
     except (ValueError, OverflowError):
         return [_row(batch.slice(i, 1)) for i in range(batch.num_rows)]
 
 
 def _row(one: pa.RecordBatch) -> dict[str, Any] | str:
     try:
-        return one.to_pylist()[0]  # type: ignore[no-any-return]
+        return one.to_pylist()[0]
     except (ValueError, OverflowError):
         for name, column in zip(one.schema.names, one.columns, strict=True):
             try:
