@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +210,12 @@ def test_a_timestamp_out_of_range_in_parquet_costs_its_row(tmp_path: Path) -> No
     assert summary.stored == n - 1 and dict(summary.quarantined) == {"wrong_type": 1}
     (entry,) = quarantined(tmp_path / "s")
     assert entry["line"] == 4501 and entry["detail"].startswith("ts: ")
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_escaped(tmp_path: Path) -> None:
+    name = os.fsdecode(b"log\xff.jsonl")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / name).write_bytes(lines(record("a"), b"not json", record("b")))
+    summary = run(tmp_path / "in", tmp_path / "s")
+    assert set(rows(tmp_path / "s")) == {"a", "b"} and summary.quarantined["invalid_json"] == 1
+    assert quarantined(tmp_path / "s")[0]["source"].endswith("log\\xff.jsonl")

@@ -12,6 +12,7 @@ import codecs
 import csv
 import gzip
 import io
+import os
 import shutil
 import sys
 import zlib
@@ -503,6 +504,12 @@ READERS = {
     "csv": read_csv,
     "parquet": read_parquet,
 }
+
+
+def printable_name(source: str) -> str:
+    """A file name as stored and printed: bytes that are not UTF-8 (kept by the OS as
+    surrogates) written as \\xNN escapes, since Parquet, JSON and stdout take UTF-8 only."""
+    return os.fsencode(source).decode("utf-8", "backslashreplace")
 
 
 def decode_bytes(raw: bytes) -> str:
