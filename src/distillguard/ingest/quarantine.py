@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import orjson
 
-from distillguard.ingest.readers import Record, decode_bytes
+from distillguard.ingest.readers import Record, decode_bytes, printable_name
 
 MAX_KEPT_BYTES = 1 << 20  # a record larger than this is referenced, not copied
 
@@ -41,7 +41,7 @@ class Quarantine:
     ) -> None:
         self.reasons[reason] += 1
         entry = {
-            "source": source,
+            "source": printable_name(source),
             "line": line,
             "offset": offset,
             "reason": reason,

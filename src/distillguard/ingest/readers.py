@@ -12,6 +12,7 @@ import codecs
 import csv
 import gzip
 import io
+import os
 import shutil
 import sys
 import zlib
@@ -23,12 +24,29 @@ from typing import IO, Any
 import orjson
 import pyarrow as pa
 
+from distillguard.ingest.jsondoc import Cut, Screen, Suspect, cut_items
+
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # larger records are quarantined, not loaded
 SNIFF_BYTES = 64 * 1024
+SNIFF_LINES = 20  # lines after the first that tell JSON Lines from a document
 BOM = b"\xef\xbb\xbf"
 WRAPPERS = {"resourceSpans", "resourceLogs"}  # OTLP members kept around each item
 LISTS = WRAPPERS | {"data", "records", "logs", "items", "results", "observations", "traces"}
+RECORD_FIELDS = {  # a top-level object with one of these is a record, not a wrapper
+    "request_id",
+    "requestId",
+    "custom_id",
+    "ts",
+    "account_id",
+    "messages",
+    "prompt_text",
+    "response_text",
+    "spanId",
+    "startTime",
+}
+LAYOUT_EVENTS = 20_000  # parse events looked at past a wrapper's list for record fields
 CHUNK = 1 << 20
+CONTROL_BYTES = bytes([*range(0x09), *range(0x0E, 0x20)])  # not tab, newline, CR, FF
 
 
 @dataclass(slots=True)
@@ -67,33 +85,72 @@ def sniff_kind(path: Path) -> FileKind:
     with open(path, "rb") as raw:
         head = raw.read(SNIFF_BYTES)
     compressed = head[:2] == b"\x1f\x8b"
+    stream = zlib.decompressobj(wbits=31)
     if compressed:  # decompress only the start; a truncated file still sniffs
         try:
-            head = zlib.decompressobj(wbits=31).decompress(head, SNIFF_BYTES)
+            head = stream.decompress(head, SNIFF_BYTES)
         except zlib.error:
             return FileKind("binary", compressed)
     if head.startswith(b"PAR1"):
         return FileKind("parquet", compressed)
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not text and compressed and not stream.eof:
+        return FileKind("jsonl", compressed)  # cut short, in its header even: the reader says so
     if not text:
         return FileKind("empty", compressed)
-    if b"\x00" in head:
+    if _looks_binary(head):
         return FileKind("binary", compressed)
-    if text[:1] == b"[":
+    first = text.split(b"\n", 1)[0]
+    longer_than_head = first == text and len(head) == SNIFF_BYTES
+    if text[:1] in (b"{", b"[") and (longer_than_head or _parses(first)):
+        return FileKind("jsonl" if text[:1] == b"{" else "json", compressed)
+    if _later_lines_are_records(path):
+        return FileKind("jsonl", compressed)  # the first line is cut (a rotated log) or junk
+    if text[:1] in (b"{", b"["):
         return FileKind("json", compressed)
-    if text[:1] == b"{":
-        return FileKind("jsonl" if _looks_like_lines(text) else "json", compressed)
     if len(head) < SNIFF_BYTES and _parses(text):
         return FileKind("json", compressed)  # a lone JSON value: read, then refused as no record
     return FileKind("csv", compressed)
 
 
-def _looks_like_lines(text: bytes) -> bool:
-    """JSON Lines, unless the start reads as one pretty-printed document."""
-    lines = text.split(b"\n")
-    if len(lines) == 1 or _parses(lines[0]):
-        return True  # a first line longer than the sniffed head, or a whole object
-    return any(line.lstrip()[:1] == b"{" and _parses(line) for line in lines[1:-1][:50])
+def _looks_binary(head: bytes) -> bool:
+    """Binary content is dense with control bytes; a text log has them on a bad line or
+    two at most, and those lines are quarantined by the reader, not the whole file."""
+    if b"\x00" not in head:
+        return False
+    controls = len(head) - len(head.translate(None, CONTROL_BYTES))
+    lines = head.split(b"\n")
+    marked = sum(1 for line in lines if len(line.translate(None, CONTROL_BYTES)) < len(line))
+    return controls * 32 >= len(head) or marked * 2 > len(lines)
+
+
+def _later_lines_are_records(path: Path) -> bool:
+    """JSON Lines whose first line does not parse: most of the next lines are JSON objects.
+
+    Lines are read whole, however long (within the record limit), so records over the
+    sniffed head still count; a pretty-printed document's lines rarely parse alone.
+    """
+    votes = [body[:1] == b"{" and _parses(body) for body in _head_lines(path)][1:]
+    return sum(votes) * 2 > len(votes)
+
+
+def _head_lines(path: Path) -> Iterator[bytes]:
+    """The first non-blank lines of a file, stripped, each whole and within one record's
+    size in all; a line cut by that budget or a broken stream ends them."""
+    budget = MAX_RECORD_BYTES
+    count = 0
+    try:
+        with open_binary(path) as handle:
+            while count <= SNIFF_LINES and budget > 0:
+                line = handle.readline(budget + 1)
+                budget -= len(line)
+                if not line or budget < 0:
+                    return
+                if line.strip():
+                    count += 1
+                    yield line.strip()
+    except (EOFError, OSError, zlib.error):
+        return
 
 
 def _parses(line: bytes) -> bool:
@@ -173,8 +230,13 @@ def parse_json_line(body: bytes, source: str, line: int | None, offset: int | No
 
 def read_json_document(path: Path, source: str) -> Iterator[Record]:
     """Records from one JSON document: the items of a top-level array, of a list member
-    such as `data` or `resourceSpans`, or the whole value. Streams with ijson; a parse
-    error ends the file with one error Record saying where."""
+    such as `data` or `resourceSpans`, or the whole value.
+
+    ijson streams a sound document fast behind a Screen; at the first flaw (a number
+    beyond 64 bits, bytes that are not UTF-8, a lone surrogate, nesting past orjson's
+    limit, a document cut short) the rest is cut item by item and each item judged as a
+    JSON line is, so the flaw costs its own item. A broken gzip stream is unreadable_file.
+    """
     import ijson
 
     prefix, wrap = _document_layout(path)
@@ -182,18 +244,54 @@ def read_json_document(path: Path, source: str) -> Iterator[Record]:
     try:
         with open_binary(path) as handle:
             _skip_bom(handle)
-            for item in ijson.items(handle, prefix, use_float=True, multiple_values=True):
+            screen = Screen(handle, len(prefix.split(".")) if prefix else 0)
+            for item in ijson.items(screen, prefix, use_float=True, multiple_values=True):
                 count += 1
+                screen.settle()
                 yield Record(source, count, None, value={wrap: [item]} if wrap else item)
-    except (ijson.JSONError, UnicodeDecodeError, ValueError, EOFError, OSError, zlib.error) as exc:
-        reason = "invalid_utf8" if isinstance(exc, UnicodeDecodeError) else "invalid_json"
-        yield Record(
-            source,
-            count + 1,
-            None,
-            error=reason,
-            detail=f"document unreadable after item {count}: {str(exc)[:160]}",
+        return
+    except (ijson.JSONError, UnicodeDecodeError, ValueError, Suspect):
+        pass
+    except (EOFError, OSError, zlib.error) as exc:
+        yield _broken_off(source, count, exc)
+        return
+    yield from _read_carefully(path, source, prefix, wrap, count)
+
+
+def _read_carefully(
+    path: Path, source: str, prefix: str, wrap: str | None, skip: int
+) -> Iterator[Record]:
+    """The items after the first `skip`, each parsed alone (see jsondoc)."""
+    count = skip
+    try:
+        with open_binary(path) as handle:
+            _skip_bom(handle)
+            for cut in cut_items(handle, prefix, skip, MAX_RECORD_BYTES):
+                count = cut.number
+                yield _cut_record(cut, source, wrap)
+    except (EOFError, OSError, zlib.error) as exc:
+        yield _broken_off(source, count, exc)
+
+
+def _cut_record(cut: Cut, source: str, wrap: str | None) -> Record:
+    if cut.problem is not None or cut.body is None:
+        return Record(
+            source, cut.number, cut.offset, error=cut.reason, detail=cut.problem, raw=cut.body
         )
+    record = parse_json_line(cut.body, source, cut.number, cut.offset)
+    if wrap and record.error is None:
+        record.value = {wrap: [record.value]}
+    return record
+
+
+def _broken_off(source: str, count: int, exc: BaseException) -> Record:
+    return Record(
+        source,
+        count + 1,
+        None,
+        error="unreadable_file",
+        detail=f"reading stopped after item {count}: {str(exc)[:160]}",
+    )
 
 
 def _skip_bom(handle: IO[bytes]) -> None:
@@ -203,25 +301,27 @@ def _skip_bom(handle: IO[bytes]) -> None:
 
 def _document_layout(path: Path) -> tuple[str, str | None]:
     """Where the records are: ('item', None) for an array, ('key.item', wrapper) for a
-    list member of a top-level object, ('', None) for the whole value."""
+    list member of a top-level object, ('', None) for the whole value.
+
+    A top-level object carrying a record's own fields is a record even when it holds a
+    list named like a wrapper's (`results`, `data`); its keys after that list are looked
+    at too, within a budget, since reading them all would read a wrapper's records twice.
+    """
     import ijson
 
     try:
         with open_binary(path) as handle:
+            first = handle.read(SNIFF_BYTES).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+            if first != b"{":
+                return ("item" if first == b"[" else ""), None
+            handle.seek(0)
             _skip_bom(handle)
-            events = ijson.parse(handle)
-            _, first_event, _ = next(events)
-            if first_event == "start_array":
-                return "item", None
-            if first_event != "start_map":
-                return "", None
-            key = None
-            for prefix, event, value in events:
-                if prefix == "" and event == "map_key":
-                    key = value
-                elif key in LISTS and prefix == key and event == "start_array":
-                    return f"{key}.item", key if key in WRAPPERS else None
+            screen = Screen(handle, 0)
+            events = ijson.parse(screen)
+            next(events)
+            return _wrapper_layout(events, screen)
     except (
+        Suspect,
         ijson.JSONError,
         StopIteration,
         UnicodeDecodeError,
@@ -232,6 +332,30 @@ def _document_layout(path: Path) -> tuple[str, str | None]:
     ):
         pass
     return "", None
+
+
+def _wrapper_layout(
+    events: Iterator[tuple[str, str, Any]], screen: Screen
+) -> tuple[str, str | None]:
+    key = found = None
+    budget = LAYOUT_EVENTS
+    depth = 1
+    for prefix, event, value in events:
+        depth += event in ("start_map", "start_array")
+        depth -= event in ("end_map", "end_array")
+        screen.settle(depth)
+        if prefix == "" and event == "map_key":
+            if value in RECORD_FIELDS:
+                return "", None
+            key = value
+        elif found is None and key in LISTS and prefix == key and event == "start_array":
+            found = key
+        budget -= found is not None
+        if budget < 0 or (prefix == "" and event == "end_map"):
+            break
+    if found is None:
+        return "", None
+    return f"{found}.item", found if found in WRAPPERS else None
 
 
 def read_csv(path: Path, source: str) -> Iterator[Record]:
@@ -327,9 +451,34 @@ def read_parquet(path: Path, source: str, batch_rows: int = 4096) -> Iterator[Re
             parquet = pq.ParquetFile(path)
         number = 0
         for batch in parquet.iter_batches(batch_size=batch_rows):
-            for row in _micro(batch).to_pylist():
+            for row in _rows(_micro(batch)):
                 number += 1
-                yield Record(source, number, None, value=row)
+                if isinstance(row, str):
+                    yield Record(source, number, None, error="wrong_type", detail=row)
+                else:
+                    yield Record(source, number, None, value=row)
+
+
+def _rows(batch: pa.RecordBatch) -> list[dict[str, Any] | str]:
+    """The batch's rows as dicts; a row holding a value Python cannot hold (a timestamp
+    past year 9999) becomes the text of its problem, its neighbours still rows."""
+    try:
+        return batch.to_pylist()
+    except (ValueError, OverflowError):
+        return [_row(batch.slice(i, 1)) for i in range(batch.num_rows)]
+
+
+def _row(one: pa.RecordBatch) -> dict[str, Any] | str:
+    try:
+        return one.to_pylist()[0]
+    except (ValueError, OverflowError):
+        for name, column in zip(one.schema.names, one.columns, strict=True):
+            try:
+                column.to_pylist()
+            except (ValueError, OverflowError) as exc:
+                late = pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)
+                return f"{name}: {str(exc)[:100]}" + (" (a time past year 9999)" if late else "")
+        raise
 
 
 def _is_gzip(path: Path) -> bool:
@@ -355,6 +504,12 @@ READERS = {
     "csv": read_csv,
     "parquet": read_parquet,
 }
+
+
+def printable_name(source: str) -> str:
+    """A file name as stored and printed: bytes that are not UTF-8 (kept by the OS as
+    surrogates) written as \\xNN escapes, since Parquet, JSON and stdout take UTF-8 only."""
+    return os.fsencode(source).decode("utf-8", "backslashreplace")
 
 
 def decode_bytes(raw: bytes) -> str:

@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from distillguard.ingest.readers import printable_name
+
 BATCH_ROWS = 8192
 BATCH_BYTES = 64 * 1024 * 1024
 MAX_OPEN_WRITERS = 128
@@ -33,6 +35,8 @@ class Stager:
         folder.mkdir(parents=True, exist_ok=True)
 
     def add(self, row: dict[str, Any], size: int) -> None:
+        if row.get("_source"):
+            row["_source"] = printable_name(row["_source"])
         row["_seq"] = self.count
         self.count += 1
         self.rows.append(row)
