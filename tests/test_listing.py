@@ -75,3 +75,15 @@ def test_a_store_before_its_first_commit_is_not_read_as_a_folder(tmp_path: Path)
     _touch(store / "exchanges" / "day=2026-04-22" / "part-x.parquet")
     with pytest.raises(InputError, match="first ingest has not committed"):
         inputs(store)
+
+
+def test_ingest_lists_linked_folders_and_keeps_underscored_names(tmp_path: Path) -> None:
+    """Raw logs are not a Spark dataset: only hidden files are skipped there."""
+    from distillguard.ingest.pipeline import expand
+
+    elsewhere = _touch(tmp_path / "archive" / "old.jsonl").parent
+    logs = tmp_path / "logs"
+    kept = [_touch(logs / "_gateway.jsonl"), _touch(logs / "today.jsonl")]
+    _touch(logs / ".partial.jsonl")
+    (logs / "archive").symlink_to(elsewhere, target_is_directory=True)
+    assert expand([logs]) == [kept[0], logs / "archive" / "old.jsonl", kept[1]]

@@ -17,8 +17,8 @@ NOT_DATA = (".", "_")  # hidden files, _SUCCESS, _temporary/: as Spark and Arrow
 
 def files_under(folder: Path, skip: tuple[str, ...] = NOT_DATA) -> list[Path]:
     """Every file under `folder`, sorted, but those whose name or folder's name begins
-    with one of `skip`. Linked folders are followed, each once; a folder that cannot be
-    read is an InputError naming it."""
+    with one of `skip`, and sockets and pipes. Linked folders are followed, each once; a
+    folder that cannot be read is an InputError naming it."""
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
     for root, folders, names in os.walk(folder, onerror=_unreadable, followlinks=True):
@@ -28,7 +28,8 @@ def files_under(folder: Path, skip: tuple[str, ...] = NOT_DATA) -> list[Path]:
             continue
         seen.add((place.st_dev, place.st_ino))
         folders[:] = [f for f in folders if not f.startswith(skip)]
-        found += [Path(root, n) for n in names if not n.startswith(skip)]
+        files = (Path(root, n) for n in names if not n.startswith(skip))
+        found += [f for f in files if f.is_file() or not f.exists()]  # a dead link, named later
     return sorted(found)
 
 

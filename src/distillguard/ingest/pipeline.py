@@ -30,6 +30,7 @@ from distillguard.ingest.quarantine import Quarantine
 from distillguard.ingest.readers import READERS, Record, sniff_kind
 from distillguard.ingest.staging import DaySink, Stager
 from distillguard.ingest.values import BadValue, coerce
+from distillguard.listing import files_under
 from distillguard.privacy import Pseudonymiser
 from distillguard.schema import TABLES, required
 from distillguard.store import MANIFEST, Store, Transaction
@@ -153,7 +154,8 @@ def _inside_store(file: Path, top: Path, store: Path | None) -> bool:
 
 
 def expand(paths: Iterable[str | Path], store: Path | None = None) -> list[Path]:
-    """Files named, and files inside folders named (hidden ones skipped), in order.
+    """Files named, and files inside folders named (hidden ones skipped, linked folders
+    followed, one that cannot be read named), in order.
 
     A store inside an input folder (the one written to, or any other) is not input.
     """
@@ -161,14 +163,7 @@ def expand(paths: Iterable[str | Path], store: Path | None = None) -> list[Path]
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file()
-                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                )
-            )
+            files.extend(files_under(path, skip=(".",)))
             files = [f for f in files if not _inside_store(f, path, store)]
         elif path.is_file():
             files.append(path)
