@@ -219,3 +219,23 @@ def test_a_file_name_that_is_not_utf8_is_stored_escaped(tmp_path: Path) -> None:
     summary = run(tmp_path / "in", tmp_path / "s")
     assert set(rows(tmp_path / "s")) == {"a", "b"} and summary.quarantined["invalid_json"] == 1
     assert quarantined(tmp_path / "s")[0]["source"].endswith("log\\xff.jsonl")
+
+
+def test_an_unterminated_quote_in_csv_costs_its_line(tmp_path: Path) -> None:
+    """The quote swallowed every row after it, uncounted; the rows after its line are
+    now read again as rows, and a legitimately quoted line break still joins lines."""
+    head = "request_id,ts,account_id,model,prompt_text\n"
+    row = "{},2026-04-22T09:15:30Z,a,m,{}\n"
+    path = tmp_path / "f.csv"
+    path.write_text(
+        head
+        + row.format("c1", "hi")
+        + row.format("c2", '"unterminated')
+        + row.format("c3", '"two\nlines"')
+        + row.format("c4", "hi")
+    )
+    summary = run(path, tmp_path / "s")
+    stored = rows(tmp_path / "s")
+    assert set(stored) == {"c1", "c3", "c4"} and stored["c3"]["prompt_text"] == "two\nlines"
+    assert dict(summary.quarantined) == {"csv_shape": 1}
+    assert quarantined(tmp_path / "s")[0]["line"] == 3

@@ -370,17 +370,17 @@ def read_csv(path: Path, source: str) -> Iterator[Record]:
         delimiter = "\t" if first.count(b"\t") > first.count(b",") else ","
     with open_binary(path) as binary:
         text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.reader(text, delimiter=delimiter, strict=True)
+        lines = _RowLines(text)
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
         header: list[str] | None = None
         while True:
+            lines.start_row()
             try:
                 fields = next(reader)
             except StopIteration:
                 return
-            except csv.Error as exc:
-                yield Record(
-                    source, reader.line_num, None, error="csv_shape", detail=f"malformed CSV: {exc}"
-                )
+            except (csv.Error, _RowTooLong) as exc:
+                yield _malformed(source, lines, exc)
                 continue
             if not any(f.strip() for f in fields):
                 continue
@@ -390,14 +390,79 @@ def read_csv(path: Path, source: str) -> Iterator[Record]:
                 if repeated:
                     yield Record(
                         source,
-                        reader.line_num,
+                        lines.first,
                         None,
                         error="csv_shape",
                         detail=f"the header repeats column(s) {', '.join(repeated)}",
                     )
                     return
                 continue
-            yield _csv_record(fields, header, source, reader.line_num, delimiter)
+            yield _csv_record(fields, header, source, lines.first, delimiter)
+
+
+class _RowTooLong(Exception):
+    pass
+
+
+class _RowLines:
+    """The file's lines for the CSV reader, remembering those of the row being read: a
+    row the reader refuses (an unterminated quote swallowed the rest of the file) costs
+    its first line only, and the lines after it are read again as rows of their own."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self.text = text
+        self.number = 0  # lines read from the file
+        self.row: list[tuple[int, str]] = []
+        self.again: list[tuple[int, str]] = []  # to be read again, last first
+        self.size = 0
+
+    def start_row(self) -> None:
+        self.row, self.size = [], 0
+
+    @property
+    def first(self) -> int:
+        return self.row[0][0] if self.row else self.number
+
+    def __iter__(self) -> _RowLines:
+        return self
+
+    def __next__(self) -> str:
+        if self.again:
+            numbered = self.again.pop()
+        else:
+            line = self.text.readline()
+            if not line:
+                raise StopIteration
+            self.number += 1
+            numbered = (self.number, line)
+        self.row.append(numbered)
+        self.size += len(numbered[1])
+        if self.size > MAX_RECORD_BYTES:
+            raise _RowTooLong
+        return numbered[1]
+
+    def refused(self) -> None:
+        """Read the refused row's lines but its first again."""
+        self.again.extend(reversed(self.row[1:]))
+
+
+def _malformed(source: str, lines: _RowLines, exc: Exception) -> Record:
+    too_long = isinstance(exc, _RowTooLong)
+    line = lines.first
+    raw = None if too_long or not lines.row else lines.row[0][1].encode("utf-8", "surrogateescape")
+    lines.refused()
+    return Record(
+        source,
+        line,
+        None,
+        raw=raw,
+        error="record_too_large" if too_long else "csv_shape",
+        detail=(
+            f"a row runs past {MAX_RECORD_BYTES} bytes (an unterminated quote?)"
+            if too_long
+            else f"malformed CSV: {exc}"
+        ),
+    )
 
 
 def _csv_record(
