@@ -24,8 +24,10 @@ from distillguard.ingest.adapters.common import (
     count,
     first,
     flatten_chat,
+    messages_of,
     obj,
     text_of,
+    text_or_parts,
 )
 
 LLM_OPERATIONS = {
@@ -239,7 +241,7 @@ def _messages_from_indexed(groups: list[dict[str, Any]], inner: str = "") -> lis
     messages = []
     for group in groups:
         role = group.get(f"{inner}role")
-        content = group.get(f"{inner}content")
+        content = text_or_parts(group.get(f"{inner}content"))
         if content is None:
             parts = indexed(group, f"{inner}contents")
             content = (
@@ -261,7 +263,7 @@ def _input(
     messages = as_obj(attrs.get("gen_ai.input.messages"))
     if isinstance(messages, list):
         prompt, system, turns = flatten_chat(messages)
-        system = text_of(as_obj(attrs.get("gen_ai.system_instructions"))) or system
+        system = text_or_parts(attrs.get("gen_ai.system_instructions")) or system
         return prompt, system, turns
     for prefix, inner in (("gen_ai.prompt", ""), ("llm.input_messages", "message.")):
         groups = indexed(attrs, prefix)
@@ -270,13 +272,27 @@ def _input(
     from_events = _event_messages(events)
     if from_events:
         return flatten_chat(from_events)
-    value = attrs.get("input.value")
-    if value is not None:
-        parsed = as_obj(value)
-        if isinstance(parsed, dict) and "messages" in parsed:
-            return flatten_chat(parsed["messages"])
-        return text_of(parsed), None, 0
+    if attrs.get("input.value") is not None:
+        return _openinference_input(attrs)
     return None, None, None
+
+
+def _openinference_input(attrs: Mapping[str, Any]) -> tuple[str | None, str | None, int | None]:
+    """`input.value` is the text as sent, unless its mime type says JSON (or, without
+    one, it is a request body holding messages)."""
+    value = attrs.get("input.value")
+    mime = attrs.get("input.mime_type")
+    parsed = as_obj(value) if mime != "text/plain" else value
+    if isinstance(parsed, dict) and "messages" in parsed:
+        return flatten_chat(parsed["messages"])
+    return text_of(parsed if mime == "application/json" else value), None, 0
+
+
+def _openinference_output(attrs: Mapping[str, Any]) -> str | None:
+    value = attrs.get("output.value")
+    if attrs.get("output.mime_type") == "application/json":
+        value = as_obj(value)
+    return text_of(value)
 
 
 def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
@@ -288,10 +304,9 @@ def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
         name = str(event.get("name") or "")
         attrs = attributes(event.get("attributes"))
         if name == "gen_ai.content.prompt":
-            prompt = as_obj(attrs.get("gen_ai.prompt"))
-            messages.extend(
-                prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-            )
+            prompt = attrs.get("gen_ai.prompt")
+            listed = messages_of(prompt)
+            messages.extend(listed if listed is not None else [{"role": "user", "content": prompt}])
         elif name.endswith(".message") and name.startswith("gen_ai."):
             body = as_obj(attrs.get("gen_ai.event.content"))
             body = body if isinstance(body, dict) else attrs
@@ -328,16 +343,14 @@ def _output_from_events(
             calls = count(body.get("tool_calls") or _field(message, "tool_calls"))
             return text_of(_field(message, "content")), calls
         if event.get("name") == "gen_ai.content.completion":
-            completion = as_obj(event_attrs.get("gen_ai.completion"))
-            if isinstance(completion, list) and completion:
+            completion = event_attrs.get("gen_ai.completion")
+            listed = messages_of(completion)
+            if listed:
                 completion = (
-                    completion[0].get("content")
-                    if isinstance(completion[0], dict)
-                    else completion[0]
+                    _field(listed[0], "content") if isinstance(listed[0], dict) else listed[0]
                 )
             return text_of(completion), None
-    value = attrs.get("output.value")
-    return (text_of(as_obj(value)) if value is not None else None), None
+    return _openinference_output(attrs), None
 
 
 def _field(value: Any, key: str) -> Any:
