@@ -317,14 +317,9 @@ def _map_record(
     if record.error is not None:
         quarantine.add_record(record)
         return
-    try:
-        outputs = list(adapter.rows(record.value))
-    except Reject as reject:
-        outputs = [reject]
-    except Exception as exc:  # one odd record must never cost the rest of its file
-        detail = f"record does not have the {adapter.name} shape: {type(exc).__name__}: {exc}"
-        outputs = [Reject("wrong_type", detail[:300])]
-    for output in outputs:
+    produced = False
+    for output in _outputs(adapter, record.value):
+        produced = True
         if output is None:
             summary.skipped["not_an_exchange"] += 1
             continue
@@ -350,6 +345,21 @@ def _map_record(
         )
         summary.rows_mapped += 1
         stager.add(row, _size(row))
+    if not produced:
+        summary.skipped["empty_record"] += 1
+
+
+def _outputs(adapter: Adapter, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
+    """The adapter's outputs for one record as they come: an adapter that fails part-way
+    through a record (an export line of many spans) keeps what it gave before, and the
+    failure is one Reject. One odd record never costs the rest of its file."""
+    try:
+        yield from adapter.rows(value)
+    except Reject as reject:
+        yield reject
+    except Exception as exc:
+        detail = f"record does not have the {adapter.name} shape: {type(exc).__name__}: {exc}"
+        yield Reject("wrong_type", detail[:300])
 
 
 def _raw(record: Record) -> Any:

@@ -29,6 +29,7 @@ from distillguard.ingest.adapters.common import (
     text_of,
     text_or_parts,
 )
+from distillguard.ingest.values import to_int
 
 LLM_OPERATIONS = {
     "chat": "chat",
@@ -41,6 +42,8 @@ LLM_OPERATIONS = {
     "messages": "messages",
 }
 LLM_KINDS = {"LLM", "EMBEDDING"}
+SPAN_LEVELS = (("resourceSpans",), ("scopeSpans", "instrumentationLibrarySpans"), ("spans",))
+LOG_LEVELS = (("resourceLogs",), ("scopeLogs",), ("logRecords",))
 ACCOUNT_KEYS = (
     "account.id",
     "tenant.id",
@@ -74,23 +77,81 @@ class OtelAdapter:
         return isinstance(value, dict) and ("resourceSpans" in value or "resourceLogs" in value)
 
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
+        if not self.sniff(value):
+            yield Reject(
+                "unrecognised_format",
+                "not an OTLP/JSON export: no resourceSpans or resourceLogs",
+            )
+            return
         if "resourceLogs" in value:
             yield from _event_rows(value)
-        for resource_spans in value.get("resourceSpans") or []:
-            resource = attributes(_get(resource_spans, "resource", "attributes"))
-            scopes = (
-                resource_spans.get("scopeSpans")
-                or resource_spans.get("instrumentationLibrarySpans")
-                or []
-            )
-            for scope in scopes:
-                for span in scope.get("spans") or []:
-                    try:
-                        yield exchange_of(span, resource)
-                    except Reject as reject:
-                        yield reject
-                    except (AttributeError, TypeError, ValueError) as exc:
-                        yield Reject("wrong_type", f"span is malformed: {exc}")
+        for found in _leaves(value, SPAN_LEVELS):
+            yield found if isinstance(found, Reject) else _span_row(*found)
+
+
+def _span_row(where: str, span: Mapping[str, Any], resource: Mapping[str, Any]) -> Any:
+    """One span's row, or a Reject naming where the span sits in its export line."""
+    try:
+        return exchange_of(span, resource)
+    except Reject as reject:
+        return Reject(reject.reason, f"{where}: {reject.detail}")
+    except (AttributeError, TypeError, ValueError) as exc:
+        return Reject("wrong_type", f"{where} is malformed: {exc}")
+
+
+def _leaves(
+    export: Mapping[str, Any], levels: tuple[tuple[str, ...], ...]
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]] | Reject]:
+    """Each span (or log record) with its path and its resource's attributes.
+
+    A malformed part of the line (a list that is not one, an item that is not an
+    object, a resource attribute that cannot be decoded) becomes one Reject naming it
+    and costs only what it holds, never its siblings.
+    """
+    for where, holder in _objects(export, levels[0], ""):
+        if isinstance(holder, Reject):
+            yield holder
+            continue
+        try:
+            resource = attributes(_get(holder, "resource", "attributes"))
+        except ValueError as exc:
+            yield Reject("wrong_type", f"{where}.resource: {exc}")
+            continue
+        for scope_where, scope in _objects(holder, levels[1], where):
+            if isinstance(scope, Reject):
+                yield scope
+                continue
+            for leaf_where, leaf in _objects(scope, levels[2], scope_where):
+                yield leaf if isinstance(leaf, Reject) else (leaf_where, leaf, resource)
+
+
+def _objects(
+    parent: Mapping[str, Any], keys: tuple[str, ...], where: str
+) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
+    """The objects listed under the first of `keys` that `parent` fills. Absent or null
+    is an empty list, as proto3 JSON reads it; anything else that is not a list of
+    objects is a Reject naming its path."""
+    key = next((k for k in keys if parent.get(k)), keys[0])
+    items = parent.get(key)
+    path = f"{where}.{key}" if where else key
+    if items is None:
+        return
+    if not isinstance(items, list):
+        yield path, Reject("wrong_type", f"{path} is {_kind(items)}, expected a list")
+        return
+    for index, item in enumerate(items):
+        here = f"{path}[{index}]"
+        if isinstance(item, dict):
+            yield here, item
+        else:
+            yield here, Reject("wrong_type", f"{here} is {_kind(item)}, expected an object")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def exchange_of(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -157,13 +218,19 @@ def exchange_of(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
 
 
 def attributes(items: Any) -> dict[str, Any]:
-    """OTLP KeyValue list to a plain dict of Python values."""
+    """OTLP KeyValue list to a plain dict of Python values; a ValueError names the
+    attribute whose value cannot be decoded."""
     if isinstance(items, dict):  # some exporters write attributes as an object
         return dict(items)
+    if items is not None and not isinstance(items, list):
+        raise ValueError(f"attributes are {_kind(items)}, expected a list")
     out: dict[str, Any] = {}
     for item in items or []:
         if isinstance(item, dict) and "key" in item:
-            out[item["key"]] = any_value(item.get("value"))
+            try:
+                out[item["key"]] = any_value(item.get("value"))
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise ValueError(f"attribute {str(item['key'])[:100]!r}: {exc}") from None
     return out
 
 
@@ -174,9 +241,9 @@ def any_value(value: Any) -> Any:
     if "stringValue" in value:
         return value["stringValue"]
     if "intValue" in value:
-        return int(value["intValue"])
+        return _int64(value["intValue"])
     if "doubleValue" in value:
-        return float(value["doubleValue"])
+        return _double(value["doubleValue"])
     if "boolValue" in value:
         flag = value["boolValue"]
         return flag if isinstance(flag, bool) else str(flag).strip().lower() == "true"
@@ -187,6 +254,23 @@ def any_value(value: Any) -> Any:
     if "bytesValue" in value:
         return value["bytesValue"]
     return None
+
+
+def _int64(raw: Any) -> int:
+    """proto3 JSON writes an int64 as text or a number; a fraction or a boolean is not
+    one, and is refused as the canonical columns refuse it."""
+    if type(raw) is str:
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    return to_int(raw)
+
+
+def _double(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("expected a number, got a boolean")
+    return float(raw)
 
 
 def span_id(value: Any) -> str | None:
@@ -401,23 +485,20 @@ def _event_rows(value: Any) -> Iterator[dict[str, Any] | Reject | None]:
     """Message events written as log records (the 1.28-1.36 conventions): grouped by the
     span they belong to, they fill that span's prompt, system prompt and response."""
     by_span: dict[str, list[dict[str, Any]]] = {}
-    for resource_logs in value.get("resourceLogs") or []:
-        for scope in resource_logs.get("scopeLogs") or []:
-            for log in scope.get("logRecords") or []:
-                name = log.get("eventName") or attributes(log.get("attributes")).get("event.name")
-                owner = _event_key(log) if span_id(log.get("spanId")) else None
-                if not owner or not str(name or "").startswith("gen_ai."):
-                    yield None
-                    continue
-                body = any_value(log.get("body"))
-                by_span.setdefault(owner, []).append(
-                    {
-                        "name": name,
-                        "attributes": [
-                            {"key": "gen_ai.event.content", "value": {"stringValue": _json(body)}}
-                        ],
-                    }
-                )
+    for found in _leaves(value, LOG_LEVELS):
+        if isinstance(found, Reject):
+            yield found
+            continue
+        where, log, _ = found
+        try:
+            event = _message_event(log)
+        except (AttributeError, TypeError, ValueError) as exc:
+            yield Reject("wrong_type", f"{where} is malformed: {exc}")
+            continue
+        if event is None:
+            yield None
+            continue
+        by_span.setdefault(event[0], []).append(event[1])
     for owner, events in by_span.items():
         prompt, system, turns = flatten_chat(_event_messages(events))
         response, calls = _output_from_events(events, {})
@@ -430,6 +511,17 @@ def _event_rows(value: Any) -> Iterator[dict[str, Any] | Reject | None]:
             "_join_key": owner,
             "_side": "ctx",
         }
+
+
+def _message_event(log: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(owning span, the log record as a span event) for a GenAI message event; None
+    for any other log record."""
+    name = log.get("eventName") or attributes(log.get("attributes")).get("event.name")
+    owner = _event_key(log) if span_id(log.get("spanId")) else None
+    if not owner or not str(name or "").startswith("gen_ai."):
+        return None
+    content = {"stringValue": _json(any_value(log.get("body")))}
+    return owner, {"name": name, "attributes": [{"key": "gen_ai.event.content", "value": content}]}
 
 
 def _event_key(item: Mapping[str, Any]) -> str:
