@@ -417,3 +417,24 @@ def test_otel_numbers_that_are_not_integers_are_quarantined(tmp_path: Path) -> N
     }
     assert summary.quarantined == {"wrong_type": 2}
     assert all(tokens in q["detail"] for q in quarantined(tmp_path / "s"))
+
+
+def test_an_otel_message_list_that_cannot_be_read_is_quarantined(tmp_path: Path) -> None:
+    messages, answers = "gen_ai.input.messages", "gen_ai.output.messages"
+    spans = [
+        _span("00000000000000e1", **{messages: {"stringValue": '[{"role": "user"'}}),
+        _span("00000000000000e2", **{messages: {"stringValue": '{"role": "user"}'}}),
+        _span("00000000000000e3", **{messages: {"stringValue": "[[1]]"}}),
+        _span("00000000000000e5", **{answers: {"stringValue": '{"role": "assistant"}'}}),
+        _span(
+            "00000000000000e4",
+            **{messages: {"stringValue": '[{"role": "user", "content": "fine"}]'}},
+        ),
+    ]
+    summary = run(write_jsonl(tmp_path / "o.jsonl", [_otlp(*spans)]), tmp_path / "s")
+    assert {k: r["prompt_text"] for k, r in rows(tmp_path / "s").items()} == {
+        "00000000000000e4": "fine"
+    }
+    assert summary.quarantined == {"wrong_type": 4}
+    details = [q["detail"] for q in quarantined(tmp_path / "s")]
+    assert sum(messages in d for d in details) == 3 and sum(answers in d for d in details) == 1

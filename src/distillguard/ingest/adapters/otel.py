@@ -344,8 +344,8 @@ def _messages_from_indexed(groups: list[dict[str, Any]], inner: str = "") -> lis
 def _input(
     attrs: Mapping[str, Any], events: list[Any]
 ) -> tuple[str | None, str | None, int | None]:
-    messages = as_obj(attrs.get("gen_ai.input.messages"))
-    if isinstance(messages, list):
+    messages = _message_list(attrs, "gen_ai.input.messages")
+    if messages is not None:
         prompt, system, turns = flatten_chat(messages)
         system = text_or_parts(attrs.get("gen_ai.system_instructions")) or system
         return prompt, system, turns
@@ -359,6 +359,18 @@ def _input(
     if attrs.get("input.value") is not None:
         return _openinference_input(attrs)
     return None, None, None
+
+
+def _message_list(attrs: Mapping[str, Any], key: str) -> list[Any] | None:
+    """A messages attribute (JSON text or an array value), None when absent. Anything
+    else is refused: the span's prompt or answer would otherwise be lost unseen."""
+    value = attrs.get(key)
+    if value is None or value == "":
+        return None
+    messages = as_obj(value)
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise Reject("wrong_type", f"{key} is not a JSON list of messages")
+    return messages
 
 
 def _openinference_input(attrs: Mapping[str, Any]) -> tuple[str | None, str | None, int | None]:
@@ -400,8 +412,8 @@ def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
 
 
 def _output(attrs: Mapping[str, Any], events: list[Any]) -> tuple[str | None, int | None]:
-    messages = as_obj(attrs.get("gen_ai.output.messages"))
-    if isinstance(messages, list) and messages:
+    messages = _message_list(attrs, "gen_ai.output.messages")
+    if messages:
         parts = [p for m in messages if isinstance(m, dict) for p in (m.get("parts") or [])]
         calls = sum(1 for p in parts if isinstance(p, dict) and p.get("type") == "tool_call")
         return text_of(parts), calls
