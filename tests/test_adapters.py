@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SAMPLES, rows, run, write_jsonl
+from tests.conftest import SAMPLES, quarantined, rows, run, write_jsonl
 
 LOGS = SAMPLES / "logs"
 SHARED = "req-7f3a9c01"
@@ -442,3 +442,45 @@ def test_json_parts_are_read_where_a_field_holds_them_and_other_json_is_text(
         "Be brief.",
         '{"text": "inner"}',
     ]
+
+
+def test_a_failed_batch_request_is_quarantined_as_failed(tmp_path: Path) -> None:
+    """An error file's line (and an output line with an error body) has no response and
+    so no time: the request is quarantined as failed, not as a request whose result
+    line is missing, and the batch line's id is not taken for its API request id."""
+    (tmp_path / "b").mkdir()
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    requests = [
+        {"custom_id": c, "method": "POST", "url": "/v1/chat/completions", "body": body}
+        for c in ("t1", "t2", "t3")
+    ]
+    write_jsonl(tmp_path / "b" / "in.jsonl", requests)
+    write_jsonl(
+        tmp_path / "b" / "errors.jsonl",
+        [
+            {
+                "id": "batch_req_2",
+                "custom_id": "t2",
+                "response": None,
+                "error": {"code": "server_error", "message": "x"},
+            },
+            {
+                "id": "batch_req_3",
+                "custom_id": "t3",
+                "response": {
+                    "status_code": 400,
+                    "request_id": "req_3",
+                    "body": {"error": {"message": "bad", "type": "invalid_request_error"}},
+                },
+                "error": None,
+            },
+        ],
+    )
+    summary = run(tmp_path / "b", tmp_path / "s", constants={"account_id": "org"})
+    assert summary.stored == 0 and summary.quarantined == {"missing_field": 3}
+    details = {q["record"].get("status"): q for q in quarantined(tmp_path / "s")}
+    assert "needs its result line" in details[None]["detail"]  # t1: no result at all
+    assert "failed with status 500" in details[500]["detail"]
+    assert details[500]["record"].get("request_id") is None
+    assert "failed with status 400" in details[400]["detail"]
+    assert details[400]["record"]["request_id"] == "req_3"

@@ -453,12 +453,23 @@ def _fill(table: pa.Table, constants: dict[str, Any]) -> pa.Table:
     return table
 
 
+def _hint(row: dict[str, Any], absent: list[str]) -> str:
+    """How the format explains the first of the missing columns it can explain. A batch
+    request whose result line reports a failure has no time because it failed, not
+    because its result line is missing."""
+    form, status = str(row.get("_format")), row.get("status")
+    if form == "openai-batch" and "ts" in absent and (status or 0) >= 400:
+        return (
+            f"the batch result line reports the request failed with status {status}; "
+            "a failed request has no response, so no time"
+        )
+    return next((HINTS[(form, c)] for c in absent if (form, c) in HINTS), "")
+
+
 def _quarantine_missing(table: pa.Table, needed: list[str], quarantine: Quarantine) -> None:
     for row in table.to_pylist():
         absent = [c for c in needed if row.get(c) is None]
-        hint = next(
-            (HINTS[(row.get("_format"), c)] for c in absent if (row.get("_format"), c) in HINTS), ""
-        )
+        hint = _hint(row, absent)
         detail = f"missing {', '.join(absent)}" + (f" ({hint})" if hint else "")
         record = {k: v for k, v in row.items() if not k.startswith("_") and v is not None}
         quarantine.add(
