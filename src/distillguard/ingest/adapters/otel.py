@@ -85,24 +85,33 @@ class OtelAdapter:
             return
         if "resourceLogs" in value:
             yield from _event_rows(value)
-        for found in _leaves(value, SPAN_LEVELS):
-            yield found if isinstance(found, Reject) else _span_row(*found)
+        for found in _leaf_lists(value, SPAN_LEVELS):
+            if isinstance(found, Reject):
+                yield found
+                continue
+            path, spans, resource = found
+            for index, span in enumerate(spans):
+                yield _span_row(span, resource, path, index)
 
 
-def _span_row(where: str, span: Mapping[str, Any], resource: Mapping[str, Any]) -> Any:
-    """One span's row, or a Reject naming where the span sits in its export line."""
+def _span_row(span: Any, resource: Mapping[str, Any], path: str, index: int) -> Any:
+    """One span's row, or a Reject naming where the span sits in its export line (the
+    path is spelled out only then: a line holds thousands of spans)."""
+    if not isinstance(span, dict):
+        return _not_an_object(f"{path}[{index}]", span)
     try:
         return exchange_of(span, resource)
     except Reject as reject:
-        return Reject(reject.reason, f"{where}: {reject.detail}")
+        return Reject(reject.reason, f"{path}[{index}]: {reject.detail}")
     except (AttributeError, TypeError, ValueError) as exc:
-        return Reject("wrong_type", f"{where} is malformed: {exc}")
+        return Reject("wrong_type", f"{path}[{index}] is malformed: {exc}")
 
 
-def _leaves(
+def _leaf_lists(
     export: Mapping[str, Any], levels: tuple[tuple[str, ...], ...]
-) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]] | Reject]:
-    """Each span (or log record) with its path and its resource's attributes.
+) -> Iterator[tuple[str, list[Any], dict[str, Any]] | Reject]:
+    """Each scope's list of spans (or log records) with its path and its resource's
+    attributes.
 
     A malformed part of the line (a list that is not one, an item that is not an
     object, a resource attribute that cannot be decoded) becomes one Reject naming it
@@ -121,30 +130,40 @@ def _leaves(
             if isinstance(scope, Reject):
                 yield scope
                 continue
-            for leaf_where, leaf in _objects(scope, levels[2], scope_where):
-                yield leaf if isinstance(leaf, Reject) else (leaf_where, leaf, resource)
+            path, leaves = _listed(scope, levels[2], scope_where)
+            yield leaves if isinstance(leaves, Reject) else (path, leaves, resource)
 
 
 def _objects(
     parent: Mapping[str, Any], keys: tuple[str, ...], where: str
 ) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
-    """The objects listed under the first of `keys` that `parent` fills. Absent or null
-    is an empty list, as proto3 JSON reads it; anything else that is not a list of
-    objects is a Reject naming its path."""
+    """Each object listed under `keys` with its path, or a Reject in its place."""
+    path, items = _listed(parent, keys, where)
+    if isinstance(items, Reject):
+        yield path, items
+        return
+    for index, item in enumerate(items):
+        here = f"{path}[{index}]"
+        yield here, item if isinstance(item, dict) else _not_an_object(here, item)
+
+
+def _listed(
+    parent: Mapping[str, Any], keys: tuple[str, ...], where: str
+) -> tuple[str, list[Any] | Reject]:
+    """(path, items) of the list under the first of `keys` that `parent` fills. Absent or
+    null is an empty list, as proto3 JSON reads it; anything else is a Reject naming it."""
     key = next((k for k in keys if parent.get(k)), keys[0])
     items = parent.get(key)
     path = f"{where}.{key}" if where else key
     if items is None:
-        return
+        return path, []
     if not isinstance(items, list):
-        yield path, Reject("wrong_type", f"{path} is {_kind(items)}, expected a list")
-        return
-    for index, item in enumerate(items):
-        here = f"{path}[{index}]"
-        if isinstance(item, dict):
-            yield here, item
-        else:
-            yield here, Reject("wrong_type", f"{here} is {_kind(item)}, expected an object")
+        return path, Reject("wrong_type", f"{path} is {_kind(items)}, expected a list")
+    return path, items
+
+
+def _not_an_object(path: str, item: Any) -> Reject:
+    return Reject("wrong_type", f"{path} is {_kind(item)}, expected an object")
 
 
 def _kind(value: Any) -> str:
@@ -225,25 +244,38 @@ def attributes(items: Any) -> dict[str, Any]:
     if items is not None and not isinstance(items, list):
         raise ValueError(f"attributes are {_kind(items)}, expected a list")
     out: dict[str, Any] = {}
-    for item in items or []:
-        if isinstance(item, dict) and "key" in item:
-            try:
+    try:
+        for item in items or []:
+            if isinstance(item, dict) and "key" in item:
                 out[item["key"]] = any_value(item.get("value"))
-            except (AttributeError, TypeError, ValueError) as exc:
-                raise ValueError(f"attribute {str(item['key'])[:100]!r}: {exc}") from None
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"attribute {str(item['key'])[:100]!r}: {exc}") from None
     return out
 
 
 def any_value(value: Any) -> Any:
-    """Decode an OTLP AnyValue (stringValue, intValue as text, arrayValue, kvlistValue…)."""
+    """Decode an OTLP AnyValue (stringValue, intValue as text, arrayValue, kvlistValue…).
+
+    An intValue that is a fraction or a boolean is refused (a ValueError), as the
+    canonical columns refuse it, rather than cut to an integer.
+    """
     if not isinstance(value, dict):
         return value
     if "stringValue" in value:
         return value["stringValue"]
     if "intValue" in value:
-        return _int64(value["intValue"])
+        raw = value["intValue"]
+        if type(raw) is str:
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        return to_int(raw)
     if "doubleValue" in value:
-        return _double(value["doubleValue"])
+        raw = value["doubleValue"]
+        if type(raw) is bool:
+            raise ValueError("expected a number, got a boolean")
+        return float(raw)
     if "boolValue" in value:
         flag = value["boolValue"]
         return flag if isinstance(flag, bool) else str(flag).strip().lower() == "true"
@@ -254,23 +286,6 @@ def any_value(value: Any) -> Any:
     if "bytesValue" in value:
         return value["bytesValue"]
     return None
-
-
-def _int64(raw: Any) -> int:
-    """proto3 JSON writes an int64 as text or a number; a fraction or a boolean is not
-    one, and is refused as the canonical columns refuse it."""
-    if type(raw) is str:
-        try:
-            return int(raw)
-        except ValueError:
-            pass
-    return to_int(raw)
-
-
-def _double(raw: Any) -> float:
-    if isinstance(raw, bool):
-        raise ValueError("expected a number, got a boolean")
-    return float(raw)
 
 
 def span_id(value: Any) -> str | None:
@@ -368,9 +383,13 @@ def _message_list(attrs: Mapping[str, Any], key: str) -> list[Any] | None:
     if value is None or value == "":
         return None
     messages = as_obj(value)
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise Reject("wrong_type", f"{key} is not a JSON list of messages")
-    return messages
+    if isinstance(messages, list):
+        for message in messages:
+            if not isinstance(message, dict):
+                break
+        else:
+            return messages
+    raise Reject("wrong_type", f"{key} is not a JSON list of messages")
 
 
 def _openinference_input(attrs: Mapping[str, Any]) -> tuple[str | None, str | None, int | None]:
@@ -497,20 +516,17 @@ def _event_rows(value: Any) -> Iterator[dict[str, Any] | Reject | None]:
     """Message events written as log records (the 1.28-1.36 conventions): grouped by the
     span they belong to, they fill that span's prompt, system prompt and response."""
     by_span: dict[str, list[dict[str, Any]]] = {}
-    for found in _leaves(value, LOG_LEVELS):
+    for found in _leaf_lists(value, LOG_LEVELS):
         if isinstance(found, Reject):
             yield found
             continue
-        where, log, _ = found
-        try:
-            event = _message_event(log)
-        except (AttributeError, TypeError, ValueError) as exc:
-            yield Reject("wrong_type", f"{where} is malformed: {exc}")
-            continue
-        if event is None:
-            yield None
-            continue
-        by_span.setdefault(event[0], []).append(event[1])
+        path, logs, _ = found
+        for index, log in enumerate(logs):
+            event = _message_event(log, f"{path}[{index}]")
+            if event is None or isinstance(event, Reject):
+                yield event
+                continue
+            by_span.setdefault(event[0], []).append(event[1])
     for owner, events in by_span.items():
         prompt, system, turns = flatten_chat(_event_messages(events))
         response, calls = _output_from_events(events, {})
@@ -525,15 +541,21 @@ def _event_rows(value: Any) -> Iterator[dict[str, Any] | Reject | None]:
         }
 
 
-def _message_event(log: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+def _message_event(log: Any, where: str) -> tuple[str, dict[str, Any]] | Reject | None:
     """(owning span, the log record as a span event) for a GenAI message event; None
-    for any other log record."""
-    name = log.get("eventName") or attributes(log.get("attributes")).get("event.name")
-    owner = _event_key(log) if span_id(log.get("spanId")) else None
-    if not owner or not str(name or "").startswith("gen_ai."):
-        return None
-    content = {"stringValue": _json(any_value(log.get("body")))}
-    return owner, {"name": name, "attributes": [{"key": "gen_ai.event.content", "value": content}]}
+    for any other log record, a Reject for one that cannot be read."""
+    if not isinstance(log, dict):
+        return _not_an_object(where, log)
+    try:
+        name = log.get("eventName") or attributes(log.get("attributes")).get("event.name")
+        owner = _event_key(log) if span_id(log.get("spanId")) else None
+        if not owner or not str(name or "").startswith("gen_ai."):
+            return None
+        content = {"stringValue": _json(any_value(log.get("body")))}
+    except (AttributeError, TypeError, ValueError) as exc:
+        return Reject("wrong_type", f"{where} is malformed: {exc}")
+    event = {"name": name, "attributes": [{"key": "gen_ai.event.content", "value": content}]}
+    return owner, event
 
 
 def _event_key(item: Mapping[str, Any]) -> str:
