@@ -149,10 +149,11 @@ def role_of(message: Mapping[str, Any]) -> str:
 def flatten_chat(messages: Any) -> tuple[str | None, str | None, int | None]:
     """(last user turn, system prompt, number of earlier model turns) of a message list;
     text that is not a message list is the prompt itself."""
-    listed = messages_of(messages)
-    if listed is None:
-        return (messages, None, 0) if isinstance(messages, str) else (None, None, None)
-    messages = listed
+    if not isinstance(messages, list):
+        listed = messages_of(messages)
+        if listed is None:
+            return (messages, None, 0) if isinstance(messages, str) else (None, None, None)
+        messages = listed
     prompt = None
     system = []
     model_turns = 0

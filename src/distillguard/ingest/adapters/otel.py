@@ -362,7 +362,9 @@ def _input(
     messages = _message_list(attrs, "gen_ai.input.messages")
     if messages is not None:
         prompt, system, turns = flatten_chat(messages)
-        system = text_or_parts(attrs.get("gen_ai.system_instructions")) or system
+        instructions = attrs.get("gen_ai.system_instructions")
+        if instructions is not None:
+            system = text_or_parts(instructions) or system
         return prompt, system, turns
     for prefix, inner in (("gen_ai.prompt", ""), ("llm.input_messages", "message.")):
         groups = indexed(attrs, prefix)
