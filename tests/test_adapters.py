@@ -7,6 +7,7 @@ carries them. Other records check what is specific to each product.
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SAMPLES, rows, run
+from tests.conftest import SAMPLES, quarantined, rows, run, write_jsonl
 
 LOGS = SAMPLES / "logs"
 SHARED = "req-7f3a9c01"
@@ -263,3 +264,223 @@ def test_otel_message_events_in_a_logs_file_fill_their_span(tmp_path: Path) -> N
         "Be brief.",
         "Seven.",
     )
+
+
+# Prompts and answers that are JSON themselves (coding and agentic traffic often is):
+# each must be stored as the text that was sent, never parsed.
+JSON_TEXTS = [
+    '{"task": "classify", "input": "I love it"}',
+    '{"text": "inner", "label": "x"}',
+    "[1, 2, 3]",
+]
+WHEN = "2026-04-22T09:15:30Z"
+
+
+def _helicone(i: int, text: str) -> dict[str, Any]:
+    return {
+        "request_id": f"j{i}",
+        "request_created_at": WHEN,
+        "request_user_id": "u",
+        "request_body": {"model": "m", "messages": [{"role": "user", "content": text}]},
+        "response_body": {"choices": [{"message": {"role": "assistant", "content": text}}]},
+    }
+
+
+def _otel_parts(i: int, text: str) -> dict[str, Any]:
+    def messages(role: str) -> str:
+        return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}])
+
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "m",
+        "user.id": "u",
+        "gen_ai.input.messages": messages("user"),
+        "gen_ai.output.messages": messages("assistant"),
+    }
+    return _otel_span(i, attrs)
+
+
+def _openllmetry(i: int, text: str) -> dict[str, Any]:
+    attrs = {
+        "gen_ai.system": "openai",
+        "gen_ai.request.model": "m",
+        "user.id": "u",
+        "gen_ai.prompt.0.role": "user",
+        "gen_ai.prompt.0.content": text,
+        "gen_ai.completion.0.role": "assistant",
+        "gen_ai.completion.0.content": text,
+    }
+    return _otel_span(i, attrs)
+
+
+def _otel_span(i: int, attrs: dict[str, str]) -> dict[str, Any]:
+    span = {
+        "spanId": f"{i:016x}",
+        "startTimeUnixNano": "1776849330000000000",
+        "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attrs.items()],
+    }
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+
+
+def _langfuse(i: int, text: str) -> dict[str, Any]:
+    return {
+        "id": f"j{i}",
+        "traceId": "t",
+        "type": "GENERATION",
+        "startTime": WHEN,
+        "model": "m",
+        "userId": "u",
+        "input": text,
+        "output": text,
+    }
+
+
+def _payload(i: int, text: str) -> dict[str, Any]:
+    return {
+        "id": f"j{i}",
+        "call_type": "acompletion",
+        "startTime": 1776849330.0,
+        "model": "m",
+        "metadata": {"user_api_key_team_id": "t"},
+        "model_parameters": {},
+        "messages": [{"role": "user", "content": text}],
+        "response": {"choices": [{"message": {"role": "assistant", "content": text}}]},
+    }
+
+
+def _responses_body(i: int, text: str) -> dict[str, Any]:
+    record = _helicone(i, text)
+    record["request_body"] = {"model": "m", "input": text, "instructions": text}
+    return record
+
+
+def _anthropic_body(i: int, text: str) -> dict[str, Any]:
+    record = _helicone(i, text)
+    record["request_body"]["system"] = text
+    record["response_body"] = {"type": "message", "content": [{"type": "text", "text": text}]}
+    return record
+
+
+def _openinference(i: int, text: str) -> dict[str, Any]:
+    attrs = {
+        "openinference.span.kind": "LLM",
+        "llm.model_name": "m",
+        "user.id": "u",
+        "input.value": text,
+        "output.value": text,
+    }
+    return _otel_span(i, attrs)
+
+
+WITH_SYSTEM = {"_responses_body", "_anthropic_body"}
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        _helicone,
+        _otel_parts,
+        _openllmetry,
+        _openinference,
+        _langfuse,
+        _payload,
+        _responses_body,
+        _anthropic_body,
+    ],
+)
+def test_text_that_reads_as_json_is_stored_as_sent(build: Any, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [build(i, t) for i, t in enumerate(JSON_TEXTS)])
+    run(source, tmp_path / "s")
+    stored = rows(tmp_path / "s")
+    assert {rid: r["prompt_text"] for rid, r in stored.items()} == {
+        rid: JSON_TEXTS[i] for i, rid in enumerate(sorted(stored))
+    }
+    assert all(r["response_text"] == r["prompt_text"] for r in stored.values())
+    if build.__name__ in WITH_SYSTEM:
+        assert all(r["system_text"] == r["prompt_text"] for r in stored.values())
+
+
+def test_a_mapped_cell_that_reads_as_json_is_the_prompt(tmp_path: Path) -> None:
+    with open(tmp_path / "m.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(
+            [["id", "when", "org", "engine", "prompt"]]
+            + [[f"m{i}", WHEN, "a", "m", text] for i, text in enumerate(JSON_TEXTS)]
+        )
+    mapping = {
+        "request_id": "id",
+        "ts": "when",
+        "account_id": "org",
+        "model": "engine",
+        "prompt_text": "prompt",
+    }
+    summary = run(tmp_path / "m.csv", tmp_path / "s", mapping=mapping)
+    assert not summary.quarantined
+    assert {r["request_id"]: r["prompt_text"] for r in rows(tmp_path / "s").values()} == {
+        f"m{i}": text for i, text in enumerate(JSON_TEXTS)
+    }
+
+
+def test_json_parts_are_read_where_a_field_holds_them_and_other_json_is_text(
+    tmp_path: Path,
+) -> None:
+    """OpenLLMetry writes multimodal content, and the current conventions write system
+    instructions, as JSON text of typed parts: those are structures. Any other JSON
+    text in the same fields is what was sent."""
+    parts = json.dumps([{"type": "text", "text": "look"}, {"type": "image_url"}])
+    system_parts = json.dumps([{"type": "text", "content": "Be brief."}])
+    spans = [_openllmetry(0, parts), _openllmetry(1, "[1, 2, 3]")]
+    for i, system in ((2, system_parts), (3, '{"text": "inner"}')):
+        span = _otel_parts(i, "hi")
+        span["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"].append(
+            {"key": "gen_ai.system_instructions", "value": {"stringValue": system}}
+        )
+        spans.append(span)
+    run(write_jsonl(tmp_path / "in.jsonl", spans), tmp_path / "s")
+    stored = rows(tmp_path / "s")
+    assert [stored[f"{i:016x}"]["prompt_text"] for i in (0, 1)] == ["look", "[1, 2, 3]"]
+    assert [stored[f"{i:016x}"]["system_text"] for i in (2, 3)] == [
+        "Be brief.",
+        '{"text": "inner"}',
+    ]
+
+
+def test_a_failed_batch_request_is_quarantined_as_failed(tmp_path: Path) -> None:
+    """An error file's line (and an output line with an error body) has no response and
+    so no time: the request is quarantined as failed, not as a request whose result
+    line is missing, and the batch line's id is not taken for its API request id."""
+    (tmp_path / "b").mkdir()
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    requests = [
+        {"custom_id": c, "method": "POST", "url": "/v1/chat/completions", "body": body}
+        for c in ("t1", "t2", "t3")
+    ]
+    write_jsonl(tmp_path / "b" / "in.jsonl", requests)
+    write_jsonl(
+        tmp_path / "b" / "errors.jsonl",
+        [
+            {
+                "id": "batch_req_2",
+                "custom_id": "t2",
+                "response": None,
+                "error": {"code": "server_error", "message": "x"},
+            },
+            {
+                "id": "batch_req_3",
+                "custom_id": "t3",
+                "response": {
+                    "status_code": 400,
+                    "request_id": "req_3",
+                    "body": {"error": {"message": "bad", "type": "invalid_request_error"}},
+                },
+                "error": None,
+            },
+        ],
+    )
+    summary = run(tmp_path / "b", tmp_path / "s", constants={"account_id": "org"})
+    assert summary.stored == 0 and summary.quarantined == {"missing_field": 3}
+    details = {q["record"].get("status"): q for q in quarantined(tmp_path / "s")}
+    assert "needs its result line" in details[None]["detail"]  # t1: no result at all
+    assert "failed with status 500" in details[500]["detail"]
+    assert details[500]["record"].get("request_id") is None
+    assert "failed with status 400" in details[400]["detail"]
+    assert details[400]["record"]["request_id"] == "req_3"

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -325,3 +326,115 @@ def test_negative_counts_and_stores_inside_input_folders(tmp_path: Path) -> None
     assert again.records_read == 2 and not again.quarantined.get("unrecognised_format")
     other = run(tmp_path / "logs", tmp_path / "elsewhere")  # nor are another store's
     assert other.records_read == 2
+
+
+def _resource(*spans: dict[str, object], **attrs: dict[str, object]) -> dict[str, object]:
+    values = [{"key": k, "value": v} for k, v in attrs.items()]
+    return {"resource": {"attributes": values}, "scopeSpans": [{"spans": list(spans)}]}
+
+
+def test_a_malformed_part_of_an_otel_line_costs_only_itself(tmp_path: Path) -> None:
+    line = {
+        "resourceSpans": [
+            _resource(_span("00000000000000c1")),
+            None,
+            {"scopeSpans": ["not a scope"]},
+            {"scopeSpans": [{"spans": 5}]},
+            _resource(_span("00000000000000c2"), **{"n": {"intValue": "x"}}),
+            _resource(_span("00000000000000c3")),
+        ],
+        "resourceLogs": [5],
+    }
+    summary = run(write_jsonl(tmp_path / "o.jsonl", [line]), tmp_path / "s")
+    assert set(rows(tmp_path / "s")) == {"00000000000000c1", "00000000000000c3"}
+    assert sorted(q["detail"] for q in quarantined(tmp_path / "s")) == [
+        "resourceLogs[0] is an int, expected an object",
+        "resourceSpans[1] is null, expected an object",
+        "resourceSpans[2].scopeSpans[0] is a str, expected an object",
+        "resourceSpans[3].scopeSpans[0].spans is an int, expected a list",
+        "resourceSpans[4].resource: attribute 'n': expected an integer, got 'x'",
+    ]
+    assert summary.quarantined == {"wrong_type": 5}
+
+
+def test_an_adapter_failing_part_way_keeps_the_rows_it_gave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distillguard.ingest.adapters.otel import OtelAdapter
+
+    given = OtelAdapter.rows
+
+    def failing(self: OtelAdapter, value: object) -> Iterator[object]:
+        yield from given(self, value)
+        raise KeyError("late")
+
+    monkeypatch.setattr(OtelAdapter, "rows", failing)
+    summary = run(SAMPLES / "logs" / "otel_genai_current.jsonl", tmp_path / "s")
+    assert summary.stored == 2 and summary.quarantined == {"wrong_type": 1}
+
+
+def test_records_of_no_exchange_in_an_otel_file_are_counted(tmp_path: Path) -> None:
+    source = tmp_path / "o.jsonl"
+    source.write_text(
+        (SAMPLES / "logs" / "otel_genai_current.jsonl").read_text()
+        + "".join(
+            json.dumps(r) + "\n"
+            for r in [canonical("c1"), {"foo": 1}, {"resourceSpans": None}, {"resourceSpans": []}]
+        )
+    )
+    summary = run(source, tmp_path / "s")
+    assert summary.records_read == 5 and summary.stored == 2
+    assert summary.quarantined == {"unrecognised_format": 2}
+    assert summary.skipped == {"not_an_exchange": 1, "empty_record": 2}
+
+
+def test_otel_forced_on_another_format_exits_3(tmp_path: Path) -> None:
+    done = cli(
+        "ingest",
+        str(SAMPLES / "mapped" / "gateway_export.csv"),
+        "--format",
+        "otel",
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_otel_numbers_that_are_not_integers_are_quarantined(tmp_path: Path) -> None:
+    tokens = "gen_ai.usage.input_tokens"
+    spans = [
+        _span("00000000000000d1", **{tokens: {"intValue": 42.9}}),
+        _span("00000000000000d2", **{tokens: {"intValue": True}}),
+        _span("00000000000000d3", **{tokens: {"intValue": "12"}}),
+        _span("00000000000000d4", **{tokens: {"intValue": 7}}),
+    ]
+    summary = run(write_jsonl(tmp_path / "o.jsonl", [_otlp(*spans)]), tmp_path / "s")
+    stored = rows(tmp_path / "s")
+    assert {k: r["input_tokens"] for k, r in stored.items()} == {
+        "00000000000000d3": 12,
+        "00000000000000d4": 7,
+    }
+    assert summary.quarantined == {"wrong_type": 2}
+    assert all(tokens in q["detail"] for q in quarantined(tmp_path / "s"))
+
+
+def test_an_otel_message_list_that_cannot_be_read_is_quarantined(tmp_path: Path) -> None:
+    messages, answers = "gen_ai.input.messages", "gen_ai.output.messages"
+    spans = [
+        _span("00000000000000e1", **{messages: {"stringValue": '[{"role": "user"'}}),
+        _span("00000000000000e2", **{messages: {"stringValue": '{"role": "user"}'}}),
+        _span("00000000000000e3", **{messages: {"stringValue": "[[1]]"}}),
+        _span("00000000000000e5", **{answers: {"stringValue": '{"role": "assistant"}'}}),
+        _span(
+            "00000000000000e4",
+            **{messages: {"stringValue": '[{"role": "user", "content": "fine"}]'}},
+        ),
+    ]
+    summary = run(write_jsonl(tmp_path / "o.jsonl", [_otlp(*spans)]), tmp_path / "s")
+    assert {k: r["prompt_text"] for k, r in rows(tmp_path / "s").items()} == {
+        "00000000000000e4": "fine"
+    }
+    assert summary.quarantined == {"wrong_type": 4}
+    details = [q["detail"] for q in quarantined(tmp_path / "s")]
+    assert sum(messages in d for d in details) == 3 and sum(answers in d for d in details) == 1

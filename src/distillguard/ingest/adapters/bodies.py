@@ -33,7 +33,7 @@ def request_fields(body: Any) -> dict[str, Any]:
         operation = "responses" if not _is_embedding(body) else "embeddings"
     else:
         prompt, system, turns = flatten_chat(body.get("messages"))
-        system = first(text_of(as_obj(body.get("system"))), system)
+        system = first(text_of(body.get("system")), system)
         if prompt is None and body.get("prompt") is not None:
             prompt, turns = text_of(body.get("prompt")), 0
             operation = "completion"
@@ -131,8 +131,8 @@ def _conversation(value: Any) -> Any:
 
 
 def _responses_input(items: Any) -> tuple[str | None, str | None, int | None]:
-    """Responses API input: a string, or a list of messages and typed items."""
-    items = as_obj(items)
+    """Responses API input: a string (the prompt as sent), or a list of messages and
+    typed items."""
     if isinstance(items, str):
         return items, None, 0
     if not isinstance(items, list):

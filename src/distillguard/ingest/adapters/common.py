@@ -27,7 +27,11 @@ class Reject(Exception):
 
 
 def as_obj(value: Any) -> Any:
-    """Parse a JSON string that holds an object or array (CSV cells, OTel attributes)."""
+    """Parse a JSON string that holds an object or array (CSV cells, OTel attributes).
+
+    Only for fields that hold a structure: message text is literal and never goes
+    through here (a coding prompt is often JSON itself).
+    """
     if isinstance(value, str) and value[:1] in ("{", "["):
         try:
             return orjson.loads(value)
@@ -73,8 +77,10 @@ def need_mapping(value: Any, what: str) -> Mapping[str, Any]:
 
 
 def text_of(content: Any) -> str | None:
-    """The plain text in a message's content, whatever the product's shape."""
-    content = as_obj(content)
+    """The plain text in a message's content, whatever the product's shape.
+
+    A string is the text as sent, even when it reads as JSON.
+    """
     if content is None:
         return None
     if isinstance(content, str):
@@ -88,6 +94,43 @@ def text_of(content: Any) -> str | None:
         pieces = [t for t in (text_of(part) for part in content if _is_text_part(part)) if t]
         return "\n".join(pieces) if pieces else None
     return None
+
+
+def text_or_parts(value: Any) -> str | None:
+    """Text of a field holding either plain text or a JSON-encoded list of typed parts
+    (OTel `gen_ai.system_instructions`, OpenLLMetry multimodal content). Text counts as
+    parts only when it parses to that shape; any other text is literal."""
+    if isinstance(value, str):
+        parsed = as_obj(value)
+        return text_of(parsed) if _is_parts(parsed) else value
+    return text_of(value)
+
+
+def messages_of(value: Any) -> list[Any] | None:
+    """A message list, or one held as JSON text (a CSV cell, a string attribute).
+
+    Text that parses to anything but a list of messages (objects with a role) is not
+    a message list: it is a prompt that happens to be JSON.
+    """
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str) and value[:1] == "[":
+        parsed = as_obj(value)
+        if (
+            isinstance(parsed, list)
+            and parsed
+            and all(isinstance(m, dict) and "role" in m for m in parsed)
+        ):
+            return parsed
+    return None
+
+
+def _is_parts(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(p, dict) and "type" in p for p in value)
+    )
 
 
 def _is_text_part(part: Any) -> bool:
@@ -104,12 +147,13 @@ def role_of(message: Mapping[str, Any]) -> str:
 
 
 def flatten_chat(messages: Any) -> tuple[str | None, str | None, int | None]:
-    """(last user turn, system prompt, number of earlier model turns) of a message list."""
-    messages = as_obj(messages)
-    if isinstance(messages, str):
-        return messages, None, 0
+    """(last user turn, system prompt, number of earlier model turns) of a message list;
+    text that is not a message list is the prompt itself."""
     if not isinstance(messages, list):
-        return None, None, None
+        listed = messages_of(messages)
+        if listed is None:
+            return (messages, None, 0) if isinstance(messages, str) else (None, None, None)
+        messages = listed
     prompt = None
     system = []
     model_turns = 0

@@ -19,11 +19,13 @@ from distillguard.ingest.adapters.common import (
     count,
     first,
     flatten_chat,
+    messages_of,
     obj,
     text_of,
 )
 
 ACCOUNT_KEYS = ("account_id", "tenant_id", "organization_id", "org_id", "customer_id")
+BODY_KEYS = ("messages", "choices", "role")
 
 
 def _pick(value: Mapping[str, Any], camel: str, snake: str) -> Any:
@@ -58,15 +60,16 @@ class LangfuseAdapter:
 
 def _generation(obs: Mapping[str, Any]) -> dict[str, Any]:
     params = obj(_pick(obs, "modelParameters", "model_parameters"))
-    asked = _input(as_obj(obs.get("input")))
-    answered = response_fields(as_obj(obs.get("output")))
+    asked = _input(_structured(obs.get("input")))
+    output = _structured(obs.get("output"))
+    answered = response_fields(output) if not isinstance(output, str) else {}
     usage = obj(first(_pick(obs, "usageDetails", "usage_details"), obs.get("usage")))
     metadata = obj(obs.get("metadata"))
     user = _pick(obs, "userId", "user_id")
     trace_id = _pick(obs, "traceId", "trace_id")
     return {
         **{k: v for k, v in asked.items() if v is not None},
-        "response_text": first(answered.get("response_text"), text_of(as_obj(obs.get("output")))),
+        "response_text": first(answered.get("response_text"), text_of(output)),
         "request_id": obs.get("id"),
         "ts": _pick(obs, "startTime", "start_time"),
         "account_id": first(*(metadata.get(k) for k in ACCOUNT_KEYS), user),
@@ -102,6 +105,22 @@ def _generation(obs: Mapping[str, Any]) -> dict[str, Any]:
         "_join_key": trace_id,
         "_side": "a" if trace_id else None,
     }
+
+
+def _structured(value: Any) -> Any:
+    """Input or output as Langfuse wrote it. Its CSV and Parquet exports hold them as
+    JSON text, so text is read as a structure when it parses to a shape Langfuse writes
+    there (a message list, a message, a request or response body); any other text is
+    the prompt or answer itself, JSON or not."""
+    if not isinstance(value, str):
+        return value
+    messages = messages_of(value)
+    if messages is not None:
+        return messages
+    parsed = as_obj(value)
+    if isinstance(parsed, dict) and any(k in parsed for k in BODY_KEYS):
+        return parsed
+    return value
 
 
 def _input(value: Any) -> dict[str, Any]:

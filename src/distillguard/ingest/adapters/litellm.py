@@ -43,8 +43,9 @@ class SpendLogsAdapter:
         metadata = obj(value.get("metadata"))
         request = as_obj(value.get("proxy_server_request"))
         asked = request_fields(request) if request else {}
-        if not asked.get("prompt_text"):
-            asked = {**asked, **_nonnull(request_fields({"messages": value.get("messages")}))}
+        messages = as_obj(value.get("messages"))  # a JSON column: text in CSV exports
+        if not asked.get("prompt_text") and isinstance(messages, list | str):
+            asked = {**asked, **_nonnull(request_fields({"messages": messages}))}
         answered = response_fields(value.get("response"))
         usage = first(metadata.get("usage_object"), metadata.get("additional_usage_values"))
         yield {
@@ -85,9 +86,11 @@ class PayloadAdapter:
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
         metadata = obj(value.get("metadata"))
         params = obj(value.get("model_parameters"))
-        asked = request_fields({**params, "messages": value.get("messages")})
-        if isinstance(as_obj(value.get("messages")), Mapping):
-            asked = request_fields({**params, **as_obj(value.get("messages"))})
+        messages = value.get("messages")  # a string is a text completion's prompt, as sent
+        if isinstance(messages, Mapping):
+            asked = request_fields({**params, **messages})
+        else:
+            asked = request_fields({**params, "messages": messages})
         answered = response_fields(value.get("response"))
         usage = first(metadata.get("usage_object"), dig(value, "hidden_params", "usage_object"))
         yield {

@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 
 from distillguard.errors import UsageError, yaml_error
-from distillguard.ingest.adapters.common import Reject, as_obj, dig, flatten_chat
+from distillguard.ingest.adapters.common import Reject, dig, flatten_chat, messages_of
 from distillguard.schema import TABLES, required
+
+CHAT_COLUMNS = ("prompt_text", "system_text")
 
 
 class CanonicalAdapter:
@@ -60,12 +62,18 @@ class MappedAdapter:
         row = {k: v for k, v in value.items() if k in self._columns and k not in self.mapping}
         for column, path in self.mapping.items():
             field = value.get(".".join(path)) if ".".join(path) in value else dig(value, *path)
-            field = as_obj(field) if column in ("prompt_text", "system_text") else field
-            if column in ("prompt_text", "system_text") and isinstance(field, list):
-                prompt, system, _ = flatten_chat(field)
-                field = prompt if column == "prompt_text" else system
-            row[column] = field
+            row[column] = _flattened(field, column) if column in CHAT_COLUMNS else field
         yield row
+
+
+def _flattened(field: Any, column: str) -> Any:
+    """A message list (or one held as JSON text) reduced to the column's turn; any other
+    value as it came, so a prompt cell that is JSON stays the prompt."""
+    messages = messages_of(field)
+    if messages is None:
+        return field
+    prompt, system, _ = flatten_chat(messages)
+    return prompt if column == "prompt_text" else system
 
 
 def load_mapping(path: str | None, pairs: list[str]) -> dict[str, str]:

@@ -52,12 +52,16 @@ def _request(line: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _result(line: Mapping[str, Any]) -> dict[str, Any]:
+    """The result side of a request. A failed request (an error file's line, or an
+    error body) has no response: its status says so, and the batch line's own id does
+    not stand in for the API request id it never got."""
     response = obj(line.get("response"))
     body = obj(response.get("body"))
-    fields = response_fields(body) if "error" not in body else {}
     error = line.get("error") if isinstance(line.get("error"), Mapping) else None
+    failed = error is not None or "error" in body
+    fields = response_fields(body) if not failed else {}
     return {
-        "request_id": first(response.get("request_id"), line.get("id")),
+        "request_id": first(response.get("request_id"), None if failed else line.get("id")),
         "ts": fields.get("created"),
         "model": fields.get("response_model"),
         "response_text": fields.get("response_text"),
@@ -65,5 +69,5 @@ def _result(line: Mapping[str, Any]) -> dict[str, Any]:
         "input_tokens": fields.get("input_tokens"),
         "output_tokens": fields.get("output_tokens"),
         "reasoning_tokens": fields.get("reasoning_tokens"),
-        "status": first(response.get("status_code"), 500 if error else None),
+        "status": first(response.get("status_code"), 500 if failed else None),
     }

@@ -24,9 +24,12 @@ from distillguard.ingest.adapters.common import (
     count,
     first,
     flatten_chat,
+    messages_of,
     obj,
     text_of,
+    text_or_parts,
 )
+from distillguard.ingest.values import to_int
 
 LLM_OPERATIONS = {
     "chat": "chat",
@@ -39,6 +42,8 @@ LLM_OPERATIONS = {
     "messages": "messages",
 }
 LLM_KINDS = {"LLM", "EMBEDDING"}
+SPAN_LEVELS = (("resourceSpans",), ("scopeSpans", "instrumentationLibrarySpans"), ("spans",))
+LOG_LEVELS = (("resourceLogs",), ("scopeLogs",), ("logRecords",))
 ACCOUNT_KEYS = (
     "account.id",
     "tenant.id",
@@ -72,23 +77,100 @@ class OtelAdapter:
         return isinstance(value, dict) and ("resourceSpans" in value or "resourceLogs" in value)
 
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
+        if not self.sniff(value):
+            yield Reject(
+                "unrecognised_format",
+                "not an OTLP/JSON export: no resourceSpans or resourceLogs",
+            )
+            return
         if "resourceLogs" in value:
             yield from _event_rows(value)
-        for resource_spans in value.get("resourceSpans") or []:
-            resource = attributes(_get(resource_spans, "resource", "attributes"))
-            scopes = (
-                resource_spans.get("scopeSpans")
-                or resource_spans.get("instrumentationLibrarySpans")
-                or []
-            )
-            for scope in scopes:
-                for span in scope.get("spans") or []:
-                    try:
-                        yield exchange_of(span, resource)
-                    except Reject as reject:
-                        yield reject
-                    except (AttributeError, TypeError, ValueError) as exc:
-                        yield Reject("wrong_type", f"span is malformed: {exc}")
+        for found in _leaf_lists(value, SPAN_LEVELS):
+            if isinstance(found, Reject):
+                yield found
+                continue
+            path, spans, resource = found
+            for index, span in enumerate(spans):
+                yield _span_row(span, resource, path, index)
+
+
+def _span_row(span: Any, resource: Mapping[str, Any], path: str, index: int) -> Any:
+    """One span's row, or a Reject naming where the span sits in its export line (the
+    path is spelled out only then: a line holds thousands of spans)."""
+    if not isinstance(span, dict):
+        return _not_an_object(f"{path}[{index}]", span)
+    try:
+        return exchange_of(span, resource)
+    except Reject as reject:
+        return Reject(reject.reason, f"{path}[{index}]: {reject.detail}")
+    except (AttributeError, TypeError, ValueError) as exc:
+        return Reject("wrong_type", f"{path}[{index}] is malformed: {exc}")
+
+
+def _leaf_lists(
+    export: Mapping[str, Any], levels: tuple[tuple[str, ...], ...]
+) -> Iterator[tuple[str, list[Any], dict[str, Any]] | Reject]:
+    """Each scope's list of spans (or log records) with its path and its resource's
+    attributes.
+
+    A malformed part of the line (a list that is not one, an item that is not an
+    object, a resource attribute that cannot be decoded) becomes one Reject naming it
+    and costs only what it holds, never its siblings.
+    """
+    for where, holder in _objects(export, levels[0], ""):
+        if isinstance(holder, Reject):
+            yield holder
+            continue
+        try:
+            resource = attributes(_get(holder, "resource", "attributes"))
+        except ValueError as exc:
+            yield Reject("wrong_type", f"{where}.resource: {exc}")
+            continue
+        for scope_where, scope in _objects(holder, levels[1], where):
+            if isinstance(scope, Reject):
+                yield scope
+                continue
+            path, leaves = _listed(scope, levels[2], scope_where)
+            yield leaves if isinstance(leaves, Reject) else (path, leaves, resource)
+
+
+def _objects(
+    parent: Mapping[str, Any], keys: tuple[str, ...], where: str
+) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
+    """Each object listed under `keys` with its path, or a Reject in its place."""
+    path, items = _listed(parent, keys, where)
+    if isinstance(items, Reject):
+        yield path, items
+        return
+    for index, item in enumerate(items):
+        here = f"{path}[{index}]"
+        yield here, item if isinstance(item, dict) else _not_an_object(here, item)
+
+
+def _listed(
+    parent: Mapping[str, Any], keys: tuple[str, ...], where: str
+) -> tuple[str, list[Any] | Reject]:
+    """(path, items) of the list under the first of `keys` that `parent` fills. Absent or
+    null is an empty list, as proto3 JSON reads it; anything else is a Reject naming it."""
+    key = next((k for k in keys if parent.get(k)), keys[0])
+    items = parent.get(key)
+    path = f"{where}.{key}" if where else key
+    if items is None:
+        return path, []
+    if not isinstance(items, list):
+        return path, Reject("wrong_type", f"{path} is {_kind(items)}, expected a list")
+    return path, items
+
+
+def _not_an_object(path: str, item: Any) -> Reject:
+    return Reject("wrong_type", f"{path} is {_kind(item)}, expected an object")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def exchange_of(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -155,26 +237,45 @@ def exchange_of(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[st
 
 
 def attributes(items: Any) -> dict[str, Any]:
-    """OTLP KeyValue list to a plain dict of Python values."""
+    """OTLP KeyValue list to a plain dict of Python values; a ValueError names the
+    attribute whose value cannot be decoded."""
     if isinstance(items, dict):  # some exporters write attributes as an object
         return dict(items)
+    if items is not None and not isinstance(items, list):
+        raise ValueError(f"attributes are {_kind(items)}, expected a list")
     out: dict[str, Any] = {}
-    for item in items or []:
-        if isinstance(item, dict) and "key" in item:
-            out[item["key"]] = any_value(item.get("value"))
+    try:
+        for item in items or []:
+            if isinstance(item, dict) and "key" in item:
+                out[item["key"]] = any_value(item.get("value"))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"attribute {str(item['key'])[:100]!r}: {exc}") from None
     return out
 
 
 def any_value(value: Any) -> Any:
-    """Decode an OTLP AnyValue (stringValue, intValue as text, arrayValue, kvlistValue…)."""
+    """Decode an OTLP AnyValue (stringValue, intValue as text, arrayValue, kvlistValue…).
+
+    An intValue that is a fraction or a boolean is refused (a ValueError), as the
+    canonical columns refuse it, rather than cut to an integer.
+    """
     if not isinstance(value, dict):
         return value
     if "stringValue" in value:
         return value["stringValue"]
     if "intValue" in value:
-        return int(value["intValue"])
+        raw = value["intValue"]
+        if type(raw) is str:
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        return to_int(raw)
     if "doubleValue" in value:
-        return float(value["doubleValue"])
+        raw = value["doubleValue"]
+        if type(raw) is bool:
+            raise ValueError("expected a number, got a boolean")
+        return float(raw)
     if "boolValue" in value:
         flag = value["boolValue"]
         return flag if isinstance(flag, bool) else str(flag).strip().lower() == "true"
@@ -239,7 +340,7 @@ def _messages_from_indexed(groups: list[dict[str, Any]], inner: str = "") -> lis
     messages = []
     for group in groups:
         role = group.get(f"{inner}role")
-        content = group.get(f"{inner}content")
+        content = text_or_parts(group.get(f"{inner}content"))
         if content is None:
             parts = indexed(group, f"{inner}contents")
             content = (
@@ -258,10 +359,12 @@ def _messages_from_indexed(groups: list[dict[str, Any]], inner: str = "") -> lis
 def _input(
     attrs: Mapping[str, Any], events: list[Any]
 ) -> tuple[str | None, str | None, int | None]:
-    messages = as_obj(attrs.get("gen_ai.input.messages"))
-    if isinstance(messages, list):
+    messages = _message_list(attrs, "gen_ai.input.messages")
+    if messages is not None:
         prompt, system, turns = flatten_chat(messages)
-        system = text_of(as_obj(attrs.get("gen_ai.system_instructions"))) or system
+        instructions = attrs.get("gen_ai.system_instructions")
+        if instructions is not None:
+            system = text_or_parts(instructions) or system
         return prompt, system, turns
     for prefix, inner in (("gen_ai.prompt", ""), ("llm.input_messages", "message.")):
         groups = indexed(attrs, prefix)
@@ -270,13 +373,43 @@ def _input(
     from_events = _event_messages(events)
     if from_events:
         return flatten_chat(from_events)
-    value = attrs.get("input.value")
-    if value is not None:
-        parsed = as_obj(value)
-        if isinstance(parsed, dict) and "messages" in parsed:
-            return flatten_chat(parsed["messages"])
-        return text_of(parsed), None, 0
+    if attrs.get("input.value") is not None:
+        return _openinference_input(attrs)
     return None, None, None
+
+
+def _message_list(attrs: Mapping[str, Any], key: str) -> list[Any] | None:
+    """A messages attribute (JSON text or an array value), None when absent. Anything
+    else is refused: the span's prompt or answer would otherwise be lost unseen."""
+    value = attrs.get(key)
+    if value is None or value == "":
+        return None
+    messages = as_obj(value)
+    if isinstance(messages, list):
+        for message in messages:
+            if not isinstance(message, dict):
+                break
+        else:
+            return messages
+    raise Reject("wrong_type", f"{key} is not a JSON list of messages")
+
+
+def _openinference_input(attrs: Mapping[str, Any]) -> tuple[str | None, str | None, int | None]:
+    """`input.value` is the text as sent, unless its mime type says JSON (or, without
+    one, it is a request body holding messages)."""
+    value = attrs.get("input.value")
+    mime = attrs.get("input.mime_type")
+    parsed = as_obj(value) if mime != "text/plain" else value
+    if isinstance(parsed, dict) and "messages" in parsed:
+        return flatten_chat(parsed["messages"])
+    return text_of(parsed if mime == "application/json" else value), None, 0
+
+
+def _openinference_output(attrs: Mapping[str, Any]) -> str | None:
+    value = attrs.get("output.value")
+    if attrs.get("output.mime_type") == "application/json":
+        value = as_obj(value)
+    return text_of(value)
 
 
 def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
@@ -288,10 +421,9 @@ def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
         name = str(event.get("name") or "")
         attrs = attributes(event.get("attributes"))
         if name == "gen_ai.content.prompt":
-            prompt = as_obj(attrs.get("gen_ai.prompt"))
-            messages.extend(
-                prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-            )
+            prompt = attrs.get("gen_ai.prompt")
+            listed = messages_of(prompt)
+            messages.extend(listed if listed is not None else [{"role": "user", "content": prompt}])
         elif name.endswith(".message") and name.startswith("gen_ai."):
             body = as_obj(attrs.get("gen_ai.event.content"))
             body = body if isinstance(body, dict) else attrs
@@ -301,8 +433,8 @@ def _event_messages(events: list[Any]) -> list[dict[str, Any]]:
 
 
 def _output(attrs: Mapping[str, Any], events: list[Any]) -> tuple[str | None, int | None]:
-    messages = as_obj(attrs.get("gen_ai.output.messages"))
-    if isinstance(messages, list) and messages:
+    messages = _message_list(attrs, "gen_ai.output.messages")
+    if messages:
         parts = [p for m in messages if isinstance(m, dict) for p in (m.get("parts") or [])]
         calls = sum(1 for p in parts if isinstance(p, dict) and p.get("type") == "tool_call")
         return text_of(parts), calls
@@ -328,16 +460,14 @@ def _output_from_events(
             calls = count(body.get("tool_calls") or _field(message, "tool_calls"))
             return text_of(_field(message, "content")), calls
         if event.get("name") == "gen_ai.content.completion":
-            completion = as_obj(event_attrs.get("gen_ai.completion"))
-            if isinstance(completion, list) and completion:
+            completion = event_attrs.get("gen_ai.completion")
+            listed = messages_of(completion)
+            if listed:
                 completion = (
-                    completion[0].get("content")
-                    if isinstance(completion[0], dict)
-                    else completion[0]
+                    _field(listed[0], "content") if isinstance(listed[0], dict) else listed[0]
                 )
             return text_of(completion), None
-    value = attrs.get("output.value")
-    return (text_of(as_obj(value)) if value is not None else None), None
+    return _openinference_output(attrs), None
 
 
 def _field(value: Any, key: str) -> Any:
@@ -388,23 +518,17 @@ def _event_rows(value: Any) -> Iterator[dict[str, Any] | Reject | None]:
     """Message events written as log records (the 1.28-1.36 conventions): grouped by the
     span they belong to, they fill that span's prompt, system prompt and response."""
     by_span: dict[str, list[dict[str, Any]]] = {}
-    for resource_logs in value.get("resourceLogs") or []:
-        for scope in resource_logs.get("scopeLogs") or []:
-            for log in scope.get("logRecords") or []:
-                name = log.get("eventName") or attributes(log.get("attributes")).get("event.name")
-                owner = _event_key(log) if span_id(log.get("spanId")) else None
-                if not owner or not str(name or "").startswith("gen_ai."):
-                    yield None
-                    continue
-                body = any_value(log.get("body"))
-                by_span.setdefault(owner, []).append(
-                    {
-                        "name": name,
-                        "attributes": [
-                            {"key": "gen_ai.event.content", "value": {"stringValue": _json(body)}}
-                        ],
-                    }
-                )
+    for found in _leaf_lists(value, LOG_LEVELS):
+        if isinstance(found, Reject):
+            yield found
+            continue
+        path, logs, _ = found
+        for index, log in enumerate(logs):
+            event = _message_event(log, f"{path}[{index}]")
+            if event is None or isinstance(event, Reject):
+                yield event
+                continue
+            by_span.setdefault(event[0], []).append(event[1])
     for owner, events in by_span.items():
         prompt, system, turns = flatten_chat(_event_messages(events))
         response, calls = _output_from_events(events, {})
@@ -417,6 +541,23 @@ def _event_rows(value: Any) -> Iterator[dict[str, Any] | Reject | None]:
             "_join_key": owner,
             "_side": "ctx",
         }
+
+
+def _message_event(log: Any, where: str) -> tuple[str, dict[str, Any]] | Reject | None:
+    """(owning span, the log record as a span event) for a GenAI message event; None
+    for any other log record, a Reject for one that cannot be read."""
+    if not isinstance(log, dict):
+        return _not_an_object(where, log)
+    try:
+        name = log.get("eventName") or attributes(log.get("attributes")).get("event.name")
+        owner = _event_key(log) if span_id(log.get("spanId")) else None
+        if not owner or not str(name or "").startswith("gen_ai."):
+            return None
+        content = {"stringValue": _json(any_value(log.get("body")))}
+    except (AttributeError, TypeError, ValueError) as exc:
+        return Reject("wrong_type", f"{where} is malformed: {exc}")
+    event = {"name": name, "attributes": [{"key": "gen_ai.event.content", "value": content}]}
+    return owner, event
 
 
 def _event_key(item: Mapping[str, Any]) -> str:
