@@ -800,9 +800,10 @@ def _ingest(args: argparse.Namespace) -> int:
             f"--max-bad-ratio {args.max_bad_ratio:.2%}; see {summary.quarantine_file}"
         )
     if args.max_bad_ratio is None and summary.bad_ratio == 1:
+        common = summary.quarantined.most_common(1)[0][0]
         raise InputError(
-            "every record was quarantined (the wrong --format?); see "
-            f"{summary.quarantine_file} (--max-bad-ratio 1 accepts that)"
+            f"every record was quarantined (most as {common}: the wrong --format?); see "
+            f"{summary.quarantine_file} for why (--max-bad-ratio 1 accepts that)"
         )
     return OK
 
