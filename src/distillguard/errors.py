@@ -30,7 +30,7 @@ EXIT_CODES = {
     "was quarantined (without --max-bad-ratio)",
     BAD_RATIO: "too many bad records: the quarantined share exceeded --max-bad-ratio",
     STORE: "store error: locked by another writer, from an incompatible version, key mismatch, "
-    "or findings that cannot be written (a full disk)",
+    "or a full disk (scratch, staging, findings, a simulation)",
     ENGINE: "engine error: the engine could not start (no Java, no pyspark, no cluster)",
     REMOTE: "remote error: a TAXII server could not be reached, or refused some or all objects",
     INTERRUPTED: "interrupted (Ctrl-C): scratch removed, nothing committed",
