@@ -3,9 +3,11 @@ day and finds exactly what a full run over everything finds."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -80,6 +82,28 @@ def test_a_changed_day_is_digested_again(days: Path, tmp_path: Path) -> None:
     detect(store, tmp_path / "c")
     _same(tmp_path / "b", tmp_path / "c")
     assert len(_entries(cache)) == 2  # the superseded digest is gone
+
+
+def test_a_day_rewritten_with_its_size_and_time_kept_is_digested_again(
+    days: Path, tmp_path: Path
+) -> None:
+    """`cp -p` or `touch -r` over a day keeps its size and modification time; the
+    cache must still not serve the old day's digests."""
+    day, cache = tmp_path / "day.parquet", tmp_path / "cache"
+    table = pq.read_table(days / "new-day.parquet")
+    plain = {"compression": "none", "use_dictionary": False}  # sizes that cannot differ
+    pq.write_table(table, day, **plain)
+    detect(day, tmp_path / "a", cache=cache)
+    size, when = day.stat().st_size, day.stat().st_mtime_ns
+    later = pc.add(table.column("ts"), pa.scalar(timedelta(minutes=1)))
+    where = table.schema.get_field_index("ts")
+    pq.write_table(table.set_column(where, table.schema.field(where), later), day, **plain)
+    os.utime(day, ns=(when, when))
+    assert (day.stat().st_size, day.stat().st_mtime_ns) == (size, when)
+    again = detect(day, tmp_path / "b", cache=cache)
+    assert (again["digested_files"], again["reused_files"]) == (1, 0)
+    detect(day, tmp_path / "c")
+    _same(tmp_path / "b", tmp_path / "c")
 
 
 def test_the_cache_flag_on_the_command_line(days: Path, tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 
 Every stage after content features reads digests (features/digest.py), one folder per
 input file. With a cache folder (`detect --cache`) a file's digest is kept under a key
-of the file's path, size, modification time and the digest version, so a nightly run
-over a store digests only the days that are new or changed and reuses the rest; a run
-without a cache digests everything in one pass. Either way the later stages see the
+of the file's path, size, modification time, footer and the digest version, so a
+nightly run over a store digests only the days that are new or changed and reuses the
+rest; a run without a cache digests everything in one pass. Either way the later stages see the
 same rows, so the findings are the same. A cache serves one input: digests of files no
 longer in it (a day re-ingested, a file removed) are deleted. A cache folder holds
 nothing else, and a folder that holds anything else is refused as a cache, so a
@@ -301,9 +301,23 @@ def _foreign(cache: Path) -> Iterator[str]:
 
 
 def _key(file: Path) -> str:
+    """What names a file's digest: its path, size and modification time, as `make` and
+    `rsync` judge a file changed, and its Parquet footer (the row groups' sizes, counts
+    and statistics), for a file rewritten in place with its size and time kept (`cp -p`,
+    `touch -r`, a clock coarser than the writes)."""
     stat = file.stat()
-    text = f"{VERSION}|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    footer = hashlib.sha256(_footer(file)).hexdigest()
+    text = f"{VERSION}|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{footer}"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _footer(file: Path) -> bytes:
+    """The bytes of a Parquet file's footer (a few KB), read from its end."""
+    with file.open("rb") as stream:
+        stream.seek(-8, 2)
+        length = int.from_bytes(stream.read(4), "little")
+        stream.seek(-8 - length, 2)
+        return stream.read(length)
 
 
 def load(
