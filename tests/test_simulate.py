@@ -367,7 +367,8 @@ def test_a_simulation_stopped_half_way_leaves_the_previous_one_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
     """Ctrl-C or a scheduler's SIGTERM while the exchanges are generated, or a full disk
-    while the accounts and labels are written: the earlier simulation stays whole."""
+    while the accounts and labels are written: the earlier simulation stays whole, and
+    an export folder the stopped run made is removed."""
     from distillguard.errors import Terminated
     from distillguard.simulate import run as simulation
 
@@ -392,6 +393,7 @@ def test_a_simulation_stopped_half_way_leaves_the_previous_one_whole(
         monkeypatch.setattr(simulation, "_write_small_tables", full_disk)
     with pytest.raises((Terminated, OSError)):
         simulate(Scenario(name="s", seed=2, days=1, legitimate=[Population("chat", 30)]),
-                 tmp_path, formats=("otel",))  # fmt: skip
+                 tmp_path, formats=("otel", "litellm"))  # fmt: skip
     assert [(tmp_path / n).read_bytes() for n in names] == before
+    assert not (tmp_path / "litellm").exists()  # the folder it made is gone with its file
     assert not [p for p in tmp_path.rglob(".*") if p.is_file() and p.name != ".lock"]

@@ -20,6 +20,7 @@ class _Lines:
     half-way leaves an earlier run's file whole."""
 
     def __init__(self, folder: Path, name: str) -> None:
+        self.made = not folder.exists()  # removed again by abandon()
         folder.mkdir(parents=True, exist_ok=True)
         self.path, self.tmp = folder / name, folder / f".{name}.tmp"
         self.handle: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish()
@@ -33,6 +34,8 @@ class _Lines:
     def abandon(self) -> None:
         self.handle.close()
         self.tmp.unlink(missing_ok=True)
+        if self.made and not any(self.tmp.parent.iterdir()):
+            self.tmp.parent.rmdir()
 
 
 class OtelExporter(_Lines):
