@@ -72,6 +72,33 @@ def test_spark_reuses_its_cached_digests(store: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_spark_reads_a_uri_as_it_would_object_storage(store: Path, tmp_path: Path) -> None:
+    """Input named by URI (s3a://, gs://, here file://) is listed and read by Spark itself,
+    with no cache and the window applied row by row: the findings are DuckDB's over the
+    same store and window."""
+    days = sorted(p.name.removeprefix("day=") for p in (store / "exchanges").glob("day=*"))
+    accounts = next(store.rglob("accounts/**/*.parquet"))
+    duck = detect(store, tmp_path / "duckdb", since=days[-1])
+    spark = detect(
+        (store / "exchanges").as_uri() + "/",
+        tmp_path / "spark",
+        accounts=accounts.as_uri(),
+        engine="spark",
+        cache=tmp_path / "cache",
+        since=days[-1],
+    )
+    assert spark["reused_files"] == 0
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".lock"]  # no digest kept
+    assert duck["campaigns"] >= 1
+    assert (tmp_path / "spark" / "campaigns.json").read_text() == (
+        tmp_path / "duckdb" / "campaigns.json"
+    ).read_text()
+    assert pq.read_table(tmp_path / "spark" / "accounts.parquet").equals(
+        pq.read_table(tmp_path / "duckdb" / "accounts.parquet")
+    )
+
+
+@pytest.mark.slow
 def test_spark_runs_in_one_process_leave_no_scratch(store: Path, tmp_path: Path) -> None:
     """Spark keeps the local folder of a process's first session for the life of its
     JVM. Two runs in one process (a scheduler's worker, this test session) leave nothing
