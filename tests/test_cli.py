@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -139,6 +140,47 @@ def test_an_error_a_library_raises_while_terminating_still_exits_143(
     assert main(["detect", str(tmp_path), "--out", str(tmp_path / "f")]) == 143
     err = capsys.readouterr().err
     assert "terminated; nothing was committed" in err and "Traceback" not in err
+
+
+def test_a_stop_at_the_commit_lets_it_end_whole_and_the_next_command_start_unasked(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler's SIGTERM lands right after the store's manifest is renamed into place
+    (the folder's flush to disk): the run used to undo, deleting the files the new
+    manifest names. Now the commit ends and the store is whole. Then a Ctrl-C stops a
+    command, and the caller's next command (a notebook, a test session) commits."""
+    from distillguard import store as stores
+    from distillguard.ingest import Options, ingest
+    from distillguard.simulate import run as simulation
+
+    flush = stores._fsync
+
+    def signalled(path: Path) -> None:
+        flush(path)
+        if (Path(path) / "manifest.json").is_file():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(stores, "_fsync", signalled)
+    args = ["ingest", str(small / "exchanges.parquet"), "--store", str(tmp_path / "s")]
+    assert main([*args, "--quiet"]) == 0
+    monkeypatch.setattr(stores, "_fsync", flush)
+    files = stores.Store(tmp_path / "s").files("exchanges")  # every file it names is there
+    assert (
+        sum(pq.read_metadata(f).num_rows for f in files)
+        == pq.read_metadata(small / "exchanges.parquet").num_rows
+    )
+
+    counted = simulation._count
+
+    def interrupted(row: object, plan: object, facts: simulation.Facts) -> None:
+        if facts.exchanges == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+        counted(row, plan, facts)
+
+    monkeypatch.setattr(simulation, "_count", interrupted)
+    stopped = ["simulate", "--scenario", "demo", "--scale", "0.02", "--days", "1"]
+    assert main([*stopped, "--out", str(tmp_path / "sim"), "--quiet"]) == 130
+    ingest([small / "exchanges.parquet"], tmp_path / "again", Options())  # not stopped
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from distillguard.errors import StoreError, Terminated
+from distillguard.errors import StoreError, Terminated, forget_stops, stop_asked, stop_here
 from distillguard.store import Store, atomic_write, replacing, replacing_all
 from tests.conftest import SAMPLES, rows, run, write_jsonl
 
@@ -189,6 +191,45 @@ def test_files_replaced_together_change_all_or_none_and_the_last_last(
             tmp.write_bytes(b"new")
         assert renamed == []  # nothing replaced while the block runs
     assert renamed == ["a", "b", "summary"] and [p.read_bytes() for p in names] == [b"new"] * 3
+
+
+@pytest.mark.parametrize("handler", ["ours", "python's"])
+def test_a_stop_between_the_renames_waits_for_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handler: str
+) -> None:
+    """SIGINT after the first of three findings files was renamed: raised there, it left
+    one run's accounts beside another's campaigns. Our handler's stop is remembered and
+    the set is replaced whole; Python's own Ctrl-C (a caller without ours) is raised once
+    the last is renamed."""
+    names = [tmp_path / n for n in ("a", "b", "summary")]
+    for path in names:
+        path.write_bytes(b"old")
+    rename = os.replace
+
+    def signalled(source: Path, target: Path) -> None:
+        rename(source, target)
+        if Path(target).name == "a":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", signalled)
+    ours = handler == "ours"
+    previous = signal.signal(
+        signal.SIGINT,
+        (lambda *_: stop_here(KeyboardInterrupt)) if ours else signal.default_int_handler,
+    )
+    try:
+        with contextlib.ExitStack() as expect:
+            if not ours:
+                expect.enter_context(pytest.raises(KeyboardInterrupt))
+            with replacing_all(*names) as temporaries:
+                for tmp in temporaries:
+                    tmp.write_bytes(b"new")
+        assert stop_asked() is (KeyboardInterrupt if ours else None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        forget_stops()
+    assert [p.read_bytes() for p in names] == [b"new"] * 3
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 def test_a_writer_deletes_only_what_a_killed_run_left(tmp_path: Path) -> None:

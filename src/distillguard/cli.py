@@ -33,10 +33,10 @@ from distillguard.errors import (
     RemoteError,
     Terminated,
     UsageError,
-    ask_stop,
     forget_stops,
     on_signal,
     stop_asked,
+    stop_here,
 )
 
 
@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             on_signal(signum, handler)
+        forget_stops()  # a caller's next command starts unasked
 
 
 def _failed(exc: Exception, args: argparse.Namespace) -> int:
@@ -140,13 +141,11 @@ def _out_file(out: str, *reads: str | Path | None) -> None:
 
 
 def _terminate(signum: int, frame: object) -> None:
-    ask_stop(Terminated)
-    raise Terminated
+    stop_here(Terminated)
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    ask_stop(KeyboardInterrupt)
-    raise KeyboardInterrupt
+    stop_here(KeyboardInterrupt)
 
 
 def _terminated() -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 OK = 0
@@ -108,6 +110,39 @@ def unless_stopped() -> None:
 
 def forget_stops() -> None:
     _asked.clear()
+
+
+_holding = [0]  # commits under way (stops_held), nested
+
+
+def stop_here(stop: type[BaseException]) -> None:
+    """What a signal handler does: remember the stop, and raise it where the process is,
+    unless a commit is under way: the commit then ends first, and the command with it."""
+    ask_stop(stop)
+    if not _holding[0]:
+        raise stop
+
+
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """A commit's few instants (renames, a folder's flush to disk), which a stop raised
+    half-way would leave half done: a store's manifest naming files its undo deleted, one
+    run's findings beside another's. Ctrl-C by Python's own handler (a caller without
+    ours) is raised once the block ends."""
+    own = threading.current_thread() is threading.main_thread() and not _holding[0]
+    own = own and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    caught: list[int] = []
+    if own:
+        signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    _holding[0] += 1
+    try:
+        yield
+    finally:
+        _holding[0] -= 1
+        if own:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def on_signal(signum: int, handler: Any) -> Any:

@@ -38,7 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from distillguard.errors import StoreError, unless_stopped
+from distillguard.errors import StoreError, stops_held, unless_stopped
 from distillguard.schema import TABLES, conform
 
 FORMAT = "distillguard-store"
@@ -76,11 +76,16 @@ def replacing(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield tmp
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync(path.parent)
+    with stops_held():
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync(path.parent)
 
 
 @contextmanager
@@ -88,11 +93,13 @@ def replacing_all(*paths: Path) -> Iterator[list[Path]]:
     """`replacing` for files that belong together (one run's findings): none replaces
     its old file until every one is written, and the last is replaced last, so a write
     that fails (a full disk, a timeout) leaves the old set whole, not a mix of runs."""
-    with ExitStack() as stack:  # entered last to first, so left first to last
+    renaming = ExitStack()  # stops held from the first rename to the last
+    with renaming, ExitStack() as stack:  # entered last to first, so left first to last
         temporaries = [stack.enter_context(replacing(path)) for path in reversed(paths)][::-1]
         yield temporaries
         for written in temporaries:  # on disk before any name points at it
             _fsync(written)
+        renaming.enter_context(stops_held())
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -101,6 +108,13 @@ def atomic_write(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _holds(path: Path, body: bytes) -> bool:
+    try:
+        return path.read_bytes() == body
+    except OSError:
+        return False
 
 
 def _fsync(path: Path) -> None:
@@ -376,10 +390,13 @@ class Transaction:
         root = self.store.root
         superseded = [str(p.relative_to(root)) for p in getattr(self, "_superseded", [])]
         retired = [*self.manifest.retired, *superseded]
-        with self.store._unread() as unread:
+        with stops_held(), self.store._unread() as unread:
             self.manifest.retired = [] if unread else retired
-            atomic_write(root / MANIFEST, self.manifest.to_json())
-            self.committed = True
+            body = self.manifest.to_json()
+            try:
+                atomic_write(root / MANIFEST, body)
+            finally:  # failing after its rename (a folder's flush), it still committed
+                self.committed = _holds(root / MANIFEST, body)
             for name in retired if unread else []:
                 (root / name).unlink(missing_ok=True)
 

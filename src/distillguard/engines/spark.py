@@ -41,6 +41,7 @@ from distillguard.errors import (
     forget_stops,
     on_signal,
     stop_asked,
+    stop_here,
     unless_stopped,
 )
 from distillguard.features.digest import DIGEST, READ, digest
@@ -242,10 +243,10 @@ class SparkEngine:
         Spark) to take as its own after the query ended; so the run's jobs are cancelled
         from another thread, and the call raises as it returns. Asked twice: at once."""
         stop = Terminated if signum == signal.SIGTERM else Interrupted
-        asked_before = stop_asked()
+        if not self.calling or stop_asked() is not None:
+            stop_here(stop)
+            return
         ask_stop(stop)
-        if not self.calling or asked_before is not None:
-            raise stop
         self.cancelling = threading.Thread(target=self._cancel, daemon=True)
         self.cancelling.start()
 
