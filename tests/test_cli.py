@@ -142,6 +142,40 @@ def test_an_error_a_library_raises_while_terminating_still_exits_143(
     assert "terminated; nothing was committed" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        'IO Error: Could not write file ".staging/r/part-0.parquet": No space left on device',
+        "Out of Memory Error: failed to offload data block of size 256.0 KiB (1.4 MiB/1.4 MiB "
+        "used). This limit was set by the 'max_temp_directory_size' setting.",
+    ],
+)
+def test_duckdb_filling_the_disk_is_exit_5_in_one_line(
+    error: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """DuckDB says a full disk in its own exceptions, not as an OSError: writing a
+    store's staging file was a traceback (exit 1), and a full TMPDIR while spilling
+    said to raise --memory-limit (exit 2)."""
+    import duckdb
+
+    from distillguard import cli
+
+    kind = duckdb.IOException if error.startswith("IO") else duckdb.OutOfMemoryException
+
+    def failing(args: object) -> int:
+        raise kind(error)
+
+    monkeypatch.setattr(cli, "_detect", failing)
+    args = ["detect", str(tmp_path), "--out", str(tmp_path / "f"), "--memory-limit", "40MB"]
+    assert main(args) == 5
+    err = capsys.readouterr().err
+    assert err.startswith("distillguard: error: no space left on the disk")
+    assert "Traceback" not in err
+
+
 def test_a_stop_at_the_commit_lets_it_end_whole_and_the_next_command_start_unasked(
     small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,3 +87,22 @@ def test_ingest_lists_linked_folders_and_keeps_underscored_names(tmp_path: Path)
     _touch(logs / ".partial.jsonl")
     (logs / "archive").symlink_to(elsewhere, target_is_directory=True)
     assert expand([logs]) == [kept[0], logs / "archive" / "old.jsonl", kept[1]]
+
+
+def test_a_dead_link_among_the_logs_costs_only_itself(tmp_path: Path) -> None:
+    """A link whose target is gone stopped the whole ingest with a traceback (the
+    progress bar measured every file first); it is now quarantined as unreadable and
+    the folder's other logs are stored."""
+    from distillguard.cli import main
+    from distillguard.store import Store
+    from tests.conftest import quarantined, write_jsonl
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    record = {"request_id": "r1", "ts": "2026-04-22T10:00:00Z", "account_id": "a", "model": "m"}
+    write_jsonl(logs / "today.jsonl", [record])
+    (logs / "gone.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    assert main(["ingest", str(logs), "--store", str(tmp_path / "s"), "--quiet"]) == 0
+    assert Store(tmp_path / "s").read().column("request_id").to_pylist() == ["r1"]
+    (why,) = quarantined(tmp_path / "s")
+    assert why["reason"] == "unreadable_file" and why["source"].endswith("gone.jsonl")

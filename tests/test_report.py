@@ -149,3 +149,28 @@ def test_every_chart_renders_in_chromium_without_console_errors(
     assert len(sizes) >= 6
     for name, width, height, marks in sizes:
         assert width > 100 and height > 50 and marks > 3, name
+
+
+def test_a_store_read_by_a_report_keeps_the_files_it_listed(
+    findings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new accounts table committed between the report listing the store's files and
+    reading them deleted the old file under it: an internal error. The report now holds
+    the store as detect does, and the superseded file stays until it is done."""
+    from distillguard.ingest import Options, ingest
+    from distillguard.report import data
+
+    store = tmp_path / "store"
+    ingest([findings / "sim" / "exchanges.parquet"], store, Options())
+    ingest([findings / "sim" / "accounts.parquet"], store, Options(table="accounts"))
+    detect(store, tmp_path / "found")
+    check = data.readable
+
+    def overtaken(files: list[Path]) -> None:
+        ingest([findings / "sim" / "accounts.parquet"], store, Options(table="accounts"))
+        check(files)
+
+    monkeypatch.setattr(data, "readable", overtaken)
+    out = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "found"), "--out", str(out)]) == 0
+    assert "Triage" in out.read_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from distillguard.errors import StoreError, Terminated, forget_stops, stop_asked, stop_here
-from distillguard.store import Store, atomic_write, replacing, replacing_all
+from distillguard.store import Store, atomic_write, exclusive, replacing, replacing_all, shared
 from tests.conftest import SAMPLES, rows, run, write_jsonl
 
 
@@ -253,3 +253,37 @@ def test_a_writer_deletes_only_what_a_killed_run_left(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="manifest was lost"):
         run(tmp_path / "a.jsonl", store)
     assert all(p.is_file() for p in parts) and kept.is_file()
+
+
+def test_a_writer_that_must_wait_says_so_and_locks_a_mount_refuses_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A detect run whose findings a report is reading waited without a word; a mount
+    without locks (NFS without its lock service) failed readers with a traceback."""
+    import errno
+    import fcntl
+    import threading
+
+    lock, done = tmp_path / ".lock", threading.Event()
+
+    def write() -> None:
+        with exclusive(lock, "--out f is being read or written", wait=True):
+            done.set()
+
+    with shared(lock):
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not done.wait(0.5)
+    writer.join(5)
+    assert done.is_set()
+    assert capsys.readouterr().err == "distillguard: waiting: --out f is being read or written\n"
+
+    def no_locks(handle: object, how: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(StoreError, match=r"cannot lock .*No locks available"), shared(lock):
+        pass
+    (tmp_path / "s").mkdir()
+    with Store(tmp_path / "s")._unread() as unread:
+        assert not unread  # superseded files are kept for any reader

@@ -77,7 +77,8 @@ def _failed(exc: Exception, args: argparse.Namespace) -> int:
         return _terminated() if stop_asked() is Terminated else _interrupted()
     full = _disk_full(exc)
     if full is not None:
-        where = f" writing {full.filename}" if full.filename else ""
+        filename = getattr(full, "filename", None)
+        where = f" writing {filename}" if filename else ""
         print(
             f"distillguard: error: no space left on the disk{where}: free some, or point "
             "TMPDIR (scratch) or the output at a larger disk; nothing was committed",
@@ -98,13 +99,20 @@ def _failed(exc: Exception, args: argparse.Namespace) -> int:
     return INTERNAL
 
 
-def _disk_full(exc: BaseException | None) -> OSError | None:
+FULL_DISK = (  # in a library's own words: DuckDB writing a file, or spilling to TMPDIR
+    "No space left on device",
+    "Disk quota exceeded",
+    "File too large",
+    "max_temp_directory_size",
+)
+
+
+def _disk_full(exc: BaseException | None) -> BaseException | None:
     """The error saying the disk (or the user's quota, or file-size limit) is full."""
     while exc is not None:
-        if isinstance(exc, OSError) and (
-            exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-            or "No space left on device" in str(exc)
-        ):
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return exc
+        if any(words in str(exc) for words in FULL_DISK):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -166,12 +167,18 @@ class Manifest:
 @contextmanager
 def exclusive(lock: Path, busy: str, *, wait: bool = False) -> Iterator[None]:
     """Hold the file `lock` (made if absent) for one process at a time; another gets a
-    StoreError saying `busy`, or with `wait` waits its turn. The kernel lets go if the
-    holder dies."""
+    StoreError saying `busy`, or with `wait` says it waits (`busy` saying for what) and
+    waits its turn. The kernel lets go if the holder dies."""
     with ExitStack() as held:
         try:
             handle = held.enter_context(open(lock, "a+"))
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    raise
+                print(f"distillguard: waiting: {busy}", file=sys.stderr, flush=True)
+                fcntl.flock(handle, fcntl.LOCK_EX)
         except BlockingIOError:
             raise StoreError(busy) from None
         except OSError as exc:  # not writable, a folder in the way, no locks on this mount
@@ -190,7 +197,10 @@ def shared(lock: Path) -> Iterator[None]:
         yield
         return
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+        except OSError as exc:  # no locks on this mount (NFS without its lock service)
+            raise StoreError(f"cannot lock {lock}: {exc.strerror}") from None
         yield
 
 
@@ -299,7 +309,7 @@ class Store:
         with open(self.root / READERS, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError:  # a reader holds it (or locks fail here): keep what it may read
                 yield False
                 return
             yield True

@@ -17,6 +17,7 @@ its cached digest stays for the windows that do cover it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -93,6 +94,13 @@ def listed(path: File) -> bool:
         and not (source / MANIFEST).is_file()
         and not (source / "exchanges.parquet").is_file()
     )
+
+
+def reading(source: File) -> AbstractContextManager[None]:
+    """Hold a store's files while a run reads them (see `Store.reading`); other
+    sources need no holding."""
+    local = not is_uri(source) and (Path(source) / MANIFEST).is_file()
+    return Store(source).reading() if local else contextlib.nullcontext()
 
 
 def is_uri(path: File) -> bool:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import re
@@ -43,6 +42,7 @@ from distillguard.detect.inputs import (
     listed,
     load,
     readable,
+    reading,
 )
 from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, StoreError, UsageError, unless_stopped
@@ -60,7 +60,7 @@ from distillguard.schema import (
     FINDINGS_LOCK,
     SIMULATION_FILES,
 )
-from distillguard.store import MANIFEST, Store, exclusive, in_store, replacing_all
+from distillguard.store import exclusive, in_store, replacing_all
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,12 +72,11 @@ def _reading_source(run: Callable[Concatenate[File, P], R]) -> Callable[Concaten
     """Hold a store's files while a run reads them (see `Store.reading`)."""
 
     @functools.wraps(run)
-    def reading(source: File, *args: P.args, **kwargs: P.kwargs) -> R:
-        local = not is_uri(source) and (Path(source) / MANIFEST).is_file()
-        with Store(source).reading() if local else contextlib.nullcontext():
+    def held(source: File, *args: P.args, **kwargs: P.kwargs) -> R:
+        with reading(source):
             return run(source, *args, **kwargs)
 
-    return reading
+    return held
 
 
 @_reading_source
@@ -582,7 +581,7 @@ def _write(out: Path, findings: dict[str, Any]) -> None:
         out.mkdir(parents=True, exist_ok=True)
         names = (out / name for name in FINDINGS_FILES)
         with (
-            exclusive(out / FINDINGS_LOCK, "", wait=True),
+            exclusive(out / FINDINGS_LOCK, f"--out {out} is being read or written", wait=True),
             replacing_all(*names) as (accounts, campaigns, flagged, summary),
         ):
             pq.write_table(findings["accounts"], accounts)

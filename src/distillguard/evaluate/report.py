@@ -20,7 +20,14 @@ import pyarrow.parquet as pq
 from distillguard.detect.inputs import readable
 from distillguard.errors import InputError
 from distillguard.evaluate import metrics
-from distillguard.schema import FINDINGS_ACCOUNTS, FINDINGS_EXCHANGES, LABELS, conform
+from distillguard.schema import (
+    FINDINGS_ACCOUNTS,
+    FINDINGS_EXCHANGES,
+    FINDINGS_LOCK,
+    LABELS,
+    conform,
+)
+from distillguard.store import shared
 
 
 def read_table(path: Path, schema: pa.Schema, name: str) -> pa.Table:
@@ -48,7 +55,9 @@ def evaluate(
     if series is not None and not Path(series).is_dir():
         raise InputError(f"--series {series}: no such folder of findings per cut-off")
     truth = read_table(labels / "labels.parquet", LABELS, "labels")
-    found = read_table(findings / "accounts.parquet", FINDINGS_ACCOUNTS, "findings accounts")
+    with shared(findings / FINDINGS_LOCK):  # one run's files, not a mix of two
+        found = read_table(findings / "accounts.parquet", FINDINGS_ACCOUNTS, "findings accounts")
+        flagged = _flagged_exchanges(findings)
     joined = _accounts(truth, found)
     labelled = set(truth.column("account_id").to_pylist())
     unknown = [
@@ -60,7 +69,7 @@ def evaluate(
     report["accounts"]["flagged_but_not_labelled"] = len(unknown)
     report["false_positive_rate_by_population"] = _fpr_by_population(joined)
     report["campaigns"] = _campaign_metrics(joined)
-    report["exchanges"] = _exchange_recall(findings, labels, joined)
+    report["exchanges"] = _exchange_recall(flagged, labels, joined)
     if series is not None:
         report["time_to_detect_days"] = _time_to_detect(Path(series), truth, labels)
     return report
@@ -149,8 +158,16 @@ def _campaign_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _exchange_recall(findings: Path, labels: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Campaign exchanges flagged: those of flagged campaign accounts, plus those listed
+def _flagged_exchanges(findings: Path) -> pa.Table:
+    """The request ids the findings' exchanges table lists (sub-streams of mixed accounts)."""
+    path = findings / "exchanges.parquet"
+    if not path.is_file():
+        return FINDINGS_EXCHANGES.empty_table().select(["request_id"])
+    return read_table(path, FINDINGS_EXCHANGES, "findings exchanges").select(["request_id"])
+
+
+def _exchange_recall(listed: pa.Table, labels: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Campaign exchanges flagged: those of flagged campaign accounts, plus those `listed`
     in the findings' exchanges table (the way sub-streams of mixed accounts are flagged)."""
     exchanges = labels / "exchanges.parquet"
     proxied = labels / "exchange_labels.parquet"
@@ -174,12 +191,7 @@ def _exchange_recall(findings: Path, labels: Path, rows: list[dict[str, Any]]) -
                 ]
             ),
         )
-        flagged_ids = findings / "exchanges.parquet"
-        if flagged_ids.is_file():
-            listed = read_table(flagged_ids, FINDINGS_EXCHANGES, "findings exchanges")
-        else:
-            listed = FINDINGS_EXCHANGES.empty_table()
-        con.register("flagged_ex", listed.select(["request_id"]))
+        con.register("flagged_ex", listed)
         con.execute("CREATE TABLE proxied (request_id VARCHAR, campaign_id VARCHAR)")
         if proxied.is_file():
             con.execute(

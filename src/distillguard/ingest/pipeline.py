@@ -191,7 +191,7 @@ def _stage(
     for path in files:
         done = _Progress(progress)
         summary.files.append(_stage_file(path, options, stager, quarantine, summary, done))
-        progress.update(path.stat().st_size - done.reported)
+        progress.update(_bytes(path) - done.reported)
     progress.close()
     stager.flush()
     return stager
@@ -369,10 +369,19 @@ def _size(row: dict[str, Any]) -> int:
     return 256 + sum(len(t) for t in texts if t)
 
 
+def _bytes(file: Path) -> int:
+    """A file's size for the progress bar; one that cannot be read (a dead link) is
+    quarantined when it is read, so it counts nothing here."""
+    try:
+        return file.stat().st_size
+    except OSError:
+        return 0
+
+
 def _progress(files: list[Path], enabled: bool) -> Any:
     from tqdm import tqdm
 
-    total = sum(p.stat().st_size for p in files)
+    total = sum(_bytes(p) for p in files)
     return tqdm(
         total=total,
         unit="B",

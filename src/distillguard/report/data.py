@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.detect.inputs import exchanges_only, inputs, nulls, readable
+from distillguard.detect.inputs import exchanges_only, inputs, nulls, readable, reading
 from distillguard.errors import InputError
 from distillguard.features.template import band_keys, signatures, similarity
 from distillguard.ingest.engine import connect, sql_list
@@ -39,11 +39,11 @@ def gather(
     report: dict[str, Any] = {"campaigns": campaigns, "summary": summary, "details": {}}
     if source is None:
         raise InputError(f"{findings}: no summary.json naming the traffic; pass --input")
-    exchange_files, account_files = inputs(source)
-    account_files += [Path(p) for p in summary.get("accounts_input", []) if Path(p).is_file()]
-    readable([*exchange_files, *account_files])
-    exchanges_only(exchange_files)
-    with tempfile.TemporaryDirectory(prefix="distillguard-report-") as work:
+    with reading(source), tempfile.TemporaryDirectory(prefix="distillguard-report-") as work:
+        exchange_files, account_files = inputs(source)
+        account_files += [Path(p) for p in summary.get("accounts_input", []) if Path(p).is_file()]
+        readable([*exchange_files, *account_files])
+        exchanges_only(exchange_files)
         con = connect("1GB", Path(work) / "spill")
         con.execute(
             f"CREATE VIEW logged AS SELECT * FROM read_parquet({sql_list(exchange_files)}, "
