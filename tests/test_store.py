@@ -133,7 +133,8 @@ def test_accounts_table_upserts_by_account(tmp_path: Path) -> None:
 def test_a_file_superseded_while_read_stays_until_no_one_reads(tmp_path: Path) -> None:
     """A detect run listed the accounts file, and a new accounts table deleted it before
     the run opened it. The file now stays while a run reads the store, is not taken for
-    a killed run's leftovers, and goes with the first commit that no run is reading."""
+    a killed run's leftovers, and goes when the last reader is out (retired files used
+    to pile up while nightly runs overlapped, until a commit found no reader)."""
     store = Store(tmp_path / "s")
     account = {"account_id": "a1", "created_at": "2026-04-01", "signup_channel": "x"}
     run(write_jsonl(tmp_path / "a.jsonl", [account]), store.root, table="accounts")
@@ -145,7 +146,12 @@ def test_a_file_superseded_while_read_stays_until_no_one_reads(tmp_path: Path) -
         changed = [{**account, "signup_channel": "z"}]
         run(write_jsonl(tmp_path / "c.jsonl", changed), store.root, table="accounts")
         assert read.is_file() and len(store.manifest().retired) == 2
-    run(write_jsonl(tmp_path / "d.jsonl", [account]), store.root, table="accounts")
+        with store.reading():  # another run, which ends first
+            pass
+        assert read.is_file() and len(store.manifest().retired) == 2
+    assert store.manifest().retired == [] and not read.exists()  # the last reader out
+    with store.reading():
+        run(write_jsonl(tmp_path / "d.jsonl", [account]), store.root, table="accounts")
     assert store.manifest().retired == []
     assert {p.name for p in (store.root / "accounts").iterdir()} == {
         p.name for p in store.files("accounts")

@@ -30,7 +30,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -296,12 +296,33 @@ class Store:
                 if not txn.committed:
                     txn.undo()
 
-    def reading(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def reading(self) -> Iterator[None]:
         """Hold the store's files for a run that reads them: a commit that supersedes a
         file (a new accounts table) deletes it only when no run is reading, and else
-        leaves it to a later commit. (A detect run listed the old accounts file and
+        leaves it to the last reader out. (A detect run listed the old accounts file and
         found it gone.) Readers never wait but for a commit's instant."""
-        return shared(self.root / READERS)
+        try:
+            with shared(self.root / READERS):
+                yield
+        finally:
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        """Delete the files commits retired while runs read them, if no run reads now
+        and no writer is at work (its commit will); a store we may not write keeps them."""
+        try:
+            with exclusive(self.root / ".lock", "a writer"), self._unread() as unread:
+                manifest = self.manifest()
+                if not unread or not manifest.retired:
+                    return
+                retired, manifest.retired = manifest.retired, []
+                with stops_held():
+                    atomic_write(self.root / MANIFEST, manifest.to_json())
+                    for name in retired:
+                        (self.root / name).unlink(missing_ok=True)
+        except (StoreError, OSError):
+            pass
 
     @contextmanager
     def _unread(self) -> Iterator[bool]:
