@@ -397,3 +397,33 @@ def test_a_simulation_stopped_half_way_leaves_the_previous_one_whole(
     assert [(tmp_path / n).read_bytes() for n in names] == before
     assert not (tmp_path / "litellm").exists()  # the folder it made is gone with its file
     assert not [p for p in tmp_path.rglob(".*") if p.is_file() and p.name != ".lock"]
+
+
+def test_a_stop_during_the_renames_leaves_one_simulation_not_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C right after the new exchanges replaced the old: it was raised there, the
+    new accounts and labels were thrown away, and the folder held one seed's exchanges
+    beside another's labels. The renames now end first, then the command stops."""
+    import os
+    import signal
+
+    from distillguard.cli import main
+
+    args = ["simulate", "--scenario", "demo", "--scale", "0.01", "--days", "1", "--quiet"]
+    assert main([*args, "--seed", "1", "--out", str(tmp_path)]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix}
+    rename = os.replace
+
+    def signalled(source: str | Path, target: str | Path) -> None:
+        rename(source, target)
+        if Path(target).name == "exchanges.parquet":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", signalled)
+    assert main([*args, "--seed", "2", "--out", str(tmp_path)]) == 130
+    assert "completed first" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix}
+    assert after.keys() == before.keys()
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed == after.keys() - {"exchange_labels.parquet"}  # empty in both (no proxies)

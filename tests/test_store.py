@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -13,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from distillguard.errors import StoreError, Terminated, forget_stops, stop_asked, stop_here
+from distillguard.errors import (
+    StoreError,
+    Terminated,
+    commit_completed,
+    forget_stops,
+    stop_here,
+    stops_held,
+)
 from distillguard.store import Store, atomic_write, exclusive, replacing, replacing_all, shared
 from tests.conftest import SAMPLES, rows, run, write_jsonl
 
@@ -204,9 +210,8 @@ def test_a_stop_between_the_renames_waits_for_the_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handler: str
 ) -> None:
     """SIGINT after the first of three findings files was renamed: raised there, it left
-    one run's accounts beside another's campaigns. Our handler's stop is remembered and
-    the set is replaced whole; Python's own Ctrl-C (a caller without ours) is raised once
-    the last is renamed."""
+    one run's accounts beside another's campaigns. Under our handler or Python's own
+    (a caller without ours), the set is replaced whole and the stop raised after."""
     names = [tmp_path / n for n in ("a", "b", "summary")]
     for path in names:
         path.write_bytes(b"old")
@@ -224,18 +229,84 @@ def test_a_stop_between_the_renames_waits_for_the_last(
         (lambda *_: stop_here(KeyboardInterrupt)) if ours else signal.default_int_handler,
     )
     try:
-        with contextlib.ExitStack() as expect:
-            if not ours:
-                expect.enter_context(pytest.raises(KeyboardInterrupt))
-            with replacing_all(*names) as temporaries:
-                for tmp in temporaries:
-                    tmp.write_bytes(b"new")
-        assert stop_asked() is (KeyboardInterrupt if ours else None)
+        with pytest.raises(KeyboardInterrupt), replacing_all(*names) as temporaries:
+            for tmp in temporaries:
+                tmp.write_bytes(b"new")
+        assert commit_completed()
     finally:
         signal.signal(signal.SIGINT, previous)
         forget_stops()
     assert [p.read_bytes() for p in names] == [b"new"] * 3
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_a_commit_in_another_thread_does_not_hold_the_main_threads_stops(
+    tmp_path: Path,
+) -> None:
+    """How deep in commits a thread is was one count for all threads: a gateway thread
+    committing made the main thread's own commit leave Python's Ctrl-C handler in place,
+    and our handlers not raise at all."""
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def commit() -> None:
+        with stops_held():
+            inside.set()
+            leave.wait(5)
+
+    other = threading.Thread(target=commit)
+    other.start()
+    inside.wait(5)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a library caller's
+    try:
+        with pytest.raises(KeyboardInterrupt), stops_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            (tmp_path / "renamed").write_bytes(b"")  # still runs: the stop waits
+        assert (tmp_path / "renamed").exists()
+        with pytest.raises(Terminated):
+            stop_here(Terminated)  # not inside a commit on this thread
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        leave.set()
+        other.join(5)
+        forget_stops()
+
+
+def test_a_reader_leaving_takes_no_writer_lock_unless_files_wait_and_keeps_permissions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every reader leaving took the store's writer lock to look for retired files, and
+    an ingest starting then was turned away; a reclaim under another umask made the
+    manifest private."""
+    from distillguard import store as stores
+
+    run(SAMPLES / "logs", tmp_path / "s")
+    store = Store(tmp_path / "s")
+    taken: list[str] = []
+    lock = stores.exclusive
+
+    def recording(path: Path, *args: object, **kwargs: object) -> object:
+        taken.append(Path(path).name)
+        return lock(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stores, "exclusive", recording)
+    with store.reading():
+        pass
+    assert taken == []
+    manifest = store.root / "manifest.json"
+    manifest.chmod(0o664)
+    account = {"account_id": "a1", "created_at": "2026-04-01", "signup_channel": "x"}
+    run(write_jsonl(tmp_path / "a.jsonl", [account]), store.root, table="accounts")
+    with store.reading():
+        run(write_jsonl(tmp_path / "b.jsonl", [account]), store.root, table="accounts")
+        assert store.manifest().retired
+        mask = os.umask(0o077)
+    try:
+        assert store.manifest().retired == []  # the last reader out
+    finally:
+        os.umask(mask)
+    assert (manifest.stat().st_mode & 0o777) == 0o664
 
 
 def test_a_writer_deletes_only_what_a_killed_run_left(tmp_path: Path) -> None:

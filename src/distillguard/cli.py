@@ -33,6 +33,7 @@ from distillguard.errors import (
     RemoteError,
     Terminated,
     UsageError,
+    commit_completed,
     forget_stops,
     on_signal,
     stop_asked,
@@ -108,11 +109,14 @@ FULL_DISK = (  # in a library's own words: DuckDB writing a file, or spilling to
 
 
 def _disk_full(exc: BaseException | None) -> BaseException | None:
-    """The error saying the disk (or the user's quota, or file-size limit) is full."""
+    """The error saying the disk (or the user's quota, or file-size limit) is full: an
+    OSError, or DuckDB's own in its words (not any error quoting them: a value, a prompt)."""
+    duckdb = sys.modules.get("duckdb")
+    own = (duckdb.IOException, duckdb.OutOfMemoryException) if duckdb else ()
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return exc
-        if any(words in str(exc) for words in FULL_DISK):
+        if isinstance(exc, (OSError, *own)) and any(words in str(exc) for words in FULL_DISK):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
@@ -157,13 +161,19 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _terminated() -> int:
-    print("distillguard: terminated; nothing was committed", file=sys.stderr)
+    print(f"distillguard: terminated; {_what_was_committed()}", file=sys.stderr)
     return TERMINATED
 
 
 def _interrupted() -> int:
-    print("distillguard: interrupted; nothing was committed", file=sys.stderr)
+    print(f"distillguard: interrupted; {_what_was_committed()}", file=sys.stderr)
     return INTERRUPTED
+
+
+def _what_was_committed() -> str:
+    if commit_completed():
+        return "the commit under way when the signal came was completed first"
+    return "nothing was committed"
 
 
 def _out_of_memory(exc: BaseException | None) -> bool:

@@ -110,39 +110,53 @@ def unless_stopped() -> None:
 
 def forget_stops() -> None:
     _asked.clear()
+    _completed.clear()
 
 
-_holding = [0]  # commits under way (stops_held), nested
+_held = threading.local()  # per thread: how deep in stops_held blocks it is
+_completed: list[bool] = []  # a commit ended after a stop was asked during it
+
+
+def _depth() -> int:
+    return getattr(_held, "depth", 0)
 
 
 def stop_here(stop: type[BaseException]) -> None:
     """What a signal handler does: remember the stop, and raise it where the process is,
-    unless a commit is under way: the commit then ends first, and the command with it."""
+    unless a commit is under way there, which raises it once it has ended."""
     ask_stop(stop)
-    if not _holding[0]:
+    if not _depth():
         raise stop
+
+
+def commit_completed() -> bool:
+    """Whether the stop that ended the command came during a commit, which completed."""
+    return bool(_completed)
 
 
 @contextmanager
 def stops_held() -> Iterator[None]:
     """A commit's few instants (renames, a folder's flush to disk), which a stop raised
     half-way would leave half done: a store's manifest naming files its undo deleted, one
-    run's findings beside another's. Ctrl-C by Python's own handler (a caller without
-    ours) is raised once the block ends."""
-    own = threading.current_thread() is threading.main_thread() and not _holding[0]
-    own = own and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    run's findings beside another's. A stop asked meanwhile (by our handlers, or by
+    Ctrl-C under Python's own) is raised once the main thread's outermost block has
+    ended; signals are the main thread's, so other threads' blocks raise none."""
+    outermost = not _depth() and threading.current_thread() is threading.main_thread()
+    own = outermost and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     caught: list[int] = []
+    asked = len(_asked)
     if own:
         signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    _holding[0] += 1
+    _held.depth = _depth() + 1
     try:
         yield
     finally:
-        _holding[0] -= 1
+        _held.depth -= 1
         if own:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    if caught:
-        raise KeyboardInterrupt
+    if outermost and (caught or len(_asked) > asked):
+        _completed.append(True)
+        raise _asked[-1] if len(_asked) > asked else KeyboardInterrupt
 
 
 def on_signal(signum: int, handler: Any) -> Any:

@@ -22,11 +22,13 @@ those days. The same id logged again with a timestamp on another day is kept.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import re
 import shutil
+import stat
 import sys
 import uuid
 from collections.abc import Iterator
@@ -104,10 +106,13 @@ def replacing_all(*paths: Path) -> Iterator[list[Path]]:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old or the new file, never half."""
+    """Write `data` to `path` so that readers see the old or the new file, never half;
+    the new file keeps the old one's permissions (a store shared with a group stays so)."""
     with replacing(path) as tmp, open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(handle.fileno(), stat.S_IMODE(path.stat().st_mode))
         os.fsync(handle.fileno())
 
 
@@ -310,8 +315,13 @@ class Store:
 
     def _reclaim(self) -> None:
         """Delete the files commits retired while runs read them, if no run reads now
-        and no writer is at work (its commit will); a store we may not write keeps them."""
+        and no writer is at work (its commit will). Only when there are any (the writer's
+        lock, taken for it, would turn an ingest starting then away) and only by the
+        manifest's owner (a reader of a shared store would make it its own)."""
         try:
+            path = self.root / MANIFEST
+            if path.stat().st_uid != os.geteuid() or not self.manifest().retired:
+                return
             with exclusive(self.root / ".lock", "a writer"), self._unread() as unread:
                 manifest = self.manifest()
                 if not unread or not manifest.retired:

@@ -266,6 +266,8 @@ class SparkEngine:
         finally:
             for signum, handler in self.handlers.items():
                 on_signal(signum, handler)
+            if self.handlers[signal.SIGINT] is signal.default_int_handler:
+                forget_stops()  # a caller without ours: its next command starts unasked
             if self.cancelling is not None:
                 self.cancelling.join()  # before Spark stops under it
             if self.owned:

@@ -19,6 +19,7 @@ import os
 import random
 import sys
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, time
 from functools import lru_cache
@@ -28,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.errors import UsageError, unless_stopped
+from distillguard.errors import UsageError, stops_held, unless_stopped
 from distillguard.privacy import network
 from distillguard.schema import ACCOUNTS, EXCHANGE_LABELS, EXCHANGES, LABELS, conform
 from distillguard.simulate import text
@@ -156,9 +157,10 @@ def simulate(
                     tables.add(rows)
             tables.finish()
             small = (folder / name for name in ("accounts.parquet", "labels.parquet", "truth.json"))
-            with replacing_all(*small) as (accounts, labels, truth):
+            with ExitStack() as renaming, replacing_all(*small) as (accounts, labels, truth):
                 _write_small_tables(accounts, labels, truth, plans, scenario, facts)
                 unless_stopped()
+                renaming.enter_context(stops_held())  # to the last small file's rename
                 tables.publish()  # once every file is written, all renamed together
         except BaseException:  # stopped (Ctrl-C, a scheduler's SIGTERM) or failed
             tables.abandon()
