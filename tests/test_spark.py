@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -144,6 +145,36 @@ def test_a_spark_run_stopped_by_its_process_group_ends_in_one_line(
     code, line = (143, "terminated") if stop == signal.SIGTERM else (130, "interrupted")
     assert returncode == code and err == f"distillguard: {line}; nothing was committed"
     assert not (tmp_path / "f").exists() and not any(scratch.iterdir())
+
+
+@pytest.mark.slow
+def test_a_library_run_stopped_at_its_findings_leaves_no_stop_behind(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Called from Python (a notebook: Python's own Ctrl-C handler), a Spark run whose
+    findings were being renamed when Ctrl-C came ends its renames, then raises; the
+    caller's next command commits (the stop used to stay asked and stop it)."""
+    import signal
+
+    from distillguard.errors import Interrupted
+
+    rename = os.replace
+
+    def signalled(source: str | Path, target: str | Path) -> None:
+        rename(source, target)
+        if Path(target).name == "accounts.parquet":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        monkeypatch.setattr(os, "replace", signalled)
+        with pytest.raises((Interrupted, KeyboardInterrupt)):
+            detect(store, tmp_path / "f", engine="spark")
+        monkeypatch.setattr(os, "replace", rename)
+        assert json.loads((tmp_path / "f" / "summary.json").read_text())["engine"] == "spark"
+        ingest([store / "exchanges"], tmp_path / "next", Options())  # not stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.slow
