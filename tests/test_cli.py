@@ -227,6 +227,57 @@ def test_a_stop_at_the_commit_lets_it_end_whole_and_the_next_command_start_unask
     ingest([small / "exchanges.parquet"], tmp_path / "again", Options())  # not stopped
 
 
+def test_a_signal_while_starting_or_shutting_down_is_one_line_or_nothing(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Handlers were set after the parser was built (its adapters import pyarrow and
+    pandas: most of a second), so a scheduler's signal then killed the command without a
+    word, or Ctrl-C printed a traceback. A signal while the interpreter shuts down, the
+    command's work done, killed it silently too, and a committed ingest looked failed."""
+    from distillguard import cli
+
+    built = cli.build_parser
+
+    def signalled() -> object:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return built()
+
+    monkeypatch.setattr(cli, "build_parser", signalled)
+    assert main(["inspect", str(tmp_path)]) == 143
+    assert capsys.readouterr().err == "distillguard: terminated; nothing was committed\n"
+    script = (
+        "import atexit, os, signal, sys\n"
+        "from distillguard import cli\n"
+        "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))  # at shutdown\n"
+        f"sys.argv = ['distillguard', 'ingest', {str(small / 'exchanges.parquet')!r},\n"
+        f"            '--store', {str(tmp_path / 's')!r}, '--quiet']\n"
+        "cli.run()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and not done.stderr
+
+
+def test_inspect_holds_the_store_it_describes(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new accounts table committed while inspect read the store deleted the file it
+    had listed: the healthy store was reported damaged ("restore from a backup")."""
+    from distillguard import inspect
+    from distillguard.ingest import Options, ingest
+
+    store = tmp_path / "s"
+    ingest([small / "exchanges.parquet"], store, Options())
+    ingest([small / "accounts.parquet"], store, Options(table="accounts"))
+    check = inspect.readable
+
+    def overtaken(files: list[Path]) -> None:
+        ingest([small / "accounts.parquet"], store, Options(table="accounts"))
+        check(files)
+
+    monkeypatch.setattr(inspect, "readable", overtaken)
+    assert main(["inspect", str(store), "--format", "json"]) == 0
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulator folder of a day of the demo scenario at 2 %."""

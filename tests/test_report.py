@@ -156,7 +156,9 @@ def test_a_store_read_by_a_report_keeps_the_files_it_listed(
 ) -> None:
     """A new accounts table committed between the report listing the store's files and
     reading them deleted the old file under it: an internal error. The report now holds
-    the store as detect does, and the superseded file stays until it is done."""
+    the store as detect does, and the superseded file stays until it is done. Its
+    accounts are the ones detect read, once (the store's and the summary's same file
+    were both read, and each account counted twice)."""
     from distillguard.ingest import Options, ingest
     from distillguard.report import data
 
@@ -164,6 +166,12 @@ def test_a_store_read_by_a_report_keeps_the_files_it_listed(
     ingest([findings / "sim" / "exchanges.parquet"], store, Options())
     ingest([findings / "sim" / "accounts.parquet"], store, Options(table="accounts"))
     detect(store, tmp_path / "found")
+    gathered = data.gather(tmp_path / "found", None, False, None)
+    for campaign in gathered["campaigns"]:
+        infrastructure = gathered["details"][campaign["id"]]["infrastructure"]
+        counted = sum(c["accounts"] for c in infrastructure["sign-up channels"])
+        members = {*campaign["accounts"], *(s["account_id"] for s in campaign["substreams"])}
+        assert 0 < counted <= len(members)  # each account once
     check = data.readable
 
     def overtaken(files: list[Path]) -> None:

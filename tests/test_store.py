@@ -96,9 +96,22 @@ def test_a_crash_before_the_manifest_rename_leaves_a_readable_store(tmp_path: Pa
 
 
 def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    """A second writer is refused; one that finds the lock held for an instant (a
+    reader's reclaim of retired files) tries for a second first, and writes."""
+    import threading
+    import time
+
     store = Store(tmp_path / "s")
     with store.transaction(None), pytest.raises(StoreError, match="another process"):
         run(write_jsonl(tmp_path / "a.jsonl", records(2)), tmp_path / "s")
+    with exclusive(store.root / ".lock", "held for an instant"):
+        writer = threading.Thread(
+            target=run, args=(write_jsonl(tmp_path / "b.jsonl", records(2)), store.root)
+        )
+        writer.start()
+        time.sleep(0.3)
+    writer.join(10)
+    assert store.read().num_rows == 2
 
 
 def test_stores_of_another_version_or_foreign_folders_are_refused(tmp_path: Path) -> None:

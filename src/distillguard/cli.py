@@ -42,14 +42,14 @@ from distillguard.errors import (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     forget_stops()
-    previous = {
+    previous = {  # first: building the parser imports the adapters (pyarrow, pandas)
         signal.SIGTERM: on_signal(signal.SIGTERM, _terminate),
         signal.SIGINT: on_signal(signal.SIGINT, _interrupt),
     }
+    args = None
     try:
+        args = build_parser().parse_args(argv)
         result: int = args.handler(args)
         return result
     except DistillguardError as exc:
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         forget_stops()  # a caller's next command starts unasked
 
 
-def _failed(exc: Exception, args: argparse.Namespace) -> int:
+def _failed(exc: Exception, args: argparse.Namespace | None) -> int:
     """An error not of our kind: a stop or a limit that a library reported in its own
     words (DuckDB's 'query interrupted', a full disk, DuckDB out of memory), else a bug,
     shown with the code that says so."""
@@ -86,10 +86,11 @@ def _failed(exc: Exception, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return STORE
-    if _out_of_memory(exc) and getattr(args, "memory_limit", None):
+    limit = getattr(args, "memory_limit", None)
+    if _out_of_memory(exc) and limit:
         print(
             f"distillguard: error: DuckDB ran out of memory within --memory-limit "
-            f"{args.memory_limit}: raise it; nothing was committed",
+            f"{limit}: raise it; nothing was committed",
             file=sys.stderr,
         )
         return USAGE
@@ -872,5 +873,15 @@ def _print_tree(value: Any, indent: int = 0) -> None:
             print(f"{pad}{key}: {shown}")
 
 
+def run() -> None:
+    """The `distillguard` program: the command's exit code, which a signal arriving while
+    the interpreter shuts down (the command's work done, its commit made) cannot replace
+    with a silent death by that signal."""
+    code = main()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        on_signal(signum, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -36,6 +36,13 @@ def inspect(path: str | Path) -> dict[str, Any]:
 
 
 def inspect_store(store: Store) -> dict[str, Any]:
+    """A store's contents, read while holding its files (a commit meanwhile deleted the
+    accounts file it had listed, and the store looked damaged)."""
+    with store.reading():
+        return _described(store)
+
+
+def _described(store: Store) -> dict[str, Any]:
     manifest = store.manifest()
     files = store.files("exchanges")
     readable([*files, *store.files("accounts")])  # a damaged part named, before any query

@@ -30,13 +30,14 @@ import re
 import shutil
 import stat
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -48,6 +49,7 @@ FORMAT = "distillguard-store"
 VERSION = 1
 MANIFEST = "manifest.json"
 READERS = ".readers"  # held shared by each run reading the store
+WRITER_PATIENCE = 1.0  # seconds a writer tries for the lock: a reader's reclaim holds it briefly
 OWN = {".lock", READERS, ".staging", "exchanges", "accounts", "quarantine", MANIFEST}
 RUN = r"\d{8}T\d{6}-[0-9a-f]{8}"  # Transaction.id, in the name of each file a run places
 RUN_ID = re.compile(RUN)
@@ -170,15 +172,18 @@ class Manifest:
 
 
 @contextmanager
-def exclusive(lock: Path, busy: str, *, wait: bool = False) -> Iterator[None]:
+def exclusive(
+    lock: Path, busy: str, *, wait: bool = False, patience: float = 0.0
+) -> Iterator[None]:
     """Hold the file `lock` (made if absent) for one process at a time; another gets a
-    StoreError saying `busy`, or with `wait` says it waits (`busy` saying for what) and
-    waits its turn. The kernel lets go if the holder dies."""
+    StoreError saying `busy` (after trying for `patience` seconds, for holders that hold
+    it for an instant), or with `wait` says it waits (`busy` saying for what) and waits
+    its turn. The kernel lets go if the holder dies."""
     with ExitStack() as held:
         try:
             handle = held.enter_context(open(lock, "a+"))
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _lock_within(handle, patience)
             except BlockingIOError:
                 if not wait:
                     raise
@@ -189,6 +194,19 @@ def exclusive(lock: Path, busy: str, *, wait: bool = False) -> Iterator[None]:
         except OSError as exc:  # not writable, a folder in the way, no locks on this mount
             raise StoreError(f"cannot lock {lock}: {exc.strerror}") from None
         yield
+
+
+def _lock_within(handle: IO[str], patience: float) -> None:
+    """Lock `handle` exclusively, trying for `patience` seconds; BlockingIOError after."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 @contextmanager
@@ -288,7 +306,8 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise StoreError(f"cannot make a store at {self.root}: a file is in the way") from None
-        with exclusive(self.root / ".lock", f"{self.root} is being written by another process"):
+        busy = f"{self.root} is being written by another process"
+        with exclusive(self.root / ".lock", busy, patience=WRITER_PATIENCE):
             manifest = self.manifest()
             _check_key(manifest, key_id, self.root)
             self._recover(manifest)
@@ -315,9 +334,9 @@ class Store:
 
     def _reclaim(self) -> None:
         """Delete the files commits retired while runs read them, if no run reads now
-        and no writer is at work (its commit will). Only when there are any (the writer's
-        lock, taken for it, would turn an ingest starting then away) and only by the
-        manifest's owner (a reader of a shared store would make it its own)."""
+        and no writer is at work (its commit will). Only when there are any (for that
+        instant the writer's lock is taken: a writer starting then tries for a second)
+        and only by the manifest's owner (a reader would make a shared store its own)."""
         try:
             path = self.root / MANIFEST
             if path.stat().st_uid != os.geteuid() or not self.manifest().retired:

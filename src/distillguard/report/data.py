@@ -41,7 +41,9 @@ def gather(
         raise InputError(f"{findings}: no summary.json naming the traffic; pass --input")
     with reading(source), tempfile.TemporaryDirectory(prefix="distillguard-report-") as work:
         exchange_files, account_files = inputs(source)
-        account_files += [Path(p) for p in summary.get("accounts_input", []) if Path(p).is_file()]
+        used: list[Path | str] = [Path(p) for p in summary.get("accounts_input", [])]
+        if used and all(Path(p).is_file() for p in used):  # the accounts detect read, once
+            account_files = used
         readable([*exchange_files, *account_files])
         exchanges_only(exchange_files)
         con = connect("1GB", Path(work) / "spill")
