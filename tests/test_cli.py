@@ -205,9 +205,19 @@ def test_a_stop_at_the_commit_lets_it_end_whole_and_the_next_command_start_unask
     args = ["ingest", str(small / "exchanges.parquet"), "--store", str(tmp_path / "s")]
     assert main([*args, "--quiet"]) == 143
     said = capsys.readouterr().err.strip()
-    assert said == "distillguard: terminated; the commit under way when the signal came was " \
-        "completed first"  # fmt: skip
+    assert said == "distillguard: terminated; what it committed before stopping is whole"
     monkeypatch.setattr(stores, "_fsync", flush)
+    commit = stores.Transaction.commit
+
+    def then_signalled(self: stores.Transaction) -> None:  # after the commit's instants
+        commit(self)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(stores.Transaction, "commit", then_signalled)
+    assert main([*args[:-1], str(tmp_path / "s2"), "--quiet"]) == 143
+    assert "what it committed before stopping is whole" in capsys.readouterr().err
+    assert stores.Store(tmp_path / "s2").files("exchanges")
+    monkeypatch.setattr(stores.Transaction, "commit", commit)
     files = stores.Store(tmp_path / "s").files("exchanges")  # every file it names is there
     assert (
         sum(pq.read_metadata(f).num_rows for f in files)

@@ -422,7 +422,7 @@ def test_a_stop_during_the_renames_leaves_one_simulation_not_two(
 
     monkeypatch.setattr(os, "replace", signalled)
     assert main([*args, "--seed", "2", "--out", str(tmp_path)]) == 130
-    assert "completed first" in capsys.readouterr().err
+    assert "what it committed before stopping is whole" in capsys.readouterr().err
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix}
     assert after.keys() == before.keys()
     changed = {name for name in after if after[name] != before[name]}

@@ -15,7 +15,7 @@ import pytest
 from distillguard.errors import (
     StoreError,
     Terminated,
-    commit_completed,
+    committed,
     forget_stops,
     stop_here,
     stops_held,
@@ -245,7 +245,7 @@ def test_a_stop_between_the_renames_waits_for_the_last(
         with pytest.raises(KeyboardInterrupt), replacing_all(*names) as temporaries:
             for tmp in temporaries:
                 tmp.write_bytes(b"new")
-        assert commit_completed()
+        assert committed()
     finally:
         signal.signal(signal.SIGINT, previous)
         forget_stops()
@@ -349,7 +349,8 @@ def test_a_writer_that_must_wait_says_so_and_locks_a_mount_refuses_are_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A detect run whose findings a report is reading waited without a word; a mount
-    without locks (NFS without its lock service) failed readers with a traceback."""
+    without locks (NFS without its lock service) failed readers with a traceback: they
+    now read (no writer can lock there), and writers are refused in one line."""
     import errno
     import fcntl
     import threading
@@ -372,7 +373,9 @@ def test_a_writer_that_must_wait_says_so_and_locks_a_mount_refuses_are_named(
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
     monkeypatch.setattr(fcntl, "flock", no_locks)
-    with pytest.raises(StoreError, match=r"cannot lock .*No locks available"), shared(lock):
+    with shared(lock):  # no writer can lock there either: the reader reads
+        pass
+    with pytest.raises(StoreError, match=r"cannot lock .*No locks"), exclusive(lock, "a writer"):
         pass
     (tmp_path / "s").mkdir()
     with Store(tmp_path / "s")._unread() as unread:

@@ -33,15 +33,21 @@ from distillguard.errors import (
     RemoteError,
     Terminated,
     UsageError,
-    commit_completed,
+    committed,
     forget_stops,
     on_signal,
     stop_asked,
     stop_here,
 )
 
+_ending: list[bool] = []  # the command has returned: a signal now changes nothing
 
-def main(argv: Sequence[str] | None = None) -> int:
+
+def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
+    """Run one command; its exit code. With `program` the process ends with it (the
+    `distillguard` program): signals are then ignored rather than the previous handlers
+    put back, so one that comes while the interpreter exits cannot replace the code."""
+    _ending.clear()
     forget_stops()
     previous = {  # first: building the parser imports the adapters (pyarrow, pandas)
         signal.SIGTERM: on_signal(signal.SIGTERM, _terminate),
@@ -65,8 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         return _failed(exc, args)
     finally:
+        _ending.append(True)
         for signum, handler in previous.items():
-            on_signal(signum, handler)
+            on_signal(signum, signal.SIG_IGN if program else handler)
         forget_stops()  # a caller's next command starts unasked
 
 
@@ -154,11 +161,13 @@ def _out_file(out: str, *reads: str | Path | None) -> None:
 
 
 def _terminate(signum: int, frame: object) -> None:
-    stop_here(Terminated)
+    if not _ending:
+        stop_here(Terminated)
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    stop_here(KeyboardInterrupt)
+    if not _ending:
+        stop_here(KeyboardInterrupt)
 
 
 def _terminated() -> int:
@@ -172,8 +181,8 @@ def _interrupted() -> int:
 
 
 def _what_was_committed() -> str:
-    if commit_completed():
-        return "the commit under way when the signal came was completed first"
+    if committed():
+        return "what it committed before stopping is whole"
     return "nothing was committed"
 
 
@@ -874,13 +883,8 @@ def _print_tree(value: Any, indent: int = 0) -> None:
 
 
 def run() -> None:
-    """The `distillguard` program: the command's exit code, which a signal arriving while
-    the interpreter shuts down (the command's work done, its commit made) cannot replace
-    with a silent death by that signal."""
-    code = main()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        on_signal(signum, signal.SIG_IGN)
-    sys.exit(code)
+    """The `distillguard` program."""
+    sys.exit(main(program=True))
 
 
 if __name__ == "__main__":

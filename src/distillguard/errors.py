@@ -110,11 +110,11 @@ def unless_stopped() -> None:
 
 def forget_stops() -> None:
     _asked.clear()
-    _completed.clear()
+    _committed.clear()
 
 
 _held = threading.local()  # per thread: how deep in stops_held blocks it is
-_completed: list[bool] = []  # a commit ended after a stop was asked during it
+_committed: list[bool] = []  # the command made a commit (its output is whole)
 
 
 def _depth() -> int:
@@ -129,9 +129,14 @@ def stop_here(stop: type[BaseException]) -> None:
         raise stop
 
 
-def commit_completed() -> bool:
-    """Whether the stop that ended the command came during a commit, which completed."""
-    return bool(_completed)
+def note_commit() -> None:
+    """Called as a commit completes (a store's manifest, an output's files renamed), so
+    that a stop coming after it is not reported as having left nothing committed."""
+    _committed.append(True)
+
+
+def committed() -> bool:
+    return bool(_committed)
 
 
 @contextmanager
@@ -155,7 +160,6 @@ def stops_held() -> Iterator[None]:
         if own:
             signal.signal(signal.SIGINT, signal.default_int_handler)
     if outermost and (caught or len(_asked) > asked):
-        _completed.append(True)
         raise _asked[-1] if len(_asked) > asked else KeyboardInterrupt
 
 

@@ -42,7 +42,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from distillguard.errors import StoreError, stops_held, unless_stopped
+from distillguard.errors import StoreError, note_commit, stops_held, unless_stopped
 from distillguard.schema import TABLES, conform
 
 FORMAT = "distillguard-store"
@@ -74,10 +74,11 @@ def in_store(path: Path) -> bool:
 
 
 @contextmanager
-def replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path, mark: bool = True) -> Iterator[Path]:
     """A temporary name beside `path` to write to; it becomes `path` when the block
     ends, so readers see the old or the new file, never half. If the block fails (or
-    is interrupted), the temporary file goes and `path` is as it was."""
+    is interrupted), the temporary file goes and `path` is as it was. `mark`: the file
+    is the command's output (a stop after it is said not to have lost it)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield tmp
@@ -91,6 +92,8 @@ def replacing(path: Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
             raise
         _fsync(path.parent)
+        if mark:
+            note_commit()
 
 
 @contextmanager
@@ -107,10 +110,10 @@ def replacing_all(*paths: Path) -> Iterator[list[Path]]:
         renaming.enter_context(stops_held())
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, mark: bool = True) -> None:
     """Write `data` to `path` so that readers see the old or the new file, never half;
     the new file keeps the old one's permissions (a store shared with a group stays so)."""
-    with replacing(path) as tmp, open(tmp, "wb") as handle:
+    with replacing(path, mark) as tmp, open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         with contextlib.suppress(FileNotFoundError):
@@ -212,18 +215,16 @@ def _lock_within(handle: IO[str], patience: float) -> None:
 @contextmanager
 def shared(lock: Path) -> Iterator[None]:
     """Hold the file `lock` shared with other readers, while no writer holds it (see
-    `exclusive`); in a folder we may not write to, nothing is written either, and the
-    block runs without it."""
+    `exclusive`); in a folder we may not write to, or on a mount without locks, no
+    writer can hold it either, and the block runs without it."""
     try:
         handle = open(lock, "a+")  # noqa: SIM115 - closed below
     except OSError:
         yield
         return
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH)
-        except OSError as exc:  # no locks on this mount (NFS without its lock service)
-            raise StoreError(f"cannot lock {lock}: {exc.strerror}") from None
+        with contextlib.suppress(OSError):  # no locks on this mount (NFS without its
+            fcntl.flock(handle, fcntl.LOCK_SH)  # lock service): no writer runs either
         yield
 
 
@@ -347,7 +348,7 @@ class Store:
                     return
                 retired, manifest.retired = manifest.retired, []
                 with stops_held():
-                    atomic_write(self.root / MANIFEST, manifest.to_json())
+                    atomic_write(self.root / MANIFEST, manifest.to_json(), mark=False)
                     for name in retired:
                         (self.root / name).unlink(missing_ok=True)
         except (StoreError, OSError):

@@ -42,8 +42,8 @@ def gather(
     with reading(source), tempfile.TemporaryDirectory(prefix="distillguard-report-") as work:
         exchange_files, account_files = inputs(source)
         used: list[Path | str] = [Path(p) for p in summary.get("accounts_input", [])]
-        if used and all(Path(p).is_file() for p in used):  # the accounts detect read, once
-            account_files = used
+        if traffic is None and used and all(Path(p).is_file() for p in used):
+            account_files = used  # the accounts detect read with this traffic, once
         readable([*exchange_files, *account_files])
         exchanges_only(exchange_files)
         con = connect("1GB", Path(work) / "spill")
