@@ -267,6 +267,20 @@ def test_a_signal_while_starting_or_shutting_down_is_one_line_or_nothing(
     assert done.returncode == 0 and not done.stderr
 
 
+def test_building_the_parser_loads_no_pipeline() -> None:
+    """Every command builds the parser, which lists the adapters' formats; importing
+    the ingest pipeline for that (Arrow datasets, pandas) took most of a second of each
+    command's start, before it could answer even --help."""
+    script = (
+        "import sys\n"
+        "from distillguard.cli import build_parser\n"
+        "build_parser()\n"
+        "print(sorted(m for m in ('pandas', 'distillguard.ingest.pipeline') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 def test_inspect_holds_the_store_it_describes(
     small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
