@@ -82,18 +82,14 @@ def replacing(path: Path, mark: bool = True) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with stops_held():
-        try:
+        with stops_held():
             os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync(path.parent)
-        if mark:
-            note_commit()
+            _fsync(path.parent)
+            if mark:
+                note_commit()
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # gone already once renamed
+        raise
 
 
 @contextmanager

@@ -4,11 +4,11 @@ Every stage after content features reads digests (features/digest.py), one folde
 input file. With a cache folder (`detect --cache`) a file's digest is kept under a key
 of the file's path, size, modification time, footer and the digest version, so a
 nightly run over a store digests only the days that are new or changed and reuses the
-rest; a run without a cache digests everything in one pass. Either way the later stages see the
-same rows, so the findings are the same. A cache serves one input: digests of files no
-longer in it (a day re-ingested, a file removed) are deleted. A cache folder holds
-nothing else, and a folder that holds anything else is refused as a cache, so a
-mistyped `--cache` never deletes what is not a digest.
+rest; a run without a cache digests everything in one pass. Either way the later
+stages see the same rows, so the findings are the same. A cache serves one input:
+digests of files no longer in it (a day re-ingested, a file removed) are deleted. A
+cache folder holds nothing else, and a folder that holds anything else is refused as a
+cache, so a mistyped `--cache` never deletes what is not a digest.
 
 A window (`detect --since/--until`) bounds a nightly run over a long store: a file
 whose footer shows every exchange outside the window is neither read nor digested, and
