@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from distillguard.campaigns.merge import parts_to_join
+from distillguard.campaigns.merge import SHARED_TEMPLATES, WIDE, parts_to_join
 from distillguard.engines.duck import DuckEngine
 
 
@@ -31,11 +31,32 @@ def _engine(rows: list[tuple[str, str, str]]) -> DuckEngine:
     return DuckEngine(con)
 
 
-def test_groups_sharing_their_own_template_join() -> None:
-    engine = _engine(
-        [("a1", "template", "tb:1"), ("a2", "template", "tb:1"), ("b1", "template", "tb:1")]
-    )
+def _sharing(bands: int) -> list[tuple[str, str, str]]:
+    """Two groups (a1, a2 and b1) holding `bands` template bands in common."""
+    return [(n, "template", f"tb:{i}") for i in range(bands) for n in ("a1", "a2", "b1")]
+
+
+def test_groups_sharing_their_own_templates_join() -> None:
+    engine = _engine(_sharing(SHARED_TEMPLATES))
     assert parts_to_join(engine, {"a1": 0, "a2": 0, "b1": 1}) == [0, 0]
+
+
+def test_one_band_in_common_is_not_one_operation() -> None:
+    """Two operators framing different templates with the same boilerplate share a band
+    or two, and stay two campaigns (seed 2 of the demo preset joined two this way)."""
+    engine = _engine(_sharing(SHARED_TEMPLATES - 1))
+    assert parts_to_join(engine, {"a1": 0, "a2": 0, "b1": 1}) == [0, 1]
+
+
+def test_a_band_many_flagged_parts_hold_joins_them_all() -> None:
+    """A campaign cut into many parts: one band held by more parts than pairs are
+    counted for joins them without a pair count."""
+    nodes = [f"n{i}" for i in range(WIDE + 1)]
+    engine = _engine([(n, "template", "tb:1") for n in nodes])
+    assert parts_to_join(engine, {n: i for i, n in enumerate(nodes)}) == [0] * len(nodes)
+    few = nodes[:WIDE]
+    engine = _engine([(n, "template", "tb:1") for n in few])
+    assert parts_to_join(engine, {n: i for i, n in enumerate(few)}) == list(range(WIDE))
 
 
 def test_a_key_mostly_held_outside_the_flagged_parts_joins_nothing() -> None:

@@ -3,8 +3,9 @@
 Community detection can cut a very large campaign (tens of thousands of accounts, linked
 sparsely so the graph stays small) into many parts, each flagged on its own. Parts that
 share the campaign's own keys (a template band, a payment card) held mostly by flagged
-nodes are one operation and are reported as one. Keys that legitimate users share too
-(a common phrase, a provider's network) never join anything.
+nodes are one operation and are reported as one: one card, or a few template bands
+(a single band may be a phrase two operators both use). Keys that legitimate users share
+too (a common phrase, a provider's network) never join anything.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ from distillguard.engines import Engine
 
 KINDS = ("template", "payment")
 MOSTLY_FLAGGED = 0.8  # a key joins parts only if flagged nodes hold this share of it
+# Two parts join by templates when they share this many template keys: one band in
+# common can be boilerplate (a framing, a chain-of-thought phrase) that two operators
+# both use, while parts of one campaign share the bands of its templates by the dozen.
+SHARED_TEMPLATES = 3
+# A template key held by more flagged parts than this joins them all: pairs are counted
+# only below it, since a very large campaign cut into thousands of parts would make
+# hundreds of millions of pairs (689M at the 1M-exchange day), and a key that many
+# separately flagged groups hold is the campaign's own.
+WIDE = 32
 
 
 def parts_to_join(
@@ -45,10 +55,23 @@ def parts_to_join(
                 SELECT key_id, kind, degree, part, solo, count(*) AS nodes
                 FROM linked JOIN flagged USING (id) WHERE kind IN ({kinds})
                 GROUP BY key_id, kind, degree, part, solo
+            ),
+            joining AS (
+                SELECT key_id, kind, count(*) AS parts FROM held GROUP BY key_id, kind, degree
+                HAVING sum(nodes) >= {MOSTLY_FLAGGED} * degree AND count(*) > 1
+            ),
+            shared AS (
+                SELECT h.key_id, h.kind, h.part, h.solo, j.parts
+                FROM held h JOIN joining j ON h.key_id = j.key_id AND h.kind = j.kind
             )
             SELECT list_sort(list(part) FILTER (WHERE kind = 'payment' OR NOT solo))
-            FROM held GROUP BY key_id, kind, degree
-            HAVING sum(nodes) >= {MOSTLY_FLAGGED} * degree AND count(*) > 1
+            FROM shared WHERE kind = 'payment' OR parts > {WIDE} GROUP BY key_id, kind
+            UNION ALL
+            SELECT [a.part, b.part]
+            FROM shared a JOIN shared b ON a.key_id = b.key_id AND a.kind = b.kind
+            WHERE a.kind = 'template' AND a.parts <= {WIDE} AND a.part < b.part
+                AND NOT a.solo AND NOT b.solo
+            GROUP BY a.part, b.part HAVING count(*) >= {SHARED_TEMPLATES}
         """)
     finally:
         engine.unregister("flagged_parts")
