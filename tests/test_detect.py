@@ -207,6 +207,83 @@ def test_ten_accounts_on_one_card_are_one_campaign_and_the_enterprise_app_is_not
     assert pq.read_table(tmp_path / "f" / "exchanges.parquet").num_rows == 0  # no shop traffic
 
 
+def _enrol(folder: Path, farms: range, channel: str, age_days: float) -> None:
+    """Put accounts farm{i} of the hand-built traffic in `channel`, signed up
+    `age_days` before the traffic starts (the farm's own are three hours old)."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = folder / "accounts.parquet"
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+        if row["account_id"] in {f"farm{a}" for a in farms}:
+            row["signup_channel"] = channel
+            row["created_at"] = datetime(2026, 4, 22, tzinfo=UTC) - timedelta(days=age_days)
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+
+
+def _flags(findings: Path) -> dict[str, tuple[bool, str | None, list[str]]]:
+    import pyarrow.parquet as pq
+
+    return {
+        r["account_id"]: (r["flagged"], r["campaign_id"], r["reasons"])
+        for r in pq.read_table(findings / "accounts.parquet").to_pylist()
+    }
+
+
+def test_accounts_of_a_trusted_channel_are_held_back_and_the_rest_flagged(
+    tmp_path: Path,
+) -> None:
+    """Five of the farm's accounts are old members of a research programme the operator
+    vouches for: they are listed for review, not flagged; the other five still are."""
+    folder = _hand_built(tmp_path / "in")
+    _enrol(folder, range(5), "security-research", age_days=200)
+    summary = detect(folder, tmp_path / "f", trusted_channels=["security-research", " "])
+    flags = _flags(tmp_path / "f")
+    assert {a for a, (flagged, _, _) in flags.items() if flagged} == {
+        f"farm{a}" for a in range(5, 10)
+    }
+    (held,) = summary["held_back"]
+    assert held["accounts"] == [f"farm{a}" for a in range(5)]
+    assert held["campaign_id"] == flags["farm5"][1] and held["score"] > summary["threshold"]
+    assert all(
+        flags[a][1] is None and flags[a][2][0] == "trusted_channel" for a in held["accounts"]
+    )
+    assert summary["trusted_channels"] == ["security-research"]
+    assert summary["trusted_accounts"] == 5
+    saved = json.loads((tmp_path / "f" / "summary.json").read_text())
+    assert saved["held_back"] == summary["held_back"]
+    assert detect(folder, tmp_path / "g")["held_back"] == []  # trust is the operator's word
+
+
+def test_a_trusted_channel_does_not_cover_accounts_fresh_at_first_use(tmp_path: Path) -> None:
+    """A farm that enrols its new accounts in the programme is flagged all the same."""
+    folder = _hand_built(tmp_path / "in")
+    _enrol(folder, range(10), "security-research", age_days=1)
+    summary = detect(folder, tmp_path / "f", trusted_channels=["security-research"])
+    assert summary["flagged_accounts"] == 10 and summary["held_back"] == []
+    assert summary["trusted_accounts"] == 0
+
+
+def test_trusted_channels_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _hand_built(tmp_path / "in")
+    _enrol(folder, range(10), "security-research", age_days=200)
+    args = ["detect", str(folder), "--out", str(tmp_path / "f"), "--quiet"]
+    assert main([*args, "--trusted-channel", "enterprise,security-research"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("0 campaign(s); 0 accounts")
+    assert "held back for review: 10 account(s) of a trusted channel" in out
+    assert not any(flagged for flagged, _, _ in _flags(tmp_path / "f").values())
+    exchanges = folder / "exchanges.parquet"
+    alone = ["detect", str(exchanges), "--out", str(tmp_path / "g"), "--quiet"]
+    assert main([*alone, "--trusted-channel", "security-research"]) == 2
+    assert "--trusted-channel reads the accounts' sign-up channels" in capsys.readouterr().err
+
+
 def test_each_stage_s_end_is_a_line_on_stderr_unless_quiet(
     traffic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -182,3 +182,20 @@ def test_a_store_read_by_a_report_keeps_the_files_it_listed(
     out = tmp_path / "r.html"
     assert main(["report", str(tmp_path / "found"), "--out", str(out)]) == 0
     assert "Triage" in out.read_text()
+
+
+def test_accounts_held_back_for_review_have_their_section() -> None:
+    from distillguard.report.html import render
+
+    held = {
+        "accounts": ["acct-<1>", "acct-2", "acct-3"],
+        "score": 0.8603,
+        "evidence": ["reasoning_elicitation", "private_templates"],
+        "campaign_id": None,
+    }
+    summary = {"held_back": [held], "trusted_channels": ["security-research"]}
+    html = render({"campaigns": [], "summary": summary, "details": {}}, redact=False)
+    assert "Held back for review" in html and "(security-research)" in html
+    assert "0.860" in html and "acct-&lt;1&gt;, acct-2, acct-3" in html
+    plain = render({"campaigns": [], "summary": {}, "details": {}}, redact=False)
+    assert "Held back" not in plain

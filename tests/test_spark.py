@@ -33,11 +33,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_spark_local_mode_finds_what_duckdb_finds(store: Path, tmp_path: Path) -> None:
-    duck = detect(store, tmp_path / "duckdb")
+    trusted = ["education"]  # the students' channel: the trusted accounts' query runs too
+    duck = detect(store, tmp_path / "duckdb", trusted_channels=trusted)
     scratch = tmp_path / "scratch"  # as a cluster's shared storage would be named
     scratch.mkdir()
     spark = detect(
-        store, tmp_path / "spark", engine="spark", engine_options={"scratch": scratch.as_uri()}
+        store,
+        tmp_path / "spark",
+        engine="spark",
+        engine_options={"scratch": scratch.as_uri()},
+        trusted_channels=trusted,
     )
     assert not any(scratch.iterdir())  # intermediate files are removed
     assert spark["engine"] == "spark" and duck["engine"] == "duckdb"
@@ -50,7 +55,9 @@ def test_spark_local_mode_finds_what_duckdb_finds(store: Path, tmp_path: Path) -
             pq.read_table(tmp_path / "duckdb" / name)
         ), name
     same = ("campaigns", "nodes", "linked_nodes", "edges", "flagged_accounts", "threshold")
+    same += ("trusted_accounts", "held_back")
     assert {k: spark[k] for k in same} == {k: duck[k] for k in same}
+    assert duck["trusted_accounts"] > 0
 
 
 @pytest.mark.slow

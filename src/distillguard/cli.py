@@ -323,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
         "threshold is estimated from the linked groups in the traffic",
     )
     detect.add_argument(
+        "--trusted-channel",
+        action="append",
+        default=[],
+        metavar="CHANNEL",
+        help="a sign-up channel whose accounts the operator vouches for (a vetted research "
+        "programme), repeatable or comma-separated: its accounts are never flagged, and "
+        "those that scored as a campaign are listed for review; needs the accounts table",
+    )
+    detect.add_argument(
         "--memory-limit", default="1GB", help="engine memory limit (Spark: driver memory)"
     )
     detect.add_argument(
@@ -708,6 +717,7 @@ def _detect(args: argparse.Namespace) -> int:
         workers=args.workers,
         engine=args.engine,
         cache=args.cache,
+        trusted_channels=[c for given in args.trusted_channel for c in given.split(",")],
         engine_options={"master": args.spark_master, "conf": conf, "scratch": args.spark_scratch}
         if args.engine == "spark"
         else None,
@@ -727,6 +737,13 @@ def _detect(args: argparse.Namespace) -> int:
             "  the input has no "
             + ", ".join(summary["missing_columns"])
             + ": the signals that need them were skipped"
+        )
+    for group in summary["held_back"]:
+        joined = f", beside {group['campaign_id']}" if group["campaign_id"] else ""
+        print(
+            f"  held back for review: {len(group['accounts'])} account(s) of a trusted "
+            f"channel scored {group['score']:.3f}{joined} "
+            f"({', '.join(group['evidence'][:3])}); not flagged"
         )
     for c in campaigns:
         mix = ", ".join(f"{k} {v}" for k, v in list(c["capability_mix"].items())[:2])

@@ -38,6 +38,7 @@ def render(report: dict[str, Any], redact: bool) -> str:
         if c["id"] in report["details"]:
             parts.append(_campaign(c, report["details"][c["id"]]))
     parts.append(_substreams(report.get("substreams", [])))
+    parts.append(_held_back(report["summary"]))
     if "evaluation" in report:
         parts.append(_evaluation(report["evaluation"]))
     parts.append("</body></html>")
@@ -176,6 +177,27 @@ def _substreams(rows: list[dict[str, Any]]) -> str:
         "<h2>Flagged sub-streams of mixed accounts</h2><p>Only these end users' exchanges "
         "are flagged; the accounts' other traffic is not.</p><table><tr><th>campaign</th>"
         f"<th>account</th><th>end user</th><th>exchanges</th></tr>{body}</table>"
+    )
+
+
+def _held_back(summary: dict[str, Any]) -> str:
+    """Accounts of trusted sign-up channels that scored as a campaign: not flagged, so
+    not acted on, but someone should ask their programme (detect --trusted-channel)."""
+    groups = summary.get("held_back") or []
+    if not groups:
+        return ""
+    body = "".join(
+        f"<tr><td class='n'>{g['score']:.3f}</td><td>{escape(g['campaign_id'] or '')}</td>"
+        f"<td>{escape(', '.join(g['evidence']))}</td>"
+        f"<td>{escape(', '.join(g['accounts']))}</td></tr>"
+        for g in groups
+    )
+    channels = ", ".join(summary.get("trusted_channels", []))
+    return (
+        "<h2>Held back for review</h2><p>Accounts of the trusted sign-up channels "
+        f"({escape(channels)}) that scored as a campaign. They are not flagged; review them "
+        "with their programme.</p><table><tr><th>score</th><th>beside campaign</th>"
+        f"<th>strongest signals</th><th>accounts</th></tr>{body}</table>"
     )
 
 
