@@ -10,18 +10,22 @@ import pyarrow as pa
 from distillguard.features.digest import digest
 from distillguard.ingest.engine import connect
 from distillguard.link import evidence
-from distillguard.schema import EXCHANGES, conform
+from distillguard.schema import ACCOUNTS, EXCHANGES, conform
 
 START = datetime(2026, 4, 22, tzinfo=UTC)
 
 
-def _keys(tmp_path: Path, rows: list[dict[str, object]]) -> dict[str, set[str]]:
+def _keys(
+    tmp_path: Path, rows: list[dict[str, object]], accounts: list[dict[str, object]] | None = None
+) -> dict[str, set[str]]:
     """kind -> keys held by two or more nodes."""
     table = conform(pa.Table.from_pylist(rows), EXCHANGES)
     con = connect("256MB", tmp_path / "spill")
     con.register("exchanges", digest(table.combine_chunks().to_batches()[0]))
+    if accounts is not None:
+        con.register("accounts", conform(pa.Table.from_pylist(accounts), ACCOUNTS))
     con.execute(evidence.NODES_SQL)
-    con.execute(evidence.evidence_sql(False))
+    con.execute(evidence.evidence_sql(accounts is not None))
     shared = con.execute(
         "SELECT kind, key FROM evidence GROUP BY 1, 2 HAVING count(DISTINCT id) > 1"
     ).fetchall()
@@ -81,3 +85,28 @@ def test_one_skeleton_in_the_same_hour_is_synchrony_and_copies_are_not(tmp_path:
     assert keys["template"]  # and by template
     fans = [r for r in rows if str(r["account_id"]).startswith("fan")]
     assert set(_keys(tmp_path / "fans", fans)) == {"network"}  # a copied greeting links nobody
+
+
+def test_a_sign_up_burst_is_three_accounts_in_a_channel_hour_not_two(tmp_path: Path) -> None:
+    """Two students who signed up in the same hour are a coincidence (one was flagged
+    with a farm's community that way); three or more through one channel are a burst."""
+
+    def signups(count: int) -> list[dict[str, object]]:
+        return [
+            {
+                "account_id": f"student{p}",
+                "created_at": START - timedelta(days=30, minutes=-10 * p),
+                "signup_channel": "education",
+            }
+            for p in range(count)
+        ]
+
+    rows = [
+        _row(i, f"student{p}", f"homework {p} {i} on loops", f"Mozilla/5.0 ({p})", 300 * i)
+        for p in range(3)
+        for i in range(3)
+    ]
+    assert "signup_burst" not in _keys(tmp_path / "two", rows, signups(2))
+    assert _keys(tmp_path / "three", rows, signups(3))["signup_burst"] == {
+        "burst:education:2026-03-23 00:00:00+00"
+    }

@@ -15,6 +15,10 @@ pairs; the graph stage blocks on keys.
 from __future__ import annotations
 
 PUBLIC_SHARE = 0.5  # a skeleton with this share of copied texts is public content
+# Sign-ups through one channel in one hour are a burst from this many: two accounts of
+# a campus made in the same hour are a coincidence (a student's account was linked to a
+# farm's account that way, and flagged with its community), a farm's burst is dozens.
+MIN_BURST = 3
 MIXED_END_USERS = 20  # an account with this many end users is split by end user
 SEPARATOR = "\x1f"  # between account and end user in a sub-stream's node name
 
@@ -97,11 +101,13 @@ SELECT n.id, 'payment', 'pay:' || a.payment_fingerprint, 1
 FROM accounts a JOIN node_ids n ON a.account_id = n.node  -- accounts with traffic
 WHERE a.payment_fingerprint IS NOT NULL
 UNION ALL
-SELECT n.id, 'signup_burst',
-       'burst:' || coalesce(a.signup_channel, '?') || ':'
-       || CAST(date_trunc('hour', a.created_at) AS VARCHAR), 1
-FROM accounts a JOIN node_ids n ON a.account_id = n.node
-WHERE a.created_at IS NOT NULL
+SELECT id, 'signup_burst', key, 1 FROM (
+    SELECT id, key, count(*) OVER (PARTITION BY key) AS signups FROM (
+        SELECT n.id, 'burst:' || coalesce(a.signup_channel, '?') || ':'
+               || CAST(date_trunc('hour', a.created_at) AS VARCHAR) AS key
+        FROM accounts a JOIN node_ids n ON a.account_id = n.node
+        WHERE a.created_at IS NOT NULL))
+WHERE signups >= {MIN_BURST}
 """
 
 
@@ -110,4 +116,4 @@ def evidence_sql(with_accounts: bool) -> str:
     NODES_SQL (and the `accounts` view, `with_accounts`)."""
     query = EVIDENCE_SQL + (ACCOUNT_EVIDENCE_SQL if with_accounts else "")
     sql = VERBATIM_SQL + PUBLIC_BANDS_SQL + f"CREATE OR REPLACE TEMP TABLE evidence AS {query};"
-    return sql.replace("{PUBLIC_SHARE}", str(PUBLIC_SHARE))
+    return sql.replace("{PUBLIC_SHARE}", str(PUBLIC_SHARE)).replace("{MIN_BURST}", str(MIN_BURST))
