@@ -207,9 +207,10 @@ def test_ten_accounts_on_one_card_are_one_campaign_and_the_enterprise_app_is_not
     assert pq.read_table(tmp_path / "f" / "exchanges.parquet").num_rows == 0  # no shop traffic
 
 
-def _enrol(folder: Path, farms: range, channel: str, age_days: float) -> None:
+def _enrol(folder: Path, farms: range, channel: str, age_days: float | None) -> None:
     """Put accounts farm{i} of the hand-built traffic in `channel`, signed up
-    `age_days` before the traffic starts (the farm's own are three hours old)."""
+    `age_days` (and i hours more) before the traffic starts (the farm's own are three
+    hours old); None: sign-up time unknown."""
     from datetime import UTC, datetime, timedelta
 
     import pyarrow as pa
@@ -220,7 +221,10 @@ def _enrol(folder: Path, farms: range, channel: str, age_days: float) -> None:
     for row in rows:
         if row["account_id"] in {f"farm{a}" for a in farms}:
             row["signup_channel"] = channel
-            row["created_at"] = datetime(2026, 4, 22, tzinfo=UTC) - timedelta(days=age_days)
+            start, a = datetime(2026, 4, 22, tzinfo=UTC), int(row["account_id"][4:])
+            row["created_at"] = (
+                None if age_days is None else start - timedelta(days=age_days, hours=a)
+            )
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
 
 
@@ -258,10 +262,27 @@ def test_accounts_of_a_trusted_channel_are_held_back_and_the_rest_flagged(
     assert detect(folder, tmp_path / "g")["held_back"] == []  # trust is the operator's word
 
 
-def test_a_trusted_channel_does_not_cover_accounts_fresh_at_first_use(tmp_path: Path) -> None:
-    """A farm that enrols its new accounts in the programme is flagged all the same."""
+@pytest.mark.parametrize("signed_up", ["fresh", "in one hour", "unknown", "twice"])
+def test_a_trusted_channel_covers_only_accounts_known_to_be_no_farm_s(
+    tmp_path: Path, signed_up: str
+) -> None:
+    """A farm that enrols its accounts in the programme is flagged all the same: new
+    at first use, made in a burst (even long before the run's window), or of unknown
+    age; an account the file names twice, in two channels, is not vouched for either."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     folder = _hand_built(tmp_path / "in")
-    _enrol(folder, range(10), "security-research", age_days=1)
+    age = {"fresh": 1.0, "in one hour": 200.0, "unknown": None, "twice": 200.0}[signed_up]
+    _enrol(folder, range(10), "security-research", age_days=age)
+    path = folder / "accounts.parquet"
+    rows = pq.read_table(path).to_pylist()
+    if signed_up == "in one hour":
+        for row in rows:
+            row["created_at"] = rows[0]["created_at"]
+    if signed_up == "twice":
+        rows += [{**row, "signup_channel": "self-serve"} for row in rows]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
     summary = detect(folder, tmp_path / "f", trusted_channels=["security-research"])
     assert summary["flagged_accounts"] == 10 and summary["held_back"] == []
     assert summary["trusted_accounts"] == 0
@@ -275,6 +296,11 @@ def test_trusted_channels_on_the_command_line(
     args = ["detect", str(folder), "--out", str(tmp_path / "f"), "--quiet"]
     assert main([*args, "--trusted-channel", "enterprise,security-research"]) == 0
     out = capsys.readouterr().out
+    misspelt = ["detect", str(folder), "--out", str(tmp_path / "m"), "--quiet"]
+    assert main([*misspelt, "--trusted-channel", "security-reserch"]) == 0
+    assert "no account is trusted: none signed up through security-reserch" in (
+        capsys.readouterr().err
+    )
     assert out.startswith("0 campaign(s); 0 accounts")
     assert "held back for review: 10 account(s) of a trusted channel" in out
     assert not any(flagged for flagged, _, _ in _flags(tmp_path / "f").values())
@@ -282,6 +308,26 @@ def test_trusted_channels_on_the_command_line(
     alone = ["detect", str(exchanges), "--out", str(tmp_path / "g"), "--quiet"]
     assert main([*alone, "--trusted-channel", "security-research"]) == 2
     assert "--trusted-channel reads the accounts' sign-up channels" in capsys.readouterr().err
+
+
+def test_the_summary_counts_flagged_accounts_as_the_accounts_file_flags_them(
+    tmp_path: Path,
+) -> None:
+    """The shop (a mixed account) pays with the farm's card, so its own node joins the
+    farm's campaign; a mixed account is never flagged whole, and the count agrees."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = _hand_built(tmp_path / "in")
+    path = folder / "accounts.parquet"
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+        row["payment_fingerprint"] = "card-1"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+    summary = detect(folder, tmp_path / "f")
+    flags = _flags(tmp_path / "f")
+    assert not flags["shop"][0]
+    assert summary["flagged_accounts"] == sum(f for f, _, _ in flags.values()) == 10
 
 
 def test_each_stage_s_end_is_a_line_on_stderr_unless_quiet(

@@ -89,7 +89,8 @@ def test_one_skeleton_in_the_same_hour_is_synchrony_and_copies_are_not(tmp_path:
 
 def test_a_sign_up_burst_is_three_accounts_in_a_channel_hour_not_two(tmp_path: Path) -> None:
     """Two students who signed up in the same hour are a coincidence (one was flagged
-    with a farm's community that way); three or more through one channel are a burst."""
+    with a farm's community that way); three or more sign-ups through one channel are a
+    burst, whether or not each sent traffic."""
 
     def signups(count: int) -> list[dict[str, object]]:
         return [
@@ -106,7 +107,10 @@ def test_a_sign_up_burst_is_three_accounts_in_a_channel_hour_not_two(tmp_path: P
         for p in range(3)
         for i in range(3)
     ]
+    burst = {"burst:education:2026-03-23 00:00:00+00"}
     assert "signup_burst" not in _keys(tmp_path / "two", rows, signups(2))
-    assert _keys(tmp_path / "three", rows, signups(3))["signup_burst"] == {
-        "burst:education:2026-03-23 00:00:00+00"
-    }
+    assert _keys(tmp_path / "three", rows, signups(3))["signup_burst"] == burst
+    twice = signups(2) + signups(1)  # one account's row written twice is one sign-up
+    assert "signup_burst" not in _keys(tmp_path / "twice", rows, twice)
+    quiet = [row for row in rows if row["account_id"] != "student2"]
+    assert _keys(tmp_path / "quiet", quiet, signups(3))["signup_burst"] == burst

@@ -161,3 +161,42 @@ def test_only_prompts_that_carry_a_fingerprint_come_back() -> None:
     assert all(sorted(keys) == sorted(known) for _, keys in found)
     assert carried([other], numbers(known)) == []
     assert carried([], numbers(known)) == []
+
+
+def test_accounts_held_back_are_not_matched_to_the_campaign_they_were_grouped_with(
+    tmp_path: Path,
+) -> None:
+    """Detection held back a trusted researcher grouped with a farm: the farm's network
+    and templates, made partly from the researcher's traffic, do not throttle it."""
+    findings = tmp_path / "findings"
+    findings.mkdir()
+    campaign = {
+        "id": "campaign-001",
+        "score": 0.9,
+        "indicators": [{"kind": "network", "value": "10.0.0.0/24", "user_agent": "curl/8"}],
+        "template_fingerprints": _fingerprints([TEMPLATE.format("a", "b")]),
+    }
+    (findings / "campaigns.json").write_text(json.dumps([campaign]))
+    accounts = [
+        ("farm", True, "campaign-001", ["reasoning_elicitation"]),
+        ("researcher", False, None, ["trusted_channel", "reasoning_elicitation"]),
+        ("other", False, None, []),
+    ]
+    table = pa.Table.from_pylist(
+        [
+            dict(zip(("account_id", "flagged", "campaign_id", "reasons"), a, strict=True))
+            | {"score": 0.9}
+            for a in accounts
+        ],
+        schema=FINDINGS_ACCOUNTS,
+    )
+    pq.write_table(table, findings / "accounts.parquet")
+    loaded = Findings(findings)
+    assert loaded.refresh() and loaded.held == {"researcher"}
+    scorer = Scorer(DEFAULT, MemoryStore(), loaded, Pseudonymiser(None))
+    for _ in range(4):
+        held = scorer.decide("researcher", TEMPLATE.format("c", "d"), "curl/8", "10.0.0.7")
+        stranger = scorer.decide("other", TEMPLATE.format("e", "f"), "curl/8", "10.0.0.8")
+    assert "campaign_network" not in held.reason and "campaign_templates" not in held.reason
+    assert held.action == "allow"
+    assert "campaign_network" in stranger.reason and "campaign_templates" in stranger.reason

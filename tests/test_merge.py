@@ -48,15 +48,37 @@ def test_one_band_in_common_is_not_one_operation() -> None:
     assert parts_to_join(engine, {"a1": 0, "a2": 0, "b1": 1}) == [0, 1]
 
 
-def test_a_band_many_flagged_parts_hold_joins_them_all() -> None:
-    """A campaign cut into many parts: one band held by more parts than pairs are
-    counted for joins them without a pair count."""
-    nodes = [f"n{i}" for i in range(WIDE + 1)]
-    engine = _engine([(n, "template", "tb:1") for n in nodes])
-    assert parts_to_join(engine, {n: i for i, n in enumerate(nodes)}) == [0] * len(nodes)
-    few = nodes[:WIDE]
-    engine = _engine([(n, "template", "tb:1") for n in few])
-    assert parts_to_join(engine, {n: i for i, n in enumerate(few)}) == list(range(WIDE))
+def test_bands_many_flagged_parts_hold_join_them_without_counting_pairs() -> None:
+    """A campaign cut into more parts than pairs are counted for: parts sharing three
+    of its bands join; one band alone (a phrase) does not, however many hold it."""
+    nodes = [f"n{i}" for i in range(WIDE + 5)]
+    parts = {n: i for i, n in enumerate(nodes)}
+    three = _engine([(n, "template", f"tb:{b}") for n in nodes for b in range(3)])
+    assert parts_to_join(three, parts) == [0] * len(nodes)
+    one = _engine([(n, "template", "tb:1") for n in nodes])
+    assert parts_to_join(one, parts) == list(range(len(nodes)))
+
+
+def test_two_campaigns_in_many_parts_sharing_a_phrase_stay_two() -> None:
+    """Campaign a in 20 parts and b in 13, each part holding its campaign's five bands,
+    all holding one band of a chain-of-thought phrase: two campaigns, not one."""
+    rows, parts = [], {}
+    for campaign, count in (("a", 20), ("b", 13)):
+        for i in range(count):
+            node = f"{campaign}{i}"
+            parts[node] = len(parts)
+            rows += [(node, "template", f"tb:{campaign}{b}") for b in range(5)]
+            rows.append((node, "template", "tb:phrase"))
+    assert parts_to_join(_engine(rows), parts) == [0] * 20 + [20] * 13
+
+
+def test_lone_harvesters_do_not_make_a_band_wide() -> None:
+    """Solo parts never join by templates, and do not count towards a key's parts."""
+    solos = [f"solo{i}" for i in range(WIDE + 1)]
+    rows = [(n, "template", "tb:1") for n in ["a1", "b1", *solos]]
+    parts = {n: i for i, n in enumerate(["a1", "b1", *solos])}
+    joined = parts_to_join(_engine(rows), parts, frozenset(range(2, len(parts))))
+    assert joined == list(range(len(parts)))
 
 
 def test_a_key_mostly_held_outside_the_flagged_parts_joins_nothing() -> None:

@@ -723,6 +723,13 @@ def _detect(args: argparse.Namespace) -> int:
         else None,
         progress=None if args.quiet else _stage_line,
     )
+    if summary["trusted_channels"] and not summary["trusted_accounts"]:
+        print(  # a misspelt channel would otherwise look like trust that found nothing
+            "distillguard detect: no account is trusted: none signed up through "
+            + ", ".join(summary["trusted_channels"])
+            + " long enough before its first use, outside a burst",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(summary, indent=2))
         return OK

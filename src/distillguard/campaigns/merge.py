@@ -20,10 +20,11 @@ MOSTLY_FLAGGED = 0.8  # a key joins parts only if flagged nodes hold this share 
 # common can be boilerplate (a framing, a chain-of-thought phrase) that two operators
 # both use, while parts of one campaign share the bands of its templates by the dozen.
 SHARED_TEMPLATES = 3
-# A template key held by more flagged parts than this joins them all: pairs are counted
-# only below it, since a very large campaign cut into thousands of parts would make
-# hundreds of millions of pairs (689M at the 1M-exchange day), and a key that many
-# separately flagged groups hold is the campaign's own.
+# Pairs sharing a key are counted for keys held by up to this many flagged parts; a
+# very large campaign cut into thousands of parts would make hundreds of millions of
+# pairs (689M at the 1M-exchange day). A key held by more pairs each of its parts with
+# one anchor (the lowest-numbered part holding it) instead: parts sharing three such
+# keys with one anchor join it, linear in the key's parts.
 WIDE = 32
 
 
@@ -57,21 +58,31 @@ def parts_to_join(
                 GROUP BY key_id, kind, degree, part, solo
             ),
             joining AS (
-                SELECT key_id, kind, count(*) AS parts FROM held GROUP BY key_id, kind, degree
+                SELECT key_id, kind, count(*) FILTER (WHERE NOT solo) AS parts
+                FROM held GROUP BY key_id, kind, degree
                 HAVING sum(nodes) >= {MOSTLY_FLAGGED} * degree AND count(*) > 1
             ),
             shared AS (
                 SELECT h.key_id, h.kind, h.part, h.solo, j.parts
                 FROM held h JOIN joining j ON h.key_id = j.key_id AND h.kind = j.kind
+            ),
+            bands AS (SELECT key_id, part, parts FROM shared WHERE kind = 'template' AND NOT solo),
+            anchors AS (
+                SELECT key_id, min(part) AS anchor FROM bands WHERE parts > {WIDE}
+                GROUP BY key_id
+            ),
+            pairs AS (
+                SELECT a.part AS first, b.part AS second
+                FROM bands a JOIN bands b ON a.key_id = b.key_id
+                WHERE a.parts <= {WIDE} AND a.part < b.part
+                UNION ALL
+                SELECT w.anchor, b.part FROM anchors w JOIN bands b ON b.key_id = w.key_id
+                WHERE b.part <> w.anchor
             )
-            SELECT list_sort(list(part) FILTER (WHERE kind = 'payment' OR NOT solo))
-            FROM shared WHERE kind = 'payment' OR parts > {WIDE} GROUP BY key_id, kind
+            SELECT list_sort(list(part)) FROM shared WHERE kind = 'payment' GROUP BY key_id
             UNION ALL
-            SELECT [a.part, b.part]
-            FROM shared a JOIN shared b ON a.key_id = b.key_id AND a.kind = b.kind
-            WHERE a.kind = 'template' AND a.parts <= {WIDE} AND a.part < b.part
-                AND NOT a.solo AND NOT b.solo
-            GROUP BY a.part, b.part HAVING count(*) >= {SHARED_TEMPLATES}
+            SELECT [first, second] FROM pairs GROUP BY first, second
+            HAVING count(*) >= {SHARED_TEMPLATES}
         """)
     finally:
         engine.unregister("flagged_parts")

@@ -174,7 +174,7 @@ def detect(
         edges = len(g.sources)
         del g  # its arrays, before the last stage's queries
         clock.lap("leiden")
-        trusted = _trusted(db, nodes, channels)
+        trusted = _trusted(db, len(nodes), channels)
         findings = _findings(db, edges, linked, labels, nodes, fpr, trusted)
         findings["summary"]["trusted_channels"] = channels
         findings["summary"]["trusted_accounts"] = int(trusted.sum())
@@ -394,24 +394,26 @@ def _findings(
         _campaign(facts[cid], cid, member_names, *part[1:])
         for cid, member_names, part in zip(ids, names, flagged, strict=True)
     ]
+    accounts = _account_rows(
+        db,
+        nodes,
+        node_score,
+        node_campaign,
+        {c["id"]: [e["signal"] for e in c["evidence"][:4]] for c in campaigns},
+        {a: ["trusted_channel", *r["evidence"]] for r in reviews for a in r["accounts"]},
+    )
     return {
         "campaigns": campaigns,
         "node_campaign": node_campaign,
-        "accounts": _account_rows(
-            db,
-            nodes,
-            node_score,
-            node_campaign,
-            {c["id"]: [e["signal"] for e in c["evidence"][:4]] for c in campaigns},
-            {a: ["trusted_channel", *r["evidence"]] for r in reviews for a in r["accounts"]},
-        ),
+        "accounts": accounts,
         "exchanges": _substream_exchanges(db, node_campaign),
         "summary": {
             "campaigns": len(campaigns),
             "nodes": int(nodes.profiled.sum()),
             "linked_nodes": len(linked),
             "edges": edges,
-            "flagged_accounts": sum(1 for n in node_campaign if SEPARATOR not in n),
+            # as accounts.parquet counts them: a mixed account is never flagged whole
+            "flagged_accounts": int(pc.sum(accounts.column("flagged")).as_py() or 0),
             "flagged_substreams": sum(1 for n in node_campaign if SEPARATOR in n),
             "threshold": round(calibration.threshold, 4),
             "calibration": calibration.describe(),
@@ -425,24 +427,46 @@ Part = tuple[np.ndarray, float, dict[str, float], Calibration]  # rows, score, v
 Held = tuple[np.ndarray, float, dict[str, float], int]  # rows, score, values, a kept row
 
 
-def _trusted(db: Engine, nodes: Nodes, channels: list[str]) -> np.ndarray:
+TRUSTED_SQL = """
+WITH signups AS (  -- an account file may hold an account twice: one channel, or none
+    SELECT account_id, min(created_at) AS created_at FROM accounts GROUP BY account_id
+    HAVING min(signup_channel) = max(signup_channel)
+       AND min(signup_channel) IN (SELECT channel FROM trusted_channels)
+),
+bursts AS (
+    SELECT signup_channel, date_trunc('hour', created_at) AS hour FROM (
+        SELECT DISTINCT account_id, signup_channel, created_at FROM accounts
+        WHERE created_at IS NOT NULL AND signup_channel IN (SELECT channel FROM trusted_channels))
+    GROUP BY 1, 2 HAVING count(DISTINCT account_id) >= {MIN_BURST}
+),
+first_use AS (SELECT account_id, min(ts) AS first FROM exchanges GROUP BY account_id)
+SELECT n.id FROM signups s
+JOIN accounts a ON a.account_id = s.account_id AND a.created_at = s.created_at
+JOIN node_ids n ON n.node = s.account_id
+JOIN first_use f ON f.account_id = s.account_id
+LEFT JOIN bursts b
+    ON b.signup_channel = a.signup_channel AND b.hour = date_trunc('hour', s.created_at)
+WHERE b.hour IS NULL AND epoch_us(f.first) - epoch_us(s.created_at) >= {WEEK_US}
+GROUP BY n.id
+"""
+
+
+def _trusted(db: Engine, count: int, channels: list[str]) -> np.ndarray:
     """Which nodes are accounts that signed up through a channel the operator vouches for
-    (a vetted research programme, say) and were not fresh at first use: a farm that
-    enrolled its new accounts in the programme (the demo's reseller campaign did) is not
-    covered by it. Whole accounts only: the end users inside a reseller's account are
-    not vouched for by the reseller's programme."""
-    trusted = np.zeros(len(nodes), dtype=bool)
+    (a vetted research programme, say). Trust needs a known sign-up that was neither one
+    of a burst through the channel (MIN_BURST in an hour) nor fresh at first use (within
+    a week): a farm that enrols its new accounts in the programme (the demo's reseller
+    campaign does) is not covered by it. Whole accounts only: the end users inside a
+    reseller's account are not vouched for by the reseller's programme."""
+    trusted = np.zeros(count, dtype=bool)
     if channels:
         db.register("trusted_channels", pa.table({"channel": channels}))
         try:
-            ids = db.rows(
-                "SELECT DISTINCT n.id FROM node_ids n JOIN accounts a ON n.node = a.account_id "
-                "WHERE a.signup_channel IN (SELECT channel FROM trusted_channels)"
-            )
+            sql = TRUSTED_SQL.replace("{MIN_BURST}", str(evidence.MIN_BURST))
+            ids = db.rows(sql.replace("{WEEK_US}", str(7 * 86400 * 1_000_000)))
         finally:
             db.unregister("trusted_channels")
         trusted[np.array([i for (i,) in ids], dtype=np.int64) - 1] = True
-        trusted &= nodes.signals["fresh_accounts"] == 0
     return trusted
 
 

@@ -1,10 +1,13 @@
 """Batch findings as the gateway uses them, reloaded when detection writes new ones.
 
 From a findings folder: flagged accounts with their campaign and score, the campaigns'
-networks (prefix and client), and their template fingerprints. The folder is checked
-every few seconds; a new `campaigns.json` or `accounts.parquet` replaces the old view
-at once, without a restart. A folder being rewritten (a missing or half-written file,
-or a file replaced while it was read) keeps the previous view until the next check.
+networks (prefix and client), their template fingerprints, and the accounts held back
+for review (`detect --trusted-channel`), which those indicators are not matched against:
+they were made from the same group's traffic, and the operator vouches for them. The
+folder is checked every few seconds; a new `campaigns.json` or `accounts.parquet`
+replaces the old view at once, without a restart. A folder being rewritten (a missing
+or half-written file, or a file replaced while it was read) keeps the previous view
+until the next check.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 log = logging.getLogger("distillguard.gateway")
+HELD_BACK = "trusted_channel"  # the first reason of an account detect held back
 
 
 class Findings:
@@ -25,6 +29,7 @@ class Findings:
         self.accounts: dict[str, dict[str, Any]] = {}
         self.networks: set[tuple[str, str]] = set()
         self.fingerprints: dict[str, str] = {}
+        self.held: frozenset[str] = frozenset()
         self._stamp: tuple[float, ...] = ()
         self.loads = 0
 
@@ -41,7 +46,8 @@ class Findings:
             return False
         try:
             campaigns = json.loads(files[0].read_text())
-            flagged = pq.read_table(files[1], columns=["account_id", "flagged", "campaign_id"])
+            columns = ["account_id", "flagged", "campaign_id", "reasons"]
+            flagged = pq.read_table(files[1], columns=columns)
             if tuple(f.stat().st_mtime_ns for f in files) != stamp:
                 return False  # replaced while read: the next check reads the new set whole
             self._index(campaigns, flagged.to_pylist())
@@ -76,4 +82,8 @@ class Findings:
             if i["kind"] == "network"
         }
         fingerprints = {f: c["id"] for c in campaigns for f in c.get("template_fingerprints", [])}
+        held = frozenset(
+            r["account_id"] for r in flagged if (r["reasons"] or [None])[0] == HELD_BACK
+        )
         self.accounts, self.networks, self.fingerprints = accounts, networks, fingerprints
+        self.held = held

@@ -48,12 +48,17 @@ class Scorer:
         except Exception as exc:  # a shared store that is down: the policy says open or closed
             log.warning("state store unavailable: %s", type(exc).__name__)
             return self.policy.unavailable("the state store")
-        if self.findings.fingerprints and prompt and len(profile.fingerprints) < MATCHED:
+        held = ident in self.findings.held  # vouched for: campaign indicators do not apply
+        if (
+            not held
+            and self.findings.fingerprints
+            and prompt
+            and len(profile.fingerprints) < MATCHED
+        ):
             self._templates(ident, prompt)  # past MATCHED, more fingerprints change nothing
         prefix = _network(address) or ""
-        found = verdict(
-            profile, self.findings.accounts.get(ident), (prefix, agent) in self.findings.networks
-        )
+        on_network = not held and (prefix, agent) in self.findings.networks
+        found = verdict(profile, self.findings.accounts.get(ident), on_network, held)
         return self.policy.decide(found.score, found.flagged, found.evidence)
 
     def _templates(self, account: str, prompt: str) -> None:

@@ -116,8 +116,11 @@ class Verdict:
     flagged: bool
 
 
-def verdict(profile: Profile, batch: dict[str, Any] | None, campaign_network: bool) -> Verdict:
-    """The account's score and evidence, from its state and the batch findings."""
+def verdict(
+    profile: Profile, batch: dict[str, Any] | None, campaign_network: bool, held: bool = False
+) -> Verdict:
+    """The account's score and evidence, from its state and the batch findings. A `held`
+    account (held back for review by detection) is not matched to campaign templates."""
     score, evidence = 0.0, set()
     if batch is not None:
         score = float(batch["score"])
@@ -125,7 +128,7 @@ def verdict(profile: Profile, batch: dict[str, Any] | None, campaign_network: bo
     if campaign_network:
         score = max(score, 0.8)
         evidence.add("campaign_network")
-    if len(profile.fingerprints) >= FINGERPRINTS_TO_MATCH:
+    if not held and len(profile.fingerprints) >= FINGERPRINTS_TO_MATCH:
         score = max(score, 0.85)
         evidence.add("campaign_templates")
     if profile.exchanges >= MIN_EXCHANGES:

@@ -101,13 +101,13 @@ SELECT n.id, 'payment', 'pay:' || a.payment_fingerprint, 1
 FROM accounts a JOIN node_ids n ON a.account_id = n.node  -- accounts with traffic
 WHERE a.payment_fingerprint IS NOT NULL
 UNION ALL
-SELECT id, 'signup_burst', key, 1 FROM (
-    SELECT id, key, count(*) OVER (PARTITION BY key) AS signups FROM (
-        SELECT n.id, 'burst:' || coalesce(a.signup_channel, '?') || ':'
-               || CAST(date_trunc('hour', a.created_at) AS VARCHAR) AS key
-        FROM accounts a JOIN node_ids n ON a.account_id = n.node
-        WHERE a.created_at IS NOT NULL))
-WHERE signups >= {MIN_BURST}
+SELECT n.id, 'signup_burst', s.key, 1 FROM (
+    SELECT account_id, key, count(*) OVER (PARTITION BY key) AS signups FROM (
+        SELECT DISTINCT account_id, 'burst:' || coalesce(signup_channel, '?') || ':'
+               || CAST(date_trunc('hour', created_at) AS VARCHAR) AS key
+        FROM accounts WHERE created_at IS NOT NULL)) s
+JOIN node_ids n ON s.account_id = n.node  -- sign-ups counted whether or not they sent traffic
+WHERE s.signups >= {MIN_BURST}
 """
 
 
