@@ -209,7 +209,7 @@ def test_ten_accounts_on_one_card_are_one_campaign_and_the_enterprise_app_is_not
 
 def _enrol(folder: Path, farms: range, channel: str, age_days: float | None) -> None:
     """Put accounts farm{i} of the hand-built traffic in `channel`, signed up
-    `age_days` (and i hours more) before the traffic starts (the farm's own are three
+    `age_days` (and 3i hours more) before the traffic starts (the farm's own are three
     hours old); None: sign-up time unknown."""
     from datetime import UTC, datetime, timedelta
 
@@ -223,7 +223,7 @@ def _enrol(folder: Path, farms: range, channel: str, age_days: float | None) -> 
             row["signup_channel"] = channel
             start, a = datetime(2026, 4, 22, tzinfo=UTC), int(row["account_id"][4:])
             row["created_at"] = (
-                None if age_days is None else start - timedelta(days=age_days, hours=a)
+                None if age_days is None else start - timedelta(days=age_days, hours=3 * a)
             )
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
 
@@ -262,26 +262,38 @@ def test_accounts_of_a_trusted_channel_are_held_back_and_the_rest_flagged(
     assert detect(folder, tmp_path / "g")["held_back"] == []  # trust is the operator's word
 
 
-@pytest.mark.parametrize("signed_up", ["fresh", "in one hour", "unknown", "twice"])
+SIGNED_UP = ["fresh", "in one hour", "across an hour", "unknown", "twice", "an older twin"]
+
+
+@pytest.mark.parametrize("signed_up", SIGNED_UP)
 def test_a_trusted_channel_covers_only_accounts_known_to_be_no_farm_s(
     tmp_path: Path, signed_up: str
 ) -> None:
     """A farm that enrols its accounts in the programme is flagged all the same: new
-    at first use, made in a burst (even long before the run's window), or of unknown
-    age; an account the file names twice, in two channels, is not vouched for either."""
+    at first use, made in a burst (even long before the run's window, and across the
+    end of an hour), or of unknown age; nor is an account the file names twice, in two
+    channels or with two sign-up times (the older one would pass for an aged account)."""
+    from datetime import timedelta
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder = _hand_built(tmp_path / "in")
-    age = {"fresh": 1.0, "in one hour": 200.0, "unknown": None, "twice": 200.0}[signed_up]
-    _enrol(folder, range(10), "security-research", age_days=age)
+    age = 1.0 if signed_up in ("fresh", "an older twin") else 200.0
+    _enrol(folder, range(10), "security-research", None if signed_up == "unknown" else age)
     path = folder / "accounts.parquet"
     rows = pq.read_table(path).to_pylist()
     if signed_up == "in one hour":
         for row in rows:
             row["created_at"] = rows[0]["created_at"]
+    if signed_up == "across an hour":  # two sign-ups in each of five clock hours
+        first = rows[0]["created_at"].replace(minute=30)
+        for i, row in enumerate(rows[:10]):
+            row["created_at"] = first + timedelta(hours=i // 2, minutes=i % 2)
     if signed_up == "twice":
         rows += [{**row, "signup_channel": "self-serve"} for row in rows]
+    if signed_up == "an older twin":
+        rows += [{**row, "created_at": row["created_at"] - timedelta(days=700)} for row in rows]
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
     summary = detect(folder, tmp_path / "f", trusted_channels=["security-research"])
     assert summary["flagged_accounts"] == 10 and summary["held_back"] == []
@@ -298,7 +310,7 @@ def test_trusted_channels_on_the_command_line(
     out = capsys.readouterr().out
     misspelt = ["detect", str(folder), "--out", str(tmp_path / "m"), "--quiet"]
     assert main([*misspelt, "--trusted-channel", "security-reserch"]) == 0
-    assert "no account is trusted: none signed up through security-reserch" in (
+    assert "no account is trusted: none of security-reserch has one known" in (
         capsys.readouterr().err
     )
     assert out.startswith("0 campaign(s); 0 accounts")

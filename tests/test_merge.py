@@ -93,3 +93,15 @@ def test_lone_harvesters_join_by_payment_only() -> None:
     assert parts_to_join(_engine(shared_band), {"x": 0, "y": 1}, solos) == [0, 1]
     one_card = [*shared_band, ("x", "payment", "pay:c"), ("y", "payment", "pay:c")]
     assert parts_to_join(_engine(one_card), {"x": 0, "y": 1}, solos) == [0, 0]
+
+
+def test_a_campaign_whose_parts_hold_different_bands_comes_out_whole() -> None:
+    """120 parts, each holding 5 of the campaign's 12 bands (held by more parts than
+    pairs are counted for): with a single anchor per band, parts shared their bands
+    with different anchors and 15 campaigns came out; exact pair counts give one."""
+    import random
+
+    r = random.Random(120)
+    rows = [(f"p{i}", "template", f"tb:{k}") for i in range(120) for k in r.sample(range(12), 5)]
+    parts = {f"p{i}": i for i in range(120)}
+    assert set(parts_to_join(_engine(rows), parts)) == {0}

@@ -267,3 +267,31 @@ def test_a_bad_spark_setting_is_a_usage_error(store: Path, tmp_path: Path) -> No
     with pytest.raises(SystemExit) as exit_:
         main(["detect", str(store), "--out", str(tmp_path / "f"), "--engine", "flink"])
     assert exit_.value.code == 2
+
+
+@pytest.mark.slow
+def test_flagged_parts_join_on_spark_as_on_duckdb(tmp_path: Path) -> None:
+    """The merge's pair counts and anchors (a band held by more parts than pairs are
+    counted for) give the same campaigns on both engines."""
+    import random
+
+    from distillguard.campaigns.merge import WIDE, parts_to_join
+    from distillguard.engines import open_engine
+    from tests.test_merge import _engine
+
+    r = random.Random(5)
+    rows = [
+        (f"p{i}", "template", f"tb:{k}") for i in range(3 * WIDE) for k in r.sample(range(12), 7)
+    ]
+    rows += [(f"q{i}", "template", f"tb:q{k}") for i in range(4) for k in range(3)]
+    parts = {node: i for i, node in enumerate(sorted({row[0] for row in rows}))}
+    duck = _engine(rows)
+    expected = parts_to_join(duck, parts)
+    assert len(set(expected)) == 2  # the p campaign and the q one
+    spark = open_engine("spark", tmp_path, "1GB", cores=1)
+    try:
+        for table in ("node_ids", "linked"):
+            spark.register(table, duck.arrow(f"SELECT * FROM {table}"))
+        assert parts_to_join(spark, parts) == expected
+    finally:
+        spark.close()

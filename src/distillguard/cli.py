@@ -725,9 +725,10 @@ def _detect(args: argparse.Namespace) -> int:
     )
     if summary["trusted_channels"] and not summary["trusted_accounts"]:
         print(  # a misspelt channel would otherwise look like trust that found nothing
-            "distillguard detect: no account is trusted: none signed up through "
+            "distillguard detect: no account is trusted: none of "
             + ", ".join(summary["trusted_channels"])
-            + " long enough before its first use, outside a burst",
+            + " has one known channel and sign-up time, outside a burst, a week or more "
+            "before its first exchange",
             file=sys.stderr,
         )
     if args.json:

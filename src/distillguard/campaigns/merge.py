@@ -23,9 +23,11 @@ SHARED_TEMPLATES = 3
 # Pairs sharing a key are counted for keys held by up to this many flagged parts; a
 # very large campaign cut into thousands of parts would make hundreds of millions of
 # pairs (689M at the 1M-exchange day). A key held by more pairs each of its parts with
-# one anchor (the lowest-numbered part holding it) instead: parts sharing three such
-# keys with one anchor join it, linear in the key's parts.
+# a few anchors instead, linear in the key's parts: its holders that hold the most such
+# keys, so that most keys share their anchors and a part's keys in common with an
+# anchor add up.
 WIDE = 32
+ANCHORS = 8
 
 
 def parts_to_join(
@@ -67,17 +69,24 @@ def parts_to_join(
                 FROM held h JOIN joining j ON h.key_id = j.key_id AND h.kind = j.kind
             ),
             bands AS (SELECT key_id, part, parts FROM shared WHERE kind = 'template' AND NOT solo),
-            anchors AS (
-                SELECT key_id, min(part) AS anchor FROM bands WHERE parts > {WIDE}
-                GROUP BY key_id
+            wide AS (SELECT key_id, part FROM bands WHERE parts > {WIDE}),
+            ranked AS (
+                SELECT part, row_number() OVER (ORDER BY count(*) DESC, part) AS standing
+                FROM wide GROUP BY part
             ),
-            pairs AS (
+            holders AS (  -- k: the part's place among the key's holders, anchors first
+                SELECT w.key_id, w.part,
+                       row_number() OVER (PARTITION BY w.key_id ORDER BY r.standing) AS k
+                FROM wide w JOIN ranked r ON r.part = w.part
+            ),
+            pairs AS (  -- each key's pair once
                 SELECT a.part AS first, b.part AS second
                 FROM bands a JOIN bands b ON a.key_id = b.key_id
                 WHERE a.parts <= {WIDE} AND a.part < b.part
                 UNION ALL
-                SELECT w.anchor, b.part FROM anchors w JOIN bands b ON b.key_id = w.key_id
-                WHERE b.part <> w.anchor
+                SELECT least(a.part, b.part), greatest(a.part, b.part)
+                FROM holders a JOIN holders b ON a.key_id = b.key_id
+                WHERE a.k <= {ANCHORS} AND b.k > a.k
             )
             SELECT list_sort(list(part)) FROM shared WHERE kind = 'payment' GROUP BY key_id
             UNION ALL

@@ -428,33 +428,39 @@ Held = tuple[np.ndarray, float, dict[str, float], int]  # rows, score, values, a
 
 
 TRUSTED_SQL = """
-WITH signups AS (  -- an account file may hold an account twice: one channel, or none
-    SELECT account_id, min(created_at) AS created_at FROM accounts GROUP BY account_id
-    HAVING min(signup_channel) = max(signup_channel)
+WITH signups AS (  -- one channel and one sign-up time, however many rows name the account
+    SELECT account_id, min(signup_channel) AS channel, min(created_at) AS created_at,
+           floor(epoch_us(min(created_at)) / 3600000000) AS hour
+    FROM accounts GROUP BY account_id
+    HAVING count(*) = count(signup_channel) AND count(*) = count(created_at)
+       AND min(signup_channel) = max(signup_channel) AND min(created_at) = max(created_at)
        AND min(signup_channel) IN (SELECT channel FROM trusted_channels)
 ),
-bursts AS (
-    SELECT signup_channel, date_trunc('hour', created_at) AS hour FROM (
-        SELECT DISTINCT account_id, signup_channel, created_at FROM accounts
-        WHERE created_at IS NOT NULL AND signup_channel IN (SELECT channel FROM trusted_channels))
-    GROUP BY 1, 2 HAVING count(DISTINCT account_id) >= {MIN_BURST}
+hours AS (
+    SELECT signup_channel AS channel, floor(epoch_us(created_at) / 3600000000) AS hour,
+           count(DISTINCT account_id) AS signups
+    FROM accounts WHERE signup_channel IN (SELECT channel FROM trusted_channels)
+    GROUP BY 1, 2
+),
+near AS (  -- sign-ups through the channel in the account's hour and the hours either side
+    SELECT s.account_id, sum(h.signups) AS signups FROM signups s
+    JOIN hours h ON h.channel = s.channel AND h.hour BETWEEN s.hour - 1 AND s.hour + 1
+    GROUP BY s.account_id
 ),
 first_use AS (SELECT account_id, min(ts) AS first FROM exchanges GROUP BY account_id)
 SELECT n.id FROM signups s
-JOIN accounts a ON a.account_id = s.account_id AND a.created_at = s.created_at
+JOIN near b ON b.account_id = s.account_id
 JOIN node_ids n ON n.node = s.account_id
 JOIN first_use f ON f.account_id = s.account_id
-LEFT JOIN bursts b
-    ON b.signup_channel = a.signup_channel AND b.hour = date_trunc('hour', s.created_at)
-WHERE b.hour IS NULL AND epoch_us(f.first) - epoch_us(s.created_at) >= {WEEK_US}
-GROUP BY n.id
+WHERE b.signups < {MIN_BURST} AND epoch_us(f.first) - epoch_us(s.created_at) >= {WEEK_US}
 """
 
 
 def _trusted(db: Engine, count: int, channels: list[str]) -> np.ndarray:
     """Which nodes are accounts that signed up through a channel the operator vouches for
-    (a vetted research programme, say). Trust needs a known sign-up that was neither one
-    of a burst through the channel (MIN_BURST in an hour) nor fresh at first use (within
+    (a vetted research programme, say). Trust needs one known channel and sign-up time,
+    neither in a burst through the channel (MIN_BURST sign-ups in its hour and the hours
+    either side, so a burst across an hour's end counts) nor fresh at first use (within
     a week): a farm that enrols its new accounts in the programme (the demo's reseller
     campaign does) is not covered by it. Whole accounts only: the end users inside a
     reseller's account are not vouched for by the reseller's programme."""
