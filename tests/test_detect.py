@@ -300,6 +300,32 @@ def test_a_trusted_channel_covers_only_accounts_known_to_be_no_farm_s(
     assert summary["trusted_accounts"] == 0
 
 
+def test_an_account_named_twice_near_a_sign_up_counts_once_towards_its_burst(
+    tmp_path: Path,
+) -> None:
+    """farm5 is named at two times either side of farm0's sign-up: it is not trusted
+    itself, and it is one account beside farm0, not the two a burst would need."""
+    from datetime import timedelta
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = _hand_built(tmp_path / "in")
+    _enrol(folder, range(5), "security-research", age_days=200)
+    path = folder / "accounts.parquet"
+    rows = pq.read_table(path).to_pylist()
+    first = next(row for row in rows if row["account_id"] == "farm0")["created_at"]
+    for row in rows:
+        if row["account_id"] == "farm5":
+            row["signup_channel"] = "security-research"
+            row["created_at"] = first - timedelta(minutes=30)
+            rows.append({**row, "created_at": first + timedelta(minutes=30)})
+            break
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+    summary = detect(folder, tmp_path / "f", trusted_channels=["security-research"])
+    assert [group["accounts"] for group in summary["held_back"]] == [[f"farm{a}" for a in range(5)]]
+
+
 def test_trusted_channels_on_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
+import pytest
 
+from distillguard.campaigns import merge
 from distillguard.campaigns.merge import SHARED_TEMPLATES, WIDE, parts_to_join
 from distillguard.engines.duck import DuckEngine
 
@@ -48,9 +50,14 @@ def test_one_band_in_common_is_not_one_operation() -> None:
     assert parts_to_join(engine, {"a1": 0, "a2": 0, "b1": 1}) == [0, 1]
 
 
-def test_bands_many_flagged_parts_hold_join_them_without_counting_pairs() -> None:
-    """A campaign cut into more parts than pairs are counted for: parts sharing three
-    of its bands join; one band alone (a phrase) does not, however many hold it."""
+@pytest.mark.parametrize("budget", [0, merge.PAIR_BUDGET])
+def test_bands_many_flagged_parts_hold_join_them_without_counting_pairs(
+    budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A campaign cut into more parts than pairs are counted for (budget 0: anchors)
+    or not: parts sharing three of its bands join; one band alone (a phrase) does not,
+    however many hold it."""
+    monkeypatch.setattr(merge, "PAIR_BUDGET", budget)
     nodes = [f"n{i}" for i in range(WIDE + 5)]
     parts = {n: i for i, n in enumerate(nodes)}
     three = _engine([(n, "template", f"tb:{b}") for n in nodes for b in range(3)])
@@ -95,13 +102,30 @@ def test_lone_harvesters_join_by_payment_only() -> None:
     assert parts_to_join(_engine(one_card), {"x": 0, "y": 1}, solos) == [0, 0]
 
 
-def test_a_campaign_whose_parts_hold_different_bands_comes_out_whole() -> None:
-    """120 parts, each holding 5 of the campaign's 12 bands (held by more parts than
-    pairs are counted for): with a single anchor per band, parts shared their bands
-    with different anchors and 15 campaigns came out; exact pair counts give one."""
+def test_a_campaign_whose_parts_hold_different_bands_comes_out_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """120 parts, each holding 5 of the campaign's 12 bands, anchored (over the pair
+    budget): with a single anchor per band, parts shared their bands with different
+    anchors and 15 campaigns came out; exact pair counts give one, and so do 8."""
     import random
 
+    monkeypatch.setattr(merge, "PAIR_BUDGET", 0)
     r = random.Random(120)
     rows = [(f"p{i}", "template", f"tb:{k}") for i in range(120) for k in r.sample(range(12), 5)]
     parts = {f"p{i}": i for i in range(120)}
     assert set(parts_to_join(_engine(rows), parts)) == {0}
+
+
+def test_within_the_budget_a_smaller_campaign_keeps_its_bands() -> None:
+    """Campaign a (40 parts, bands a0-a3) and b (40 parts, b0-b9, and a0 and a1 as
+    boilerplate): anchored, b's parts hold more wide bands and took a0's and a1's
+    anchors, and a came out in 41 parts; counted exactly, two campaigns."""
+    rows, parts = [], {}
+    for campaign, bands in (("a", ["a0", "a1", "a2", "a3"]), ("b", [f"b{i}" for i in range(10)])):
+        for i in range(40):
+            node = f"{campaign}{i}"
+            parts[node] = len(parts)
+            held = bands + (["a0", "a1"] if campaign == "b" else [])
+            rows += [(node, "template", f"tb:{band}") for band in held]
+    assert parts_to_join(_engine(rows), parts) == [0] * 40 + [40] * 40

@@ -437,14 +437,14 @@ WITH signups AS (  -- one channel and one sign-up time, however many rows name t
        AND min(signup_channel) IN (SELECT channel FROM trusted_channels)
 ),
 hours AS (
-    SELECT signup_channel AS channel, floor(epoch_us(created_at) / 3600000000) AS hour,
-           count(DISTINCT account_id) AS signups
+    SELECT DISTINCT signup_channel AS channel, account_id,
+           floor(epoch_us(created_at) / 3600000000) AS hour
     FROM accounts WHERE signup_channel IN (SELECT channel FROM trusted_channels)
-    GROUP BY 1, 2
 ),
-near AS (  -- sign-ups through the channel in the account's hour and the hours either side
-    SELECT s.account_id, sum(h.signups) AS signups FROM signups s
-    JOIN hours h ON h.channel = s.channel AND h.hour BETWEEN s.hour - 1 AND s.hour + 1
+near AS (  -- accounts signed up through the channel in its hour and the hours either side
+    SELECT s.account_id, count(DISTINCT h.account_id) AS signups
+    FROM signups s CROSS JOIN (SELECT -1 AS shift UNION ALL SELECT 0 UNION ALL SELECT 1) d
+    JOIN hours h ON h.channel = s.channel AND h.hour = s.hour + d.shift
     GROUP BY s.account_id
 ),
 first_use AS (SELECT account_id, min(ts) AS first FROM exchanges GROUP BY account_id)
