@@ -159,13 +159,16 @@ def campaign_plans(
     scenario: Scenario, r: random.Random, start: datetime, first_index: int
 ) -> list[Plan]:
     plans: list[Plan] = []
+    styles: list[tuple[str, int]] = []  # the scenario's campaigns so far: their house styles
     for campaign in scenario.campaigns:
         ev = set(campaign.evasions)
         pool = text.CampaignPool(
             campaign.capability,
             campaign.templates,
             random.Random(zlib.crc32(campaign.id.encode()) ^ scenario.seed),
+            styles,
         )
+        styles.append((campaign.capability, pool.style))
         begin = start + timedelta(days=campaign.start_day)
         prefixes = [
             prefix_in(r, DATACENTER if campaign.infrastructure == "datacenter" else VPN)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 LANGS = ["Python", "TypeScript", "Go", "Rust", "Java", "C++", "Kotlin", "SQL", "Bash", "C#"]
@@ -293,11 +294,19 @@ def fill_batch(template: str, r: random.Random) -> str:
 class CampaignPool:
     """A campaign's templates and their slot values, numbered so accounts can split them.
     Each operator writes in a house style (its own wording and framing), so two
-    independent campaigns that target one capability do not share templates."""
+    independent campaigns that target one capability do not share templates: a style
+    the scenario's earlier campaigns hold (`taken`: their capability and style) is
+    passed over, as is one whose wording they use, while there are enough of both."""
 
-    def __init__(self, capability: str, templates: int, r: random.Random) -> None:
+    def __init__(
+        self,
+        capability: str,
+        templates: int,
+        r: random.Random,
+        taken: Sequence[tuple[str, int]] = (),
+    ) -> None:
         self.capability = capability
-        self.style = r.randrange(len(STYLES))
+        self.style = house_style(r.randrange(len(STYLES)), capability, taken)
         self.templates = [self._template(capability, i, r) for i in range(templates)]
 
     def _template(self, capability: str, i: int, r: random.Random) -> str:
@@ -331,6 +340,27 @@ class CampaignPool:
         if "{answer}" in template:
             slots["answer"] = f"def step_{h % 97}(items): return sorted(items)[:{2 + h % 60}]"
         return template.format(**slots)
+
+
+def house_style(drawn: int, capability: str, taken: Sequence[tuple[str, int]]) -> int:
+    """The first style from `drawn` on that no earlier campaign holds and whose wording
+    (style modulo the wordings a capability has) none targeting the same capability
+    uses; once those wordings are all used, the first free style; once those are too,
+    `drawn`. Two campaigns in one scenario drew the same style (demo, seed 2) or one
+    wording (evasive, seeds 11 and 2) by chance, and their same text made them one."""
+    wordings = len(WORDINGS["coding"])
+    order = [(drawn + step) % len(STYLES) for step in range(len(STYLES))]
+    held = {style for _, style in taken}
+    used = {style % wordings for other, style in taken if _overlap(capability, other)}
+    for style in order:
+        if style not in held and (len(used) >= wordings or style % wordings not in used):
+            return style
+    return next((style for style in order if style not in held), drawn)
+
+
+def _overlap(one: str, other: str) -> bool:
+    """Whether two campaigns ask for a capability in common ("mixed" asks for all)."""
+    return "mixed" in (one, other) or one == other
 
 
 def paraphrase(template: str, r: random.Random) -> str:
