@@ -328,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="CHANNEL",
         help="a sign-up channel whose accounts the operator vouches for (a vetted research "
-        "programme), repeatable or comma-separated: its accounts are never flagged, and "
-        "those that scored as a campaign are listed for review; needs the accounts table",
+        "programme), repeatable or comma-separated: its accounts signed up outside a burst, "
+        "a week or more before their first exchange, are never flagged, and those that "
+        "scored as a campaign are listed for review; needs the accounts table",
     )
     detect.add_argument(
         "--memory-limit", default="1GB", help="engine memory limit (Spark: driver memory)"
