@@ -457,3 +457,30 @@ def test_independent_campaigns_never_share_a_house_style_or_a_wording() -> None:
                     if "mixed" in (targets[one], targets[other]) or targets[one] == targets[other]:
                         wordings = pools[one].style % 3, pools[other].style % 3
                         assert wordings[0] != wordings[1], (name, seed, one, other)
+
+
+def test_a_shortened_run_keeps_the_house_styles_of_the_campaigns_it_keeps() -> None:
+    """`--days` leaves out the campaigns that start later; those it keeps write the same
+    text as in the full run (styles are given in order of start)."""
+    import dataclasses
+
+    from distillguard.simulate import load
+    from distillguard.simulate.accounts import _pools
+
+    for name in ("demo", "lone-harvesters", "evasive"):
+        for seed in range(40):
+            full = dataclasses.replace(load(name), seed=seed)
+            styles = {c.id: p.style for c, p in zip(full.campaigns, _pools(full), strict=True)}
+            for days in range(1, full.days):
+                short = full.truncated(days)
+                for c, pool in zip(short.campaigns, _pools(short), strict=True):
+                    assert pool.style == styles[c.id], (name, seed, days, c.id)
+
+
+def test_past_six_campaigns_a_new_one_still_words_its_templates_its_own_way() -> None:
+    from distillguard.simulate.text import house_style
+
+    taken = [("coding", 0), ("coding", 1), ("agentic", 2), ("agentic", 3)]
+    taken += [("reasoning", 4), ("reasoning", 5)]
+    assert house_style(0, "coding", taken) % 3 == 2  # the one wording no coder uses
+    assert house_style(4, "coding", taken[:2]) == 5  # a free style, unused wording

@@ -155,20 +155,33 @@ def _network(r: random.Random, b: Behaviour, office: str, campus: str) -> tuple[
     return home, [home.rsplit(".", 1)[0]]
 
 
-def campaign_plans(
-    scenario: Scenario, r: random.Random, start: datetime, first_index: int
-) -> list[Plan]:
-    plans: list[Plan] = []
-    styles: list[tuple[str, int]] = []  # the scenario's campaigns so far: their house styles
-    for campaign in scenario.campaigns:
-        ev = set(campaign.evasions)
-        pool = text.CampaignPool(
+def _pools(scenario: Scenario) -> list[text.CampaignPool]:
+    """Each campaign's prompt pool, in the scenario's order. House styles are given in
+    order of start (a campaign's depends only on those starting no later), so a run
+    shortened with --days, which leaves out the later campaigns, keeps the text of the
+    ones it keeps."""
+    order = sorted(range(len(scenario.campaigns)), key=lambda i: scenario.campaigns[i].start_day)
+    pools: dict[int, text.CampaignPool] = {}
+    styles: list[tuple[str, int]] = []
+    for i in order:
+        campaign = scenario.campaigns[i]
+        pools[i] = text.CampaignPool(
             campaign.capability,
             campaign.templates,
             random.Random(zlib.crc32(campaign.id.encode()) ^ scenario.seed),
             styles,
         )
-        styles.append((campaign.capability, pool.style))
+        styles.append((campaign.capability, pools[i].style))
+    return [pools[i] for i in range(len(order))]
+
+
+def campaign_plans(
+    scenario: Scenario, r: random.Random, start: datetime, first_index: int
+) -> list[Plan]:
+    plans: list[Plan] = []
+    pools = _pools(scenario)
+    for campaign, pool in zip(scenario.campaigns, pools, strict=True):
+        ev = set(campaign.evasions)
         begin = start + timedelta(days=campaign.start_day)
         prefixes = [
             prefix_in(r, DATACENTER if campaign.infrastructure == "datacenter" else VPN)

@@ -345,17 +345,17 @@ class CampaignPool:
 def house_style(drawn: int, capability: str, taken: Sequence[tuple[str, int]]) -> int:
     """The first style from `drawn` on that no earlier campaign holds and whose wording
     (style modulo the wordings a capability has) none targeting the same capability
-    uses; once those wordings are all used, the first free style; once those are too,
-    `drawn`. Two campaigns in one scenario drew the same style (demo, seed 2) or one
-    wording (evasive, seeds 11 and 2) by chance, and their same text made them one."""
+    uses; failing that, one with such a wording though its framing is taken (the
+    wording is most of a template's text); then any free style; then `drawn`. Two
+    campaigns in one scenario drew one style (demo, seed 2) or one wording (evasive,
+    seeds 11 and 2) by chance, and their same text made them look like one."""
     wordings = len(WORDINGS["coding"])
     order = [(drawn + step) % len(STYLES) for step in range(len(STYLES))]
     held = {style for _, style in taken}
     used = {style % wordings for other, style in taken if _overlap(capability, other)}
-    for style in order:
-        if style not in held and (len(used) >= wordings or style % wordings not in used):
-            return style
-    return next((style for style in order if style not in held), drawn)
+    fresh = [style for style in order if style % wordings not in used]
+    free = [style for style in order if style not in held]
+    return next(iter([s for s in fresh if s in free] + fresh + free), drawn)
 
 
 def _overlap(one: str, other: str) -> bool:
