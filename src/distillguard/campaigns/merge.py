@@ -112,7 +112,8 @@ def parts_to_join(
             str.format, kinds=kinds, mostly=MOSTLY_FLAGGED, anchors=ANCHORS, shared=SHARED_TEMPLATES
         )
         ((needed,),) = engine.rows(sql(PAIRS_NEEDED_SQL, wide=WIDE))
-        rows = engine.rows(sql(JOINS_SQL, wide=WIDE if needed > PAIR_BUDGET else 2**31 - 1))
+        exact = 2**31 - 1  # no key is held by more parts: every pair counted
+        rows = engine.rows(sql(JOINS_SQL, wide=WIDE if needed > PAIR_BUDGET else exact))
     finally:
         engine.unregister("flagged_parts")
 

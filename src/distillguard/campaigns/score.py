@@ -42,6 +42,7 @@ SIZE_WEIGHT = 0.8
 FULL_COORDINATION = 1.5  # harvest signals count in full only from this much coordination
 BIAS = 4.5
 THRESHOLD = 0.5
+FRESH_SECONDS = 7 * 86400  # an account first used this soon after sign-up is fresh
 # The profiles' distinct counts (profile/accounts.py) that `member_signals` reads: none.
 # Detection asks the engine for these only, each being a grouping of the whole traffic.
 PROFILE_COUNTS: tuple[str, ...] = ()
@@ -83,7 +84,7 @@ def member_signals(profiles: pa.Table) -> dict[str, np.ndarray]:
     substream = substream.to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):  # NaN compares false: no timing, no sign-up date
         regular = (column("interarrival_cv") < 0.6) & (share("exchanges") >= 10)
-        fresh = column("seconds_signup_to_first_use") < 7 * 86400
+        fresh = column("seconds_signup_to_first_use") < FRESH_SECONDS
     return {
         "reasoning_elicitation": share("cot_share"),
         "scripted_clients": np.where(substream, 0.0, share("scripted_agent_share")),

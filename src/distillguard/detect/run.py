@@ -30,6 +30,7 @@ from distillguard.campaigns import score as scoring
 from distillguard.campaigns.calibrate import Calibration, calibrate
 from distillguard.campaigns.facts import campaign_facts
 from distillguard.campaigns.merge import parts_to_join
+from distillguard.campaigns.trust import trusted_nodes
 from distillguard.detect import memory
 from distillguard.detect.inputs import (
     File,
@@ -174,7 +175,7 @@ def detect(
         edges = len(g.sources)
         del g  # its arrays, before the last stage's queries
         clock.lap("leiden")
-        trusted = _trusted(db, len(nodes), channels)
+        trusted = trusted_nodes(db, len(nodes), channels)
         findings = _findings(db, edges, linked, labels, nodes, fpr, trusted)
         findings["summary"]["trusted_channels"] = channels
         findings["summary"]["trusted_accounts"] = int(trusted.sum())
@@ -425,55 +426,6 @@ def _findings(
 
 Part = tuple[np.ndarray, float, dict[str, float], Calibration]  # rows, score, values, fit
 Held = tuple[np.ndarray, float, dict[str, float], int]  # rows, score, values, a kept row
-
-
-TRUSTED_SQL = """
-WITH signups AS (  -- one channel and one sign-up time, however many rows name the account
-    SELECT account_id, min(signup_channel) AS channel, min(created_at) AS created_at,
-           floor(epoch_us(min(created_at)) / 3600000000) AS hour
-    FROM accounts GROUP BY account_id
-    HAVING count(*) = count(signup_channel) AND count(*) = count(created_at)
-       AND min(signup_channel) = max(signup_channel) AND min(created_at) = max(created_at)
-       AND min(signup_channel) IN (SELECT channel FROM trusted_channels)
-),
-hours AS (
-    SELECT DISTINCT signup_channel AS channel, account_id,
-           floor(epoch_us(created_at) / 3600000000) AS hour
-    FROM accounts WHERE signup_channel IN (SELECT channel FROM trusted_channels)
-),
-near AS (  -- accounts signed up through the channel in its hour and the hours either side
-    SELECT s.account_id, count(DISTINCT h.account_id) AS signups
-    FROM signups s CROSS JOIN (SELECT -1 AS shift UNION ALL SELECT 0 UNION ALL SELECT 1) d
-    JOIN hours h ON h.channel = s.channel AND h.hour = s.hour + d.shift
-    GROUP BY s.account_id
-),
-first_use AS (SELECT account_id, min(ts) AS first FROM exchanges GROUP BY account_id)
-SELECT n.id FROM signups s
-JOIN near b ON b.account_id = s.account_id
-JOIN node_ids n ON n.node = s.account_id
-JOIN first_use f ON f.account_id = s.account_id
-WHERE b.signups < {MIN_BURST} AND epoch_us(f.first) - epoch_us(s.created_at) >= {WEEK_US}
-"""
-
-
-def _trusted(db: Engine, count: int, channels: list[str]) -> np.ndarray:
-    """Which nodes are accounts that signed up through a channel the operator vouches for
-    (a vetted research programme, say). Trust needs one known channel and sign-up time,
-    neither in a burst through the channel (MIN_BURST sign-ups in its hour and the hours
-    either side, so a burst across an hour's end counts) nor fresh at first use (within
-    a week): a farm that enrols its new accounts in the programme (the demo's reseller
-    campaign does) is not covered by it. Whole accounts only: the end users inside a
-    reseller's account are not vouched for by the reseller's programme."""
-    trusted = np.zeros(count, dtype=bool)
-    if channels:
-        db.register("trusted_channels", pa.table({"channel": channels}))
-        try:
-            sql = TRUSTED_SQL.replace("{MIN_BURST}", str(evidence.MIN_BURST))
-            ids = db.rows(sql.replace("{WEEK_US}", str(7 * 86400 * 1_000_000)))
-        finally:
-            db.unregister("trusted_channels")
-        trusted[np.array([i for (i,) in ids], dtype=np.int64) - 1] = True
-    return trusted
 
 
 def _hold_back(parts: list[Part], trusted: np.ndarray) -> tuple[list[Part], list[Held]]:

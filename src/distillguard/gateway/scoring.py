@@ -57,7 +57,7 @@ class Scorer:
         ):
             self._templates(ident, prompt)  # past MATCHED, more fingerprints change nothing
         prefix = _network(address) or ""
-        on_network = not held and (prefix, agent) in self.findings.networks
+        on_network = (prefix, agent) in self.findings.networks
         found = verdict(profile, self.findings.accounts.get(ident), on_network, held)
         return self.policy.decide(found.score, found.flagged, found.evidence)
 

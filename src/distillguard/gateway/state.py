@@ -120,12 +120,13 @@ def verdict(
     profile: Profile, batch: dict[str, Any] | None, campaign_network: bool, held: bool = False
 ) -> Verdict:
     """The account's score and evidence, from its state and the batch findings. A `held`
-    account (held back for review by detection) is not matched to campaign templates."""
+    account (held back for review by detection) is not matched to the campaigns'
+    networks and templates: they were made partly from its own traffic."""
     score, evidence = 0.0, set()
     if batch is not None:
         score = float(batch["score"])
         evidence |= {f"batch:{batch['campaign_id']}", *batch.get("signals", [])}
-    if campaign_network:
+    if campaign_network and not held:
         score = max(score, 0.8)
         evidence.add("campaign_network")
     if not held and len(profile.fingerprints) >= FINGERPRINTS_TO_MATCH:
