@@ -420,6 +420,26 @@ def test_a_mapped_cell_that_reads_as_json_is_the_prompt(tmp_path: Path) -> None:
     }
 
 
+def test_one_field_mapped_to_prompt_and_system_splits_lists_and_keeps_text_the_prompt(
+    tmp_path: Path,
+) -> None:
+    """`messages` mapped to both columns: a message list gives each its turn; a record
+    whose field is plain text has a prompt and no system prompt, not the text twice."""
+    records = [
+        {"id": "l", "when": WHEN, "org": "a", "engine": "m", "messages": [
+            {"role": "system", "content": "be terse"}, {"role": "user", "content": "sort"}]},
+        {"id": "t", "when": WHEN, "org": "a", "engine": "m", "messages": "sort this list"},
+    ]  # fmt: skip
+    write_jsonl(tmp_path / "m.jsonl", records)
+    mapping = {"request_id": "id", "ts": "when", "account_id": "org", "model": "engine",
+               "prompt_text": "messages", "system_text": "messages"}  # fmt: skip
+    run(tmp_path / "m.jsonl", tmp_path / "s", mapping=mapping)
+    stored = {
+        r["request_id"]: (r["prompt_text"], r["system_text"]) for r in rows(tmp_path / "s").values()
+    }
+    assert stored == {"l": ("sort", "be terse"), "t": ("sort this list", None)}
+
+
 def test_json_parts_are_read_where_a_field_holds_them_and_other_json_is_text(
     tmp_path: Path,
 ) -> None:

@@ -66,6 +66,7 @@ def test_max_bad_ratio_sets_exit_code_4(tmp_path: Path, capsys: pytest.CaptureFi
         (["ingest", "IN", "--store", "S", "--hmac-key-file", "absent"], 2, "cannot read the key"),
         (["ingest", "IN", "--store", "S", "--map-file", "absent.yaml"], 2, "mapping file"),
         (["ingest", "IN", "--store", "S", "--max-bad-ratio", "7"], 2, "between 0 and 1"),
+        (["ingest", "IN", "--store", "S", "--format", "otel", "--map", "ts=t"], 2, "give one"),
         (["inspect", "nowhere"], 3, "neither a store"),
         (["detect", "IN", "--out", "F", "--workers", "99999999999"], 2, "1 to 1024"),
         (["eval", "--findings", "F", "--labels", "L", "--series", "nope"], 3, "no such folder"),
@@ -95,6 +96,37 @@ def test_user_mistakes_get_one_line_and_a_documented_code(
     )
     assert done.returncode == code, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_mapped_field_no_record_has_is_said_and_a_list_index_reaches_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped field stores its column empty, which detection would then find
+    nothing in: ingest names it. A number in a path indexes a list."""
+    record = {
+        "id": "r1",
+        "at": "2026-04-22T10:00:00Z",
+        "org": "a",
+        "model": "m",
+        "body": {"messages": [{"role": "user", "content": "write a parser"}]},
+    }
+    write_jsonl(tmp_path / "log.jsonl", [record])
+    base = ["ingest", str(tmp_path / "log.jsonl"), "--json", "--quiet"]
+    fields = ["--map", "request_id=id", "--map", "ts=at", "--map", "account_id=org"]
+    typo = [*base, "--store", str(tmp_path / "s1"), *fields, "--map", "prompt_text=body.message"]
+    assert main(typo) == 0
+    captured = capsys.readouterr()
+    assert "no record has the mapped field 'body.message', so prompt_text is empty" in (
+        captured.err
+    )
+    assert json.loads(captured.out)["mapped_fields_not_found"] == {"prompt_text": "body.message"}
+    indexed = "prompt_text=body.messages.0.content"
+    assert main([*base, "--store", str(tmp_path / "s2"), *fields, "--map", indexed]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["mapped_fields_not_found"] == {}
+    assert "no record has" not in captured.err
+    (part,) = (tmp_path / "s2").rglob("day=*/*.parquet")
+    assert pq.read_table(part).column("prompt_text").to_pylist() == ["write a parser"]
 
 
 def test_a_locked_store_is_exit_code_5(tmp_path: Path) -> None:

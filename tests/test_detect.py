@@ -348,6 +348,68 @@ def test_trusted_channels_on_the_command_line(
     assert "--trusted-channel reads the accounts' sign-up channels" in capsys.readouterr().err
 
 
+ACCOUNT_FILES = ["nanoseconds", "text with nine decimals", "epoch seconds", "csv"]
+
+
+@pytest.mark.parametrize("form", ACCOUNT_FILES)
+def test_an_operator_s_accounts_file_is_read_in_the_forms_it_comes_in(
+    tmp_path: Path, form: str
+) -> None:
+    """pandas writes nanoseconds, a warehouse export text or epoch numbers, a
+    spreadsheet CSV: each is the same accounts table (here trusting five accounts)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    folder = _hand_built(tmp_path / "in")
+    _enrol(folder, range(5), "security-research", age_days=200)
+    table = pq.read_table(folder / "accounts.parquet")
+    at = table.column_names.index("created_at")
+    created = table.column("created_at")
+    given = tmp_path / ("accounts.csv" if form == "csv" else "accounts.parquet")
+    if form == "nanoseconds":
+        table = table.set_column(at, "created_at", created.cast(pa.timestamp("ns", "UTC")))
+    elif form == "text with nine decimals":
+        text = pc.strftime(created, format="%Y-%m-%dT%H:%M:%S.000000000Z")
+        table = table.set_column(at, "created_at", text)
+    elif form == "epoch seconds":
+        seconds = pc.divide(created.cast(pa.int64()), 10**6)
+        table = table.set_column(at, "created_at", seconds)
+    if form == "csv":
+        pcsv.write_csv(table, given)
+    else:
+        pq.write_table(table, given)
+    summary = detect(folder, tmp_path / "f", accounts=given, trusted_channels=["security-research"])
+    assert summary["trusted_accounts"] == 5
+    assert summary["accounts_matched"]["in_traffic"] == summary["accounts_matched"]["accounts"]
+    assert summary["accounts_input"] == [str(given)]
+
+
+def test_an_accounts_file_keyed_unlike_the_traffic_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Raw ids beside a pseudonymised store match no account: sign-up evidence then
+    sees nothing, which the operator must hear."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    folder = _hand_built(tmp_path / "in")
+    table = pq.read_table(folder / "accounts.parquet")
+    raw = pc.utf8_upper(table.column("account_id"))
+    pq.write_table(table.set_column(0, "account_id", raw), tmp_path / "raw.parquet")
+    args = ["detect", str(folder), "--out", str(tmp_path / "f"), "--quiet"]
+    assert main([*args, "--accounts", str(tmp_path / "raw.parquet")]) == 0
+    err = capsys.readouterr().err
+    assert f"none of the {table.num_rows} accounts in the accounts table is an account" in err
+    assert main([*args, "--accounts", str(folder / "accounts.parquet")]) == 0
+    assert "none of the" not in capsys.readouterr().err
+    findings = tmp_path / "f" / "accounts.parquet"  # account ids, and no sign-up data
+    again = ["detect", str(folder), "--out", str(tmp_path / "g"), "--quiet"]
+    assert main([*again, "--accounts", str(findings)]) == 3
+    assert "no sign-up data in it" in capsys.readouterr().err
+
+
 def test_the_summary_counts_flagged_accounts_as_the_accounts_file_flags_them(
     tmp_path: Path,
 ) -> None:
@@ -373,13 +435,13 @@ def test_each_stage_s_end_is_a_line_on_stderr_unless_quiet(
 ) -> None:
     assert main(["detect", str(traffic), "--out", str(tmp_path / "a"), "--json"]) == 0
     captured = capsys.readouterr()
-    lines = captured.err.splitlines()
+    lines = [line for line in captured.err.splitlines() if " done in " in line]
     stages = ["features", "profiles", "evidence", "edges", "leiden", "campaigns"]
     assert [line.split()[2] for line in lines] == stages
     assert all(line.startswith("distillguard detect: ") and " MiB)" in line for line in lines)
     assert list(json.loads(captured.out)["seconds"]) == stages  # stdout is the JSON alone
     assert main(["detect", str(traffic), "--out", str(tmp_path / "b"), "--quiet"]) == 0
-    assert capsys.readouterr().err == ""
+    assert " done in " not in capsys.readouterr().err
 
 
 def test_until_and_accounts_are_checked(traffic: Path, tmp_path: Path) -> None:
@@ -517,6 +579,34 @@ def test_missing_optional_columns_are_named_in_the_summary(tmp_path: Path) -> No
     pq.write_table(table, tmp_path / "bare.parquet")
     summary = detect(tmp_path / "bare.parquet", tmp_path / "f")
     assert "prompt_text" in summary["missing_columns"] and "ip" in summary["missing_columns"]
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_column_empty_in_every_file_is_named_and_one_filled_somewhere_is_not(
+    traffic: Path, tmp_path: Path, cached: bool
+) -> None:
+    """A mapping naming a field the logs lack stores the column all null: the summary
+    names it as it names an absent one, and with or without a cache alike."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(traffic / "exchanges.parquet")
+    half = table.num_rows // 2
+    for name in ("prompt_text", "ip"):
+        at = table.column_names.index(name)
+        table = table.set_column(at, name, pa.nulls(table.num_rows, table.schema.field(name).type))
+    pq.write_table(table.slice(0, half), tmp_path / "a.parquet")
+    pq.write_table(table.slice(half).drop_columns(["ip"]), tmp_path / "b.parquet")
+    whole = pq.read_table(traffic / "exchanges.parquet").slice(0, 10)
+    pq.write_table(whole.drop_columns(["prompt_text"]), tmp_path / "c.parquet")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.parquet").rename(inputs / f"{name}.parquet")
+    cache = tmp_path / "cache" if cached else None
+    summary = detect(inputs, tmp_path / "f", cache=cache)
+    assert "prompt_text" in summary["missing_columns"]
+    assert "ip" not in summary["missing_columns"]  # c.parquet has addresses
 
 
 def test_copied_text_links_nobody_and_a_private_template_does(tmp_path: Path) -> None:

@@ -200,6 +200,37 @@ def test_a_damaged_cache_entry_is_digested_again(
     assert first["campaigns"] == again["campaigns"]
 
 
+@pytest.mark.parametrize("loss", ["a part removed", "every part removed", "a part added"])
+def test_a_cache_entry_that_lost_or_gained_a_part_is_digested_again(
+    days: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], loss: str
+) -> None:
+    """An entry whose part went (a cleaner of old files) would read as a day with no
+    exchanges, and findings a day short; one with a stray part as a day doubled."""
+    cache = tmp_path / "cache"
+    detect(days / "history.parquet", tmp_path / "f1", cache=cache)
+    (entry,) = _entries(cache)
+    parts = sorted(entry.glob("*.parquet"))
+    if loss == "a part added":
+        pq.write_table(pq.read_table(parts[0]), entry / "part-9.parquet")
+    else:
+        for part in parts if loss == "every part removed" else parts[:1]:
+            part.unlink()
+    again = detect(days / "history.parquet", tmp_path / "f2", cache=cache)
+    assert (again["digested_files"], again["reused_files"]) == (1, 0)
+    assert "is damaged; digesting it again" in capsys.readouterr().err
+    _same(tmp_path / "f1", tmp_path / "f2")
+
+
+def test_a_cache_keeps_apart_the_digests_of_each_engine(days: Path) -> None:
+    """Spark's digests hold signed hashes, DuckDB's unsigned ones: a nightly job that
+    switches engine must not read one engine's days beside the other's."""
+    from distillguard.detect.inputs import _key
+
+    history = days / "history.parquet"
+    assert _key(history, "duckdb") != _key(history, "spark")
+    assert _key(history, "duckdb") == _key(history, "duckdb")
+
+
 def test_a_window_reads_only_the_days_it_covers(days: Path, tmp_path: Path) -> None:
     """A nightly run over the last days of a long store: the day before the window is
     neither read nor digested, its cached digest stays, and the findings are those of

@@ -60,9 +60,20 @@ def test_a_findings_or_cache_folder_that_would_harm_the_input_is_refused_first(
     other_sim = tmp_path / "other-sim"
     other_sim.mkdir()
     (other_sim / "labels.parquet").write_bytes((days / "sim" / "labels.parquet").read_bytes())
+    logs_of_mine = tmp_path / "mine"
+    logs_of_mine.mkdir()
+    (logs_of_mine / "ops-notes.txt").write_text("not findings")
     before = _snapshot(tmp_path)
     refused = {
         "which detect did not write": [str(sim), "--out", str(other_sim)],
+        "holds ops-notes.txt": [str(sim), "--out", str(logs_of_mine)],
+        "--cache {} is a store or inside one".format(store / "c"): [
+            str(sim),
+            "--out",
+            str(tmp_path / "f"),
+            "--cache",
+            str(store / "c"),
+        ],
         "a file, not a folder": [str(sim), "--out", str(tmp_path / "a-file")],
         "its accounts.parquet would replace the input": [str(sim), "--out", str(sim)],
         "its exchanges.parquet would replace": [str(sim / "exchanges.parquet"), "--out", str(sim)],

@@ -59,6 +59,19 @@ def test_duplicates_within_one_input_and_across_days(tmp_path: Path) -> None:
     assert all(p.parent.name.startswith("day=") for p in store.files("exchanges"))
 
 
+@pytest.mark.parametrize("folder", ["logs [prod]", "a*b?{c}", "it's"])
+def test_a_store_under_a_folder_named_like_a_pattern_takes_ingests(
+    tmp_path: Path, folder: str
+) -> None:
+    """`[prod]` is a set of characters to a glob: the staged files are listed, not
+    globbed, so the store takes its first ingest and the next."""
+    store = tmp_path / folder / "store"
+    first = run(write_jsonl(tmp_path / "a.jsonl", records(30)), store)
+    later = run(write_jsonl(tmp_path / "b.jsonl", records(10, prefix="n", day=23)), store)
+    assert (first.stored, later.stored) == (30, 10)
+    assert Store(store).read().num_rows == 40
+
+
 def test_a_failed_run_commits_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run(write_jsonl(tmp_path / "a.jsonl", records(5)), tmp_path / "s")
     before = (tmp_path / "s" / "manifest.json").read_bytes()
@@ -119,8 +132,13 @@ def test_stores_of_another_version_or_foreign_folders_are_refused(tmp_path: Path
     manifest = tmp_path / "s" / "manifest.json"
     body = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**body, "version": 99}))
-    with pytest.raises(StoreError, match="version 99"):
+    with pytest.raises(StoreError, match=r"version 99.*upgrade distillguard"):
         rows(tmp_path / "s")
+    for edited in ("1", True, 1.0, 0, None):  # a marker edited by hand is no version
+        manifest.write_text(json.dumps({**body, "version": edited}))
+        with pytest.raises(StoreError, match=r"damaged: version .* is none we wrote"):
+            rows(tmp_path / "s")
+    manifest.write_text(json.dumps(body))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(StoreError, match="not empty"):
@@ -320,6 +338,37 @@ def test_a_reader_leaving_takes_no_writer_lock_unless_files_wait_and_keeps_permi
     finally:
         os.umask(mask)
     assert (manifest.stat().st_mode & 0o777) == 0o664
+
+
+def test_a_reader_that_may_not_write_the_readers_file_still_holds_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detect run on a read-only mount (or as a service user) cannot open the readers
+    file to write; it locks it opened to read, so an ingest meanwhile retires the
+    accounts file the run reads instead of deleting it. Fault injected: root writes
+    through any permission."""
+    import builtins
+
+    from distillguard import store as stores
+
+    real = builtins.open
+    readers_only = {"on": False}
+
+    def read_only(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if readers_only["on"] and str(file).endswith(".readers") and mode != "r":
+            raise PermissionError(13, "Permission denied")
+        return real(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(stores, "open", read_only, raising=False)
+    account = {"account_id": "a1", "created_at": "2026-04-01", "signup_channel": "x"}
+    run(write_jsonl(tmp_path / "a.jsonl", [account]), tmp_path / "s", table="accounts")
+    store = Store(tmp_path / "s")
+    (first,) = store.files("accounts")
+    readers_only["on"] = True  # the writer may write it; this reader may not
+    with stores.shared(store.root / ".readers"):
+        readers_only["on"] = False
+        run(write_jsonl(tmp_path / "b.jsonl", [account]), store.root, table="accounts")
+        assert first.is_file() and store.manifest().retired
 
 
 def test_a_writer_deletes_only_what_a_killed_run_left(tmp_path: Path) -> None:

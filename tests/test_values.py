@@ -46,7 +46,18 @@ def test_rfc2822_and_naive_text(moment: datetime) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["yesterday", "", "2026-13-01T00:00:00Z", "1899-01-01T00:00:00Z", "NaN", "-5"]
+    "text",
+    [
+        "yesterday",
+        "",
+        "2026-13-01T00:00:00Z",
+        "1899-01-01T00:00:00Z",
+        "NaN",
+        "-5",
+        "Mar 4, 2026 10:00 PM",  # the e-mail parser would drop the PM: 12 hours off
+        "4 Mar 2026 22:00:00 CET",  # and take a zone it does not know for UTC
+        "4 Mar 2026 10:00 PM",
+    ],
 )
 def test_bad_timestamps_are_refused(text: str) -> None:
     with pytest.raises(ValueError):

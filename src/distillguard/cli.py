@@ -732,6 +732,22 @@ def _detect(args: argparse.Namespace) -> int:
             "before its first exchange",
             file=sys.stderr,
         )
+    if summary["missing_columns"]:
+        print(  # a mapping naming a field the logs lack stores an empty column
+            "distillguard detect: the input has no value in "
+            + ", ".join(summary["missing_columns"])
+            + ": the signals that need them were skipped",
+            file=sys.stderr,
+        )
+    matched = summary["accounts_matched"]
+    if matched and matched["accounts"] and not matched["in_traffic"]:
+        print(
+            f"distillguard detect: none of the {matched['accounts']} accounts in the accounts "
+            "table is an account of the traffic, so sign-up evidence and trusted channels "
+            "saw nothing: are its ids keyed as the store's are? (`distillguard ingest "
+            "--table accounts` into the store keys them alike)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(summary, indent=2))
         return OK
@@ -741,12 +757,6 @@ def _detect(args: argparse.Namespace) -> int:
         f"{summary['flagged_substreams']} sub-streams of mixed accounts flagged; "
         f"findings in {args.out}\n  {summary['calibration']}"
     )
-    if summary["missing_columns"]:
-        print(
-            "  the input has no "
-            + ", ".join(summary["missing_columns"])
-            + ": the signals that need them were skipped"
-        )
     for group in summary["held_back"]:
         joined = f", beside {group['campaign_id']}" if group["campaign_id"] else ""
         print(
@@ -841,6 +851,12 @@ def _ingest(args: argparse.Namespace) -> int:
     )
     summary = ingest(args.paths, args.store, options)
     report = summary.to_dict()
+    for column, name in summary.unfilled.items():
+        print(  # a mistyped field would otherwise leave the column empty unsaid
+            f"distillguard ingest: no record has the mapped field {name!r}, so {column} is "
+            "empty in what was stored: is the field's name or path right?",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -854,11 +870,21 @@ def _ingest(args: argparse.Namespace) -> int:
         )
     if args.max_bad_ratio is None and summary.bad_ratio == 1:
         common = summary.quarantined.most_common(1)[0][0]
+        hint = COMMON_HINTS.get(common, "")
         raise InputError(
-            f"every record was quarantined (most as {common}: the wrong --format?); see "
+            f"every record was quarantined (most as {common}{hint}); see "
             f"{summary.quarantine_file} for why (--max-bad-ratio 1 accepts that)"
         )
     return OK
+
+
+# What the most common reason for quarantining every record usually means.
+COMMON_HINTS = {
+    "unrecognised_format": ": the wrong --format, or an accounts table without --table accounts?",
+    "missing_field": ": a required column has no value (the wrong --format? --map names its "
+    "field, --set gives it one value)",
+    "wrong_type": ": the wrong --format or a mapping to the wrong field?",
+}
 
 
 def _print_summary(report: dict[str, Any]) -> None:

@@ -168,7 +168,9 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, name: str) -> pa.ChunkedArra
         if pa.types.is_timestamp(field.type) and pa.types.is_timestamp(column.type):
             if column.type.tz is None:
                 column = pc.assume_timezone(column, "UTC")
-            return column.cast(field.type)
+            # Nanoseconds (pandas' default) to microseconds: what is cut is below the
+            # schema's resolution, not data.
+            return column.cast(field.type, safe=column.type.unit != "ns")
         return column.cast(field.type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise SchemaError(

@@ -157,10 +157,14 @@ class Manifest:
         if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise StoreError(f"{where} is not a distillguard manifest")
         version = body.get("version")
+        if type(version) is not int or version < 1:  # "1", true, 1.0: an edited marker
+            raise StoreError(f"{where} is damaged: version {json.dumps(version)} is none we wrote")
         if version != VERSION:
+            newer = version > VERSION
+            remedy = "upgrade distillguard" if newer else "an older distillguard reads it"
             raise StoreError(
                 f"{where} is a store of format version {version}; this distillguard reads "
-                f"version {VERSION} (upgrade distillguard, or ingest into a new store)"
+                f"version {VERSION} ({remedy}, or ingest the logs into a new store)"
             )
         body.pop("format")
         known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
@@ -214,7 +218,7 @@ def shared(lock: Path) -> Iterator[None]:
     `exclusive`); in a folder we may not write to, or on a mount without locks, no
     writer can hold it either, and the block runs without it."""
     try:
-        handle = open(lock, "a+")  # noqa: SIM115 - closed below
+        handle = _lockable(lock)
     except OSError:
         yield
         return
@@ -222,6 +226,17 @@ def shared(lock: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):  # no locks on this mount (NFS without its
             fcntl.flock(handle, fcntl.LOCK_SH)  # lock service): no writer runs either
         yield
+
+
+def _lockable(lock: Path) -> IO[str]:
+    """The file `lock` opened to be locked: made if absent, else opened to read when it
+    may not be written (a read-only mount, a service user beside the store's owner),
+    since a lock needs no more. A reader that held no lock would have a writer delete
+    the file it was about to read."""
+    try:
+        return open(lock, "a+")
+    except OSError:
+        return open(lock)
 
 
 class Store:
@@ -353,7 +368,12 @@ class Store:
     @contextmanager
     def _unread(self) -> Iterator[bool]:
         """Whether no run is reading the store, held so while the block runs."""
-        with open(self.root / READERS, "a+") as handle:
+        try:
+            handle = _lockable(self.root / READERS)
+        except OSError:  # cannot be opened at all: keep what a reader may read
+            yield False
+            return
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:  # a reader holds it (or locks fail here): keep what it may read

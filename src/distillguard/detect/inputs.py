@@ -40,6 +40,7 @@ from distillguard.schema import EXCHANGES
 from distillguard.store import MANIFEST, Store, exclusive
 
 LOCK = ".lock"  # held by the run using the cache
+PARTS = "_parts.json"  # in each entry: its Parquet parts and sizes (Spark skips "_" names)
 ENTRY = re.compile(r"[0-9a-f]{24}|\.[0-9a-f]{24}\.partial")  # a file's digests (`_key`)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SQL_TYPES = {
@@ -239,25 +240,22 @@ def digests(
     cache: Path | None,
     workers: int,
     held: list[File] | None = None,
-) -> tuple[list[File], list[str], dict[str, int]]:
-    """Digest folders covering `files`; the optional columns the input lacks; how many
-    files were digested and how many reused from the cache. Cached digests of `held`
-    files (the whole input, of which `files` may be a window) are kept."""
+) -> tuple[list[File], dict[str, int]]:
+    """Digest folders covering `files`; how many files were digested and how many
+    reused from the cache. Cached digests of `held` files (the whole input, of which
+    `files` may be a window) are kept."""
     counts = {"digested_files": 0, "reused_files": 0}
     if cache is None or any(is_uri(f) for f in files):
         folder = db.scratch_folder("digests", work / "digests")
-        absent = load(db, "raw", files, EXCHANGES)
+        load(db, "raw", files, EXCHANGES)
         db.digest("raw", folder, workers)
         counts["digested_files"] = len(files)
-        return [folder], absent, counts
+        return [folder], counts
     folders: list[File] = []
-    missing: set[str] = set()
     for file in files:
         path = Path(file)
-        target = cache / _key(path)
-        present = set(pq.read_schema(path).names)
-        missing |= {f.name for f in EXCHANGES if f.name not in present}
-        if target.is_dir() and any(_unreadable(part) for part in target.glob("*.parquet")):
+        target = cache / _key(path, db.name)
+        if target.is_dir() and not _whole(target):
             # The cache is derived data: a damaged entry is never a reason to stop.
             warning = f"the cached digest of {path} is damaged; digesting it again"
             print(f"distillguard: {warning}", file=sys.stderr)
@@ -267,16 +265,41 @@ def digests(
             partial = cache / f".{target.name}.partial"
             shutil.rmtree(partial, ignore_errors=True)
             db.digest("raw", partial, workers)
+            _list_parts(partial)
             partial.replace(target)
             counts["digested_files"] += 1
         else:
             counts["reused_files"] += 1
         folders.append(target)
-    kept = {cache / _key(Path(f)) for f in held or []} | set(folders)
+    kept = {cache / _key(Path(f), db.name) for f in held or []} | set(folders)
     for stale in set(cache.iterdir()) - kept:  # superseded, broken
         if ENTRY.fullmatch(stale.name):
             shutil.rmtree(stale, ignore_errors=True)
-    return folders, sorted(missing, key=EXCHANGES.names.index), counts
+    return folders, counts
+
+
+def empty_columns(files: list[File]) -> list[str]:
+    """The optional exchange columns that no file holds a value of: absent, or null in
+    every row by the footers' statistics (a mapping that named a field the logs do not
+    have stores such a column, and the signals that read it see nothing). A file whose
+    footer does not tell, or an object-storage URI, counts as holding every column."""
+    empty = {f.name for f in EXCHANGES if f.nullable}
+    for file in files:
+        if is_uri(file):
+            return []
+        empty &= _empty_in(Path(file))
+    return [name for name in EXCHANGES.names if name in empty]
+
+
+def _empty_in(file: Path) -> set[str]:
+    meta = pq.read_metadata(file)
+    where = {meta.schema.column(k).path: k for k in range(meta.num_columns)}
+    empty = set(EXCHANGES.names) - set(where)
+    for name, k in where.items():
+        chunks = [meta.row_group(g).column(k) for g in range(meta.num_row_groups)]
+        if all(c.statistics and c.statistics.null_count == c.num_values for c in chunks):
+            empty.add(name)
+    return empty
 
 
 def hold(cache: Path) -> AbstractContextManager[None]:
@@ -308,15 +331,41 @@ def _foreign(cache: Path) -> Iterator[str]:
                 yield entry.name
 
 
-def _key(file: Path) -> str:
+def _key(file: Path, engine: str) -> str:
     """What names a file's digest: its path, size and modification time, as `make` and
     `rsync` judge a file changed, and its Parquet footer (the row groups' sizes, counts
     and statistics), for a file rewritten in place with its size and time kept (`cp -p`,
-    `touch -r`, a clock coarser than the writes)."""
+    `touch -r`, a clock coarser than the writes); and the engine that wrote it, whose
+    types differ (Spark has no unsigned integers: its hashes are signed, DuckDB's not),
+    so a nightly job that changes engine digests again rather than mixing the two."""
     stat = file.stat()
     footer = hashlib.sha256(_footer(file)).hexdigest()
-    text = f"{VERSION}|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{footer}"
+    text = f"{VERSION}|{engine}|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{footer}"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _list_parts(entry: Path) -> None:
+    """Name an entry's Parquet parts and their sizes in it, so that a part lost later
+    (a cleaner of old files, a copy cut short) is seen, not read as a day with fewer
+    exchanges."""
+    parts = {p.name: p.stat().st_size for p in sorted(entry.glob("*.parquet"))}
+    (entry / PARTS).write_text(json.dumps(parts))
+
+
+def _whole(entry: Path) -> bool:
+    """Whether a cached entry holds every part it was written with, each readable and
+    of its size, and no other."""
+    try:
+        listed = json.loads((entry / PARTS).read_text())
+    except (OSError, ValueError):
+        return False
+    present = {p.name: p for p in entry.glob("*.parquet")}
+    if not isinstance(listed, dict) or set(listed) != set(present):
+        return False
+    return all(
+        present[name].stat().st_size == size and _unreadable(present[name]) is None
+        for name, size in listed.items()
+    )
 
 
 def _footer(file: Path) -> bytes:

@@ -35,6 +35,7 @@ from distillguard.detect import memory
 from distillguard.detect.inputs import (
     File,
     digests,
+    empty_columns,
     exchanges_only,
     hold,
     in_window,
@@ -61,6 +62,7 @@ from distillguard.schema import (
     FINDINGS_LOCK,
     SIMULATION_FILES,
 )
+from distillguard.signup.risk import read_accounts
 from distillguard.store import exclusive, in_store, replacing_all
 
 P = ParamSpec("P")
@@ -122,13 +124,15 @@ def detect(
         if not is_uri(accounts) and not Path(accounts).is_file():
             raise InputError(f"{accounts}: no such accounts file")
         account_files = [accounts if is_uri(accounts) else Path(accounts)]
+    accounts_input = [str(f) for f in account_files]
     channels = sorted({c.strip() for c in trusted_channels} - {""})
     if channels and not account_files:
         raise UsageError(
             "--trusted-channel reads the accounts' sign-up channels: give --accounts "
             "(or a store holding accounts)"
         )
-    readable([*exchange_files, *account_files])
+    given = accounts is not None and not is_uri(accounts)  # any format: read_accounts
+    readable([*exchange_files, *([] if given else account_files)])
     exchanges_only(exchange_files)
     _check_places(Path(out), cache, source, [*exchange_files, *account_files])
     since, until = _moment("since", since), _moment("until", until)
@@ -146,7 +150,9 @@ def detect(
         db = open_engine(engine, work, memory_limit, cores=workers, **(engine_options or {}))
         if not window:
             raise InputError(f"no exchanges to analyse{_between(since, until)}")
-        folders, missing, reuse = _digests(db, window, work, cache, workers, exchange_files)
+        if given:
+            account_files = [_canonical_accounts(Path(account_files[0]), work)]
+        folders, reuse = _digests(db, window, work, cache, workers, exchange_files)
         reuse["files_outside_window"] = len(exchange_files) - len(window)
         db.digests_done()
         load(db, "exchanges", folders, DIGEST, since, until)
@@ -157,6 +163,7 @@ def detect(
         _check_account_ids(db, ["exchanges", "accounts"] if account_files else ["exchanges"])
         clock.lap("features")
         db.run(evidence.NODES_SQL)
+        matched = _matched_accounts(db) if account_files else None
         others = ", ".join(
             c for c in db.columns("node_exchanges") if c not in ("account_id", "node")
         )
@@ -179,14 +186,15 @@ def detect(
         findings = _findings(db, edges, linked, labels, nodes, fpr, trusted)
         findings["summary"]["trusted_channels"] = channels
         findings["summary"]["trusted_accounts"] = int(trusted.sum())
-        findings["summary"]["missing_columns"] = missing
+        findings["summary"]["missing_columns"] = empty_columns(window)
+        findings["summary"]["accounts_matched"] = matched
         findings["summary"].update(reuse)
         findings["summary"]["engine"] = db.name
         clock.lap("campaigns")
         findings["summary"]["seconds"] = clock.laps
         findings["summary"]["peak_memory_mib"] = memory.peak()
         findings["summary"]["input"] = str(source)
-        findings["summary"]["accounts_input"] = [str(f) for f in account_files]
+        findings["summary"]["accounts_input"] = accounts_input
         _write(Path(out), findings)
         return findings["summary"]
     except BaseException:
@@ -201,7 +209,7 @@ def detect(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _digests(db: Engine, *args: Any) -> tuple[list[File], list[str], dict[str, int]]:
+def _digests(db: Engine, *args: Any) -> tuple[list[File], dict[str, int]]:
     """`digests`, with values that do not fit the canonical schema (null or unparsable
     timestamps, a null account) reported as the input's fault, not a bug."""
     try:
@@ -231,6 +239,33 @@ def _close(db: Engine, quietly: bool) -> None:
     except Exception:
         if not quietly:
             raise
+
+
+def _canonical_accounts(given: Path, work: Path) -> Path:
+    """The operator's accounts file (Parquet, CSV or JSON Lines; sign-up times in any
+    unit, zone or as ISO text) as canonical Parquet in the scratch folder, which the
+    engine then reads as it reads a store's accounts."""
+    table = read_accounts(given)
+    signup = [table.column(f.name) for f in ACCOUNTS if f.nullable]
+    if table.num_rows and all(c.null_count == table.num_rows for c in signup):
+        raise InputError(
+            f"{given}: no sign-up data in it (no {', '.join(ACCOUNTS.names[1:4])}, ...): "
+            "is it the accounts table? (findings and exchanges have account ids too)"
+        )
+    target = work / "accounts.parquet"
+    pq.write_table(table, target)
+    return target
+
+
+def _matched_accounts(db: Engine) -> dict[str, int]:
+    """How many of the accounts table's accounts are accounts of the traffic: none, when
+    its ids are raw and the store's keyed (or the other way), and then sign-up evidence
+    and trust see nothing, which the CLI says."""
+    ((rows, matched),) = db.rows(
+        "SELECT count(*), count(n.node) FROM (SELECT DISTINCT account_id FROM accounts) a "
+        "LEFT JOIN node_ids n ON n.node = a.account_id"
+    )
+    return {"accounts": int(rows), "in_traffic": int(matched)}
 
 
 def _check_account_ids(db: Engine, tables: list[str]) -> None:
@@ -270,13 +305,21 @@ def _check_places(out: Path, cache: Path | None, source: File, files: list[File]
                 "give the findings a folder of their own"
             )
     others = [n for n in (*FINDINGS_FILES, *SIMULATION_FILES) if (out / n).is_file()]
-    if others and not (out / FINDINGS_FILES[-1]).is_file():  # findings end with a summary
+    if out.is_dir() and not (out / FINDINGS_FILES[-1]).is_file():  # findings end with a summary
+        others += sorted(
+            p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in others
+        )
+    if others and not (out / FINDINGS_FILES[-1]).is_file():
         raise UsageError(
             f"--out {out} holds {others[0]}, which detect did not write (a simulator's "
-            "folder, another export): give the findings a folder of their own"
+            "folder, logs, another export): give the findings a folder of their own"
         )
     if cache is not None and out.resolve().is_relative_to(cache.resolve()):
         raise UsageError(f"--out {out} is inside --cache {cache}: give each a folder of its own")
+    if cache is not None and in_store(cache):
+        raise UsageError(
+            f"--cache {cache} is a store or inside one: give the cache a folder of its own"
+        )
     for flag, place in (("--out", out), ("--cache", cache)):
         if (
             place is not None

@@ -54,7 +54,11 @@ def quote(name: str) -> str:
 
 
 def _glob(folder: Path, pattern: str = "*.parquet") -> str:
-    return "'" + str(folder / pattern).replace("'", "''") + "'"
+    """The files under `folder` matching `pattern`, as a SQL list: listed here, since
+    DuckDB's glob would read `[` and `]` in a folder's name (`logs [prod]`) as a set of
+    characters and find nothing. None found: the pattern, for DuckDB to say so."""
+    files = sorted(folder.glob(pattern))
+    return sql_list(files) if files else "'" + str(folder / pattern).replace("'", "''") + "'"
 
 
 def sql_list(files: Sequence[Path | str]) -> str:

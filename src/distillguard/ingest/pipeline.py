@@ -69,6 +69,8 @@ class Summary:
     stored: int = 0
     run_id: str | None = None
     quarantine_file: str | None = None
+    filled: set[str] = field(default_factory=set)  # mapped columns some record filled
+    unfilled: dict[str, str] = field(default_factory=dict)  # column: the field none had
 
     @property
     def bad_ratio(self) -> float:
@@ -88,6 +90,7 @@ class Summary:
             "skipped_by_reason": dict(self.skipped),
             "bad_ratio": round(self.bad_ratio, 6),
             "quarantine_file": self.quarantine_file,
+            "mapped_fields_not_found": self.unfilled,
         }
 
 
@@ -100,6 +103,11 @@ def ingest(paths: Iterable[str | Path], store_root: str | Path, options: Options
         raise UsageError(f"unknown --format {options.format!r}; known: {', '.join(FORMATS)}")
     if options.mapping:
         MappedAdapter(options.mapping, options.table)  # checks the column names up front
+        if options.format:
+            raise UsageError(
+                f"--format {options.format} and a mapping (--map, --map-file) both given: "
+                "a mapping reads plain records, a format a product's; give one"
+            )
     unknown = [c for c in options.constants if c not in TABLES[options.table].names]
     if unknown:
         raise UsageError(f"--set names unknown {options.table} column(s): {', '.join(unknown)}")
@@ -117,6 +125,8 @@ def ingest(paths: Iterable[str | Path], store_root: str | Path, options: Options
         summary.run_id = txn.id
         quarantine = Quarantine(txn.staging / "quarantine.jsonl")
         staged = _stage(files, options, txn, quarantine, summary)
+        if summary.rows_mapped:  # a mistyped field leaves its column empty: say which
+            summary.unfilled = {c: f for c, f in options.mapping.items() if c not in summary.filled}
         validated = _validate(staged, options, txn, quarantine, pseudonymiser, summary)
         if options.table == "exchanges":
             _commit_exchanges(validated, txn, summary, options)
@@ -269,6 +279,8 @@ def _stage_file(
         )
     if summary.records_read == before:
         summary.skipped["no_records"] += 1
+    if isinstance(adapter, MappedAdapter):
+        summary.filled |= adapter.filled
     return {
         "path": source,
         "format": adapter.name,

@@ -163,10 +163,22 @@ def _from_text(text: str) -> datetime:
         return datetime.fromisoformat(candidate)
     except ValueError:
         pass
-    try:
-        return parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        raise ValueError(f"unrecognised timestamp {text[:40]!r}") from None
+    if RFC_2822.fullmatch(text):
+        try:
+            return parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            pass
+    raise ValueError(f"unrecognised timestamp {text[:40]!r}")
+
+
+# RFC 2822's date-time, zone optional (then UTC, as naive ISO text is). The e-mail parser
+# alone takes more: "Mar 4, 2026 10:00 PM" as 10:00, and an unknown zone name ("CET")
+# as UTC; such times are quarantined, not stored hours off.
+RFC_2822 = re.compile(
+    r"(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s+\d{1,2}:\d{2}(?::\d{2})?"
+    r"(?:\s*(?:[+-]\d{4}|UT|UTC|GMT|Z|[ECMP][SD]T))?",
+    re.IGNORECASE,
+)
 
 
 # Counts cannot be negative; a negative one is a logging bug, not a fact to store.

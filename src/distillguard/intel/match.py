@@ -242,7 +242,7 @@ def match_traffic(
     work = Path(tempfile.mkdtemp(prefix="distillguard-match-"))
     db = open_engine("duckdb", work, memory_limit)
     try:
-        folders, _, _ = digests(db, files, work, None, default_workers())
+        folders, _ = digests(db, files, work, None, default_workers())
         load(db, "exchanges", folders, DIGEST)
         matches = match(db, peers, key)
     finally:

@@ -29,8 +29,9 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
-from distillguard.errors import InputError
+from distillguard.errors import InputError, SchemaError
 from distillguard.ingest.engine import connect
+from distillguard.ingest.values import to_ts
 from distillguard.privacy import network
 from distillguard.schema import ACCOUNTS, conform
 
@@ -107,7 +108,28 @@ def read_accounts(path: str | Path) -> pa.Table:
             raise InputError(f"{source}: accounts must be Parquet, CSV or JSON Lines")
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{source}: cannot read accounts: {exc}") from None
-    return conform(table, ACCOUNTS, name=str(source))
+    return conform(_sign_up_times(table, str(source)), ACCOUNTS, name=str(source))
+
+
+def _sign_up_times(table: pa.Table, name: str) -> pa.Table:
+    """`created_at` given as text or epoch numbers read as ingest reads times (ISO 8601
+    of any precision and zone, RFC 2822, seconds to nanoseconds by magnitude): a CSV's
+    column is text, and Arrow's own cast takes neither nine decimals nor epoch seconds."""
+    if "created_at" not in table.column_names:
+        return table
+    column = table.column("created_at")
+    kind = column.type
+    if not (pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return table
+    times = []
+    for row, value in enumerate(column.to_pylist(), 1):
+        try:
+            blank = value is None or (isinstance(value, str) and not value.strip())
+            times.append(None if blank else to_ts(value))
+        except ValueError as exc:
+            raise SchemaError(f"{name}: created_at of row {row}: {exc}") from None
+    at = table.column_names.index("created_at")
+    return table.set_column(at, "created_at", pa.array(times, pa.timestamp("us", "UTC")))
 
 
 def signup_risk(accounts: pa.Table) -> pa.Table:

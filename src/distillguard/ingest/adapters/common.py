@@ -50,7 +50,9 @@ def dig(value: Any, *path: str | int) -> Any:
     """value[path[0]][path[1]]…, parsing JSON strings on the way; None when absent."""
     for step in path:
         value = as_obj(value)
-        if isinstance(step, int):
+        if isinstance(step, int) and isinstance(value, dict):  # a key that is a number
+            value = value.get(str(step))
+        elif isinstance(step, int):
             if not isinstance(value, list) or not -len(value) <= step < len(value):
                 return None
             value = value[step]
