@@ -129,6 +129,38 @@ def test_a_mapped_field_no_record_has_is_said_and_a_list_index_reaches_in(
     assert pq.read_table(part).column("prompt_text").to_pylist() == ["write a parser"]
 
 
+def test_mapping_paths_keep_keys_that_look_like_numbers_and_unsaid_what_is_filled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "01" is a key, not the list index 1; -1 indexes from the end; a field that is
+    there but holds no system turn, or a column --set fills, is no mistyped field."""
+    record = {
+        "id": "r1",
+        "at": "2026-04-22T10:00:00Z",
+        "org": "a",
+        "model": "m",
+        "attrs": {"01": "key-a", "²": "odd"},
+        "body": {
+            "messages": [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]
+        },
+    }
+    write_jsonl(tmp_path / "log.jsonl", [record])
+    mapping = {"request_id": "id", "ts": "at", "account_id": "org", "model": "model",
+               "api_key_id": "attrs.01", "end_user_id": "attrs.²",
+               "prompt_text": "body.messages.-1.content", "system_text": "body.messages",
+               "user_agent": "absent"}  # fmt: skip
+    args = ["ingest", str(tmp_path / "log.jsonl"), "--store", str(tmp_path / "s"), "--quiet"]
+    pairs = [f"--map={column}={field}" for column, field in mapping.items()]
+    assert main([*args, *pairs, "--set", "user_agent=curl", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["mapped_fields_not_found"] == {}
+    assert "no record has" not in captured.err
+    (part,) = (tmp_path / "s").rglob("day=*/*.parquet")
+    (row,) = pq.read_table(part).to_pylist()
+    assert (row["api_key_id"], row["end_user_id"], row["prompt_text"]) == ("key-a", "odd", "two")
+    assert row["system_text"] is None and row["user_agent"] == "curl"
+
+
 def test_a_locked_store_is_exit_code_5(tmp_path: Path) -> None:
     from distillguard.store import Store
 

@@ -603,6 +603,7 @@ def test_a_column_empty_in_every_file_is_named_and_one_filled_somewhere_is_not(
     inputs.mkdir()
     for name in ("a", "b", "c"):
         (tmp_path / f"{name}.parquet").rename(inputs / f"{name}.parquet")
+    pq.write_table(whole.slice(0, 0), inputs / "d.parquet")  # no rows: says nothing
     cache = tmp_path / "cache" if cached else None
     summary = detect(inputs, tmp_path / "f", cache=cache)
     assert "prompt_text" in summary["missing_columns"]

@@ -98,6 +98,18 @@ def test_a_findings_or_cache_folder_that_would_harm_the_input_is_refused_first(
     assert not (tmp_path / "f").exists()
 
 
+def test_findings_may_go_to_a_new_volume_or_a_folder_with_hidden_files(
+    days: Path, tmp_path: Path
+) -> None:
+    """A fresh ext4 volume holds lost+found; a desktop adds .DS_Store: neither is
+    something findings would harm."""
+    volume = tmp_path / "volume"
+    (volume / "lost+found").mkdir(parents=True)
+    (volume / ".DS_Store").write_bytes(b"")
+    assert main(["detect", str(days / "history.parquet"), "--out", str(volume), "--quiet"]) == 0
+    assert (volume / "summary.json").is_file() and (volume / "lost+found").is_dir()
+
+
 def test_a_cache_never_deletes_what_it_did_not_make(days: Path, tmp_path: Path) -> None:
     """A mistyped --cache (the home folder, the logs' folder) is refused, not pruned; a
     cache's own superseded digests still go."""

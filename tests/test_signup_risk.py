@@ -147,6 +147,40 @@ def test_the_command_writes_scores_and_reads_csv(
     assert read_accounts(tmp_path / "accounts.csv").num_rows == 429
 
 
+def test_text_accounts_files_keep_ids_as_written_and_read_times_in_any_form(
+    tmp_path: Path,
+) -> None:
+    """A CSV's "0000005" is an id, not the number 5 (it would match no account of the
+    traffic); JSON Lines may mix epoch numbers and text in one column; either gzipped."""
+    import gzip
+
+    (tmp_path / "a.csv").write_text(
+        "account_id,created_at,signup_channel\n0000005,2026-03-04T10:00:00Z,x\n"
+        "0000006,1772618400,x\n0000007,,x\n"
+    )
+    lines = [
+        {"account_id": "0000005", "created_at": 1772618400000},
+        {"account_id": "0000006", "created_at": "Wed, 04 Mar 2026 10:00:00 +0000"},
+        {"account_id": 7, "created_at": None, "verification": {"kind": "kyc"}},
+    ]
+    text = "\n".join(json.dumps(line) for line in lines) + "\n"
+    (tmp_path / "a.jsonl").write_text(text)
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as packed:
+        packed.write(text)
+    with gzip.open(tmp_path / "a.csv.gz", "wt") as packed:
+        packed.write((tmp_path / "a.csv").read_text())
+    moment = datetime(2026, 3, 4, 10, tzinfo=UTC)
+    for name in ("a.csv", "a.csv.gz"):
+        table = read_accounts(tmp_path / name)
+        assert table.column("account_id").to_pylist() == ["0000005", "0000006", "0000007"]
+        assert table.column("created_at").to_pylist() == [moment, moment, None]
+    for name in ("a.jsonl", "a.jsonl.gz"):
+        table = read_accounts(tmp_path / name)
+        assert table.column("account_id").to_pylist() == ["0000005", "0000006", "7"]
+        assert table.column("created_at").to_pylist() == [moment, moment, None]
+        assert table.column("verification").to_pylist()[2] == '{"kind": "kyc"}'
+
+
 def test_bad_accounts_files_are_refused_with_the_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -159,3 +193,9 @@ def test_bad_accounts_files_are_refused_with_the_reason(
     assert main(["signup-risk", "--accounts", str(tmp_path / "c.parquet")]) == 3
     err = capsys.readouterr().err
     assert "account_id" in err and "Traceback" not in err
+    (tmp_path / "d.jsonl").write_text('{"account_id": "a"}\n[1, 2]\n')
+    assert main(["signup-risk", "--accounts", str(tmp_path / "d.jsonl")]) == 3
+    assert "line 2 is not a JSON object" in capsys.readouterr().err
+    (tmp_path / "e.csv").write_text("account_id,created_at\na,10:00 PM on Tuesday\n")
+    assert main(["signup-risk", "--accounts", str(tmp_path / "e.csv")]) == 3
+    assert "created_at of row 1: unrecognised timestamp" in capsys.readouterr().err

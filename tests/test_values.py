@@ -46,6 +46,21 @@ def test_rfc2822_and_naive_text(moment: datetime) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("Wed, 04 Mar 26 10:00:00 +0000", "2026-03-04T10:00:00"),  # a two-digit year
+        ("Wed, 04 Mar 2026 10:00:00 +0100 (CET)", "2026-03-04T09:00:00"),  # a zone comment
+        ("Wed Mar  4 10:00:00 2026", "2026-03-04T10:00:00"),  # ctime
+        ("Wednesday, 04-Mar-26 10:00:00 GMT", "2026-03-04T10:00:00"),  # an HTTP date
+        ("Tue 04 Mar 2026 10:00:00 -0000", "2026-03-04T10:00:00"),
+        ("4 Mar 2026 22:00 EST", "2026-03-05T03:00:00"),
+    ],
+)
+def test_the_dates_mail_and_http_write_are_read(text: str, utc: str) -> None:
+    assert to_ts(text) == datetime.fromisoformat(utc).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "yesterday",

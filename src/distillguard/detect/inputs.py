@@ -293,6 +293,8 @@ def empty_columns(files: list[File]) -> list[str]:
 
 def _empty_in(file: Path) -> set[str]:
     meta = pq.read_metadata(file)
+    if not meta.num_rows:  # holds no value of any column, statistics or not
+        return set(EXCHANGES.names)
     where = {meta.schema.column(k).path: k for k in range(meta.num_columns)}
     empty = set(EXCHANGES.names) - set(where)
     for name, k in where.items():

@@ -306,8 +306,10 @@ def _check_places(out: Path, cache: Path | None, source: File, files: list[File]
             )
     others = [n for n in (*FINDINGS_FILES, *SIMULATION_FILES) if (out / n).is_file()]
     if out.is_dir() and not (out / FINDINGS_FILES[-1]).is_file():  # findings end with a summary
-        others += sorted(
-            p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in others
+        others += sorted(  # hidden files and a new volume's lost+found are no findings' harm
+            p.name
+            for p in out.iterdir()
+            if not p.name.startswith(".") and p.name not in (*others, "lost+found")
         )
     if others and not (out / FINDINGS_FILES[-1]).is_file():
         raise UsageError(

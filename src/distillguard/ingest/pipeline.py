@@ -126,7 +126,11 @@ def ingest(paths: Iterable[str | Path], store_root: str | Path, options: Options
         quarantine = Quarantine(txn.staging / "quarantine.jsonl")
         staged = _stage(files, options, txn, quarantine, summary)
         if summary.rows_mapped:  # a mistyped field leaves its column empty: say which
-            summary.unfilled = {c: f for c, f in options.mapping.items() if c not in summary.filled}
+            summary.unfilled = {
+                c: f
+                for c, f in options.mapping.items()
+                if c not in summary.filled and c not in options.constants  # --set fills it
+            }
         validated = _validate(staged, options, txn, quarantine, pseudonymiser, summary)
         if options.table == "exchanges":
             _commit_exchanges(validated, txn, summary, options)

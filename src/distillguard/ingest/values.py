@@ -163,7 +163,7 @@ def _from_text(text: str) -> datetime:
         return datetime.fromisoformat(candidate)
     except ValueError:
         pass
-    if RFC_2822.fullmatch(text):
+    if not MISREAD_ZONE.search(text):
         try:
             return parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
@@ -171,13 +171,11 @@ def _from_text(text: str) -> datetime:
     raise ValueError(f"unrecognised timestamp {text[:40]!r}")
 
 
-# RFC 2822's date-time, zone optional (then UTC, as naive ISO text is). The e-mail parser
-# alone takes more: "Mar 4, 2026 10:00 PM" as 10:00, and an unknown zone name ("CET")
-# as UTC; such times are quarantined, not stored hours off.
-RFC_2822 = re.compile(
-    r"(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s+\d{1,2}:\d{2}(?::\d{2})?"
-    r"(?:\s*(?:[+-]\d{4}|UT|UTC|GMT|Z|[ECMP][SD]T))?",
-    re.IGNORECASE,
+# The e-mail date parser (RFC 2822, ctime, HTTP dates) reads a word after the time that
+# is no zone it knows as UTC: "10:00 PM" would be stored 12 hours off, "22:00 CET" one.
+# Such times are quarantined; a zone in a comment, "+0100 (CET)", is read by its offset.
+MISREAD_ZONE = re.compile(
+    r"\d:\d{2}(?::\d{2})?\s*(?!(?:UTC?|GMT|Z|[ECMP][SD]T)\b)[A-Za-z]", re.IGNORECASE
 )
 
 

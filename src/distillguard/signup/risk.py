@@ -19,14 +19,16 @@ The score maps to a verification tier (TIERS).
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pcsv
-import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from distillguard.errors import InputError, SchemaError
@@ -92,23 +94,51 @@ FROM w) ORDER BY account_id
 
 
 def read_accounts(path: str | Path) -> pa.Table:
-    """An accounts table from Parquet, CSV or JSON Lines, in the canonical schema."""
+    """An accounts table from Parquet, CSV or JSON Lines (either gzipped), in the
+    canonical schema. Text formats are read as ingest reads them: every value as
+    written (an id "0000005" stays that, not the number 5), sign-up times in any form
+    `to_ts` takes, mixed within a column."""
     source = Path(path)
     if not source.is_file():
         raise InputError(f"{source}: no such accounts file")
-    suffix = "".join(source.suffixes[-2:]).lower()
+    kind = source.name.lower().removesuffix(".gz")
     try:
-        if suffix.endswith(".parquet"):
-            table = pq.read_table(source)
-        elif suffix.endswith(".csv"):
-            table = pcsv.read_csv(source)
-        elif suffix.endswith((".jsonl", ".json", ".ndjson")):
-            table = pjson.read_json(source)
+        if kind.endswith(".parquet"):
+            table = _sign_up_times(pq.read_table(source), str(source))
+        elif kind.endswith(".csv"):
+            text = pcsv.ConvertOptions(column_types=dict.fromkeys(ACCOUNTS.names, pa.string()))
+            table = _sign_up_times(pcsv.read_csv(source, convert_options=text), str(source))
+        elif kind.endswith((".jsonl", ".json", ".ndjson")):
+            table = _json_lines(source)
         else:
             raise InputError(f"{source}: accounts must be Parquet, CSV or JSON Lines")
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{source}: cannot read accounts: {exc}") from None
-    return conform(_sign_up_times(table, str(source)), ACCOUNTS, name=str(source))
+    return conform(table, ACCOUNTS, name=str(source))
+
+
+def _json_lines(source: Path) -> pa.Table:
+    """The canonical columns of a JSON Lines file: text as text, other scalars as their
+    text, sign-up times by `to_ts`."""
+    columns: dict[str, list[Any]] = {name: [] for name in ACCOUNTS.names}
+    opener = gzip.open if source.suffix.lower() == ".gz" else open
+    with opener(source, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise InputError(f"{source}: line {number} is not JSON") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{source}: line {number} is not a JSON object")
+            for name, values in columns.items():
+                value = record.get(name)
+                scalar = value is None or name == "created_at" or isinstance(value, str)
+                values.append(value if scalar else json.dumps(value))
+    times = _times(columns.pop("created_at"), str(source))
+    table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
+    return table.append_column("created_at", times)
 
 
 def _sign_up_times(table: pa.Table, name: str) -> pa.Table:
@@ -121,15 +151,19 @@ def _sign_up_times(table: pa.Table, name: str) -> pa.Table:
     kind = column.type
     if not (pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)):
         return table
+    at = table.column_names.index("created_at")
+    return table.set_column(at, "created_at", _times(column.to_pylist(), name))
+
+
+def _times(values: list[Any], name: str) -> pa.Array:
     times = []
-    for row, value in enumerate(column.to_pylist(), 1):
+    for row, value in enumerate(values, 1):
         try:
             blank = value is None or (isinstance(value, str) and not value.strip())
             times.append(None if blank else to_ts(value))
         except ValueError as exc:
             raise SchemaError(f"{name}: created_at of row {row}: {exc}") from None
-    at = table.column_names.index("created_at")
-    return table.set_column(at, "created_at", pa.array(times, pa.timestamp("us", "UTC")))
+    return pa.array(times, pa.timestamp("us", "UTC"))
 
 
 def signup_risk(accounts: pa.Table) -> pa.Table:

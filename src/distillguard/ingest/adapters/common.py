@@ -8,6 +8,7 @@ conversation is (the number of earlier model turns).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,13 +47,16 @@ def obj(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+INDEX = re.compile(r"-?[0-9]+")
+
+
 def dig(value: Any, *path: str | int) -> Any:
     """value[path[0]][path[1]]…, parsing JSON strings on the way; None when absent."""
     for step in path:
         value = as_obj(value)
-        if isinstance(step, int) and isinstance(value, dict):  # a key that is a number
-            value = value.get(str(step))
-        elif isinstance(step, int):
+        if isinstance(value, list) and isinstance(step, str) and INDEX.fullmatch(step):
+            step = int(step)  # a mapping's path, given as text, indexing a list
+        if isinstance(step, int):
             if not isinstance(value, list) or not -len(value) <= step < len(value):
                 return None
             value = value[step]

@@ -52,12 +52,9 @@ class MappedAdapter:
                 f"known: {', '.join(TABLES[table].names)}"
             )
         self.table = table
-        self.mapping = {
-            column: [int(p) if p.isdigit() else p for p in str(path).split(".")]
-            for column, path in mapping.items()
-        }
+        self.mapping = {column: str(path).split(".") for column, path in mapping.items()}
         self._columns = set(TABLES[table].names)
-        self.filled: set[str] = set()  # mapped columns some record had a value for
+        self.filled: set[str] = set()  # mapped columns whose field some record had
 
     def sniff(self, value: Any) -> bool:
         return isinstance(value, dict)
@@ -65,13 +62,13 @@ class MappedAdapter:
     def rows(self, value: Any) -> Iterator[dict[str, Any] | Reject | None]:
         row = {k: v for k, v in value.items() if k in self._columns and k not in self.mapping}
         for column, path in self.mapping.items():
-            name = ".".join(map(str, path))
+            name = ".".join(path)
             field = value.get(name) if name in value else dig(value, *path)
             row[column] = _flattened(field, column) if column in CHAT_COLUMNS else field
             if column == "system_text" and path == self.mapping.get("prompt_text"):
                 # one messages field mapped to both: a plain string in it is the prompt
                 row[column] = None if messages_of(field) is None else row[column]
-            if row[column] is not None:
+            if field is not None:
                 self.filled.add(column)
         yield row
 
