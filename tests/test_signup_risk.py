@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distillguard.cli import main
+from distillguard.errors import SchemaError
 from distillguard.schema import ACCOUNTS, conform
 from distillguard.signup import read_accounts, signup_risk
 from distillguard.signup.risk import TIERS, tier
@@ -174,11 +175,26 @@ def test_text_accounts_files_keep_ids_as_written_and_read_times_in_any_form(
         table = read_accounts(tmp_path / name)
         assert table.column("account_id").to_pylist() == ["0000005", "0000006", "0000007"]
         assert table.column("created_at").to_pylist() == [moment, moment, None]
-    for name in ("a.jsonl", "a.jsonl.gz"):
+    (tmp_path / "bom.jsonl").write_text("\ufeff" + text)
+    for name in ("a.jsonl", "a.jsonl.gz", "bom.jsonl"):
         table = read_accounts(tmp_path / name)
         assert table.column("account_id").to_pylist() == ["0000005", "0000006", "7"]
         assert table.column("created_at").to_pylist() == [moment, moment, None]
         assert table.column("verification").to_pylist()[2] == '{"kind": "kyc"}'
+
+
+def test_blank_cells_are_no_value_not_one_shared_card(tmp_path: Path) -> None:
+    """Read as text, a CSV's blank card would be the card "" that every account without
+    one shares: a cluster of payment reuse out of nothing. A blank id is no id."""
+    header = "account_id,created_at,payment_fingerprint,email_domain,signup_channel\n"
+    rows = "".join(f"a{i},2026-03-0{i + 1},,,self-serve\n" for i in range(6))
+    (tmp_path / "blank.csv").write_text(header + rows)
+    table = read_accounts(tmp_path / "blank.csv")
+    assert table.column("payment_fingerprint").null_count == 6
+    assert set(signup_risk(table).column("tier").to_pylist()) == {TIERS[0][1]}
+    (tmp_path / "no-id.csv").write_text(header + ",2026-03-01,,,x\n")
+    with pytest.raises(SchemaError, match="'account_id' has 1 null"):
+        read_accounts(tmp_path / "no-id.csv")
 
 
 def test_bad_accounts_files_are_refused_with_the_reason(
@@ -199,3 +215,9 @@ def test_bad_accounts_files_are_refused_with_the_reason(
     (tmp_path / "e.csv").write_text("account_id,created_at\na,10:00 PM on Tuesday\n")
     assert main(["signup-risk", "--accounts", str(tmp_path / "e.csv")]) == 3
     assert "created_at of row 1: unrecognised timestamp" in capsys.readouterr().err
+    import gzip
+
+    packed = gzip.compress(b'{"account_id": "a", "created_at": 1772618400}\n' * 50)
+    (tmp_path / "cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    assert main(["signup-risk", "--accounts", str(tmp_path / "cut.jsonl.gz")]) == 3
+    assert "cannot read accounts" in capsys.readouterr().err

@@ -54,6 +54,8 @@ def test_rfc2822_and_naive_text(moment: datetime) -> None:
         ("Wednesday, 04-Mar-26 10:00:00 GMT", "2026-03-04T10:00:00"),  # an HTTP date
         ("Tue 04 Mar 2026 10:00:00 -0000", "2026-03-04T10:00:00"),
         ("4 Mar 2026 22:00 EST", "2026-03-05T03:00:00"),
+        ("Wed Mar  4 10:00:00 UTC 2026", "2026-03-04T10:00:00"),  # `date` in UTC
+        ("Wed, 04 Mar 2026 10:00:00 AST", "2026-03-04T14:00:00"),
     ],
 )
 def test_the_dates_mail_and_http_write_are_read(text: str, utc: str) -> None:
@@ -72,6 +74,14 @@ def test_the_dates_mail_and_http_write_are_read(text: str, utc: str) -> None:
         "Mar 4, 2026 10:00 PM",  # the e-mail parser would drop the PM: 12 hours off
         "4 Mar 2026 22:00:00 CET",  # and take a zone it does not know for UTC
         "4 Mar 2026 10:00 PM",
+        # zones and offsets the e-mail parser would drop, reading the time as UTC
+        "Wed Mar 04 2026 22:00:00 GMT-0500 (Eastern Standard Time)",  # JavaScript
+        "Wed Mar 04 10:00:00 GMT+01:00 2026",  # Java
+        "Wed, 04 Mar 2026 10:00:00 +01:00",
+        "Wed, 04 Mar 2026 10:00:00 UTC+0100",
+        "04 Mar 2026 10.00 PM",
+        "Wed Mar  4 10:00:00 CET 2026",  # `date` in Paris
+        "Wed Mar 4 10:00:00 2026 CET",
     ],
 )
 def test_bad_timestamps_are_refused(text: str) -> None:

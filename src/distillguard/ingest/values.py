@@ -163,7 +163,7 @@ def _from_text(text: str) -> datetime:
         return datetime.fromisoformat(candidate)
     except ValueError:
         pass
-    if not MISREAD_ZONE.search(text):
+    if MAIL_DATE.fullmatch(text):
         try:
             return parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
@@ -171,11 +171,17 @@ def _from_text(text: str) -> datetime:
     raise ValueError(f"unrecognised timestamp {text[:40]!r}")
 
 
-# The e-mail date parser (RFC 2822, ctime, HTTP dates) reads a word after the time that
-# is no zone it knows as UTC: "10:00 PM" would be stored 12 hours off, "22:00 CET" one.
-# Such times are quarantined; a zone in a comment, "+0100 (CET)", is read by its offset.
-MISREAD_ZONE = re.compile(
-    r"\d:\d{2}(?::\d{2})?\s*(?!(?:UTC?|GMT|Z|[ECMP][SD]T)\b)[A-Za-z]", re.IGNORECASE
+# The dates the e-mail parser reads right: RFC 2822 (two-digit years, a comment after
+# the zone), HTTP's RFC 850 form and ctime (`date` prints "UTC" before the year). Given
+# anything else it guesses: "10:00 PM" as 10:00, "22:00 CET", "GMT-0500" or "+01:00" as
+# UTC, times that would be stored hours off; they are quarantined instead.
+_ZONE = r"(?:[+-]\d{4}|UTC?|GMT|Z|[AECMP][SD]T)"
+_TIME = r"\d{1,2}:\d{2}(?::\d{2})?"
+MAIL_DATE = re.compile(
+    rf"(?:[A-Za-z]{{3,9}},?\s+)?\d{{1,2}}[\s-][A-Za-z]{{3,9}}[\s-]\d{{2,4}}\s+{_TIME}"
+    rf"(?:\s*{_ZONE})?(?:\s*\([^()]*\))?"
+    rf"|[A-Za-z]{{3}}\s+[A-Za-z]{{3}}\s+\d{{1,2}}\s+{_TIME}\s+(?:(?:UTC|GMT)\s+)?\d{{4}}",
+    re.IGNORECASE,
 )
 
 

@@ -23,12 +23,15 @@ import gzip
 import json
 import math
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from distillguard.errors import InputError, SchemaError
@@ -96,40 +99,47 @@ FROM w) ORDER BY account_id
 def read_accounts(path: str | Path) -> pa.Table:
     """An accounts table from Parquet, CSV or JSON Lines (either gzipped), in the
     canonical schema. Text formats are read as ingest reads them: every value as
-    written (an id "0000005" stays that, not the number 5), sign-up times in any form
-    `to_ts` takes, mixed within a column."""
+    written (an id "0000005" stays that, not the number 5), a blank as no value, sign-up
+    times in any form `to_ts` takes, mixed within a column."""
     source = Path(path)
     if not source.is_file():
         raise InputError(f"{source}: no such accounts file")
     kind = source.name.lower().removesuffix(".gz")
     try:
         if kind.endswith(".parquet"):
-            table = _sign_up_times(pq.read_table(source), str(source))
+            table = pq.read_table(source)
         elif kind.endswith(".csv"):
             text = pcsv.ConvertOptions(column_types=dict.fromkeys(ACCOUNTS.names, pa.string()))
-            table = _sign_up_times(pcsv.read_csv(source, convert_options=text), str(source))
+            table = pcsv.read_csv(source, convert_options=text)
         elif kind.endswith((".jsonl", ".json", ".ndjson")):
             table = _json_lines(source)
         else:
             raise InputError(f"{source}: accounts must be Parquet, CSV or JSON Lines")
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise InputError(f"{source}: cannot read accounts: {exc}") from None
+    table = _sign_up_times(_as_text(table), str(source))
     return conform(table, ACCOUNTS, name=str(source))
 
 
 def _json_lines(source: Path) -> pa.Table:
-    """The canonical columns of a JSON Lines file: text as text, other scalars as their
-    text, sign-up times by `to_ts`."""
+    """JSON Lines by Arrow's reader; when its columns mix types (times as numbers and
+    text, an id as a number once), or it starts with a byte-order mark, line by line."""
+    try:
+        return pjson.read_json(source)
+    except pa.ArrowInvalid:
+        pass
     columns: dict[str, list[Any]] = {name: [] for name in ACCOUNTS.names}
     opener = gzip.open if source.suffix.lower() == ".gz" else open
-    with opener(source, "rt", encoding="utf-8") as lines:
+    with opener(source, "rt", encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except ValueError:
-                raise InputError(f"{source}: line {number} is not JSON") from None
+                raise InputError(
+                    f"{source}: line {number} is not JSON (JSON Lines: one object a line)"
+                ) from None
             if not isinstance(record, dict):
                 raise InputError(f"{source}: line {number} is not a JSON object")
             for name, values in columns.items():
@@ -139,6 +149,22 @@ def _json_lines(source: Path) -> pa.Table:
     times = _times(columns.pop("created_at"), str(source))
     table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
     return table.append_column("created_at", times)
+
+
+def _as_text(table: pa.Table) -> pa.Table:
+    """The canonical text columns as text (an id a JSON reader took for a number), a
+    blank as no value (as ingest stores it): a blank card would otherwise be one card
+    shared by every account without one."""
+    for field in ACCOUNTS:
+        if field.name not in table.column_names or field.type != pa.string():
+            continue
+        column = table.column(field.name)
+        if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
+            column = column.cast(pa.string())
+        if pa.types.is_string(column.type):
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+        table = table.set_column(table.column_names.index(field.name), field.name, column)
+    return table
 
 
 def _sign_up_times(table: pa.Table, name: str) -> pa.Table:
