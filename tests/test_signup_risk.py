@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distillguard.cli import main
-from distillguard.errors import SchemaError
+from distillguard.errors import InputError, SchemaError
 from distillguard.schema import ACCOUNTS, conform
 from distillguard.signup import read_accounts, signup_risk
 from distillguard.signup.risk import TIERS, tier
@@ -183,11 +183,40 @@ def test_text_accounts_files_keep_ids_as_written_and_read_times_in_any_form(
         assert table.column("verification").to_pylist()[2] == '{"kind": "kyc"}'
 
 
+def test_json_lines_values_stay_as_written(tmp_path: Path) -> None:
+    """Arrow's guesses would make ids "2026-03-01" and "2026-03-01T00:00:00" one date,
+    and 20-digit ids one float; and take 1970 without the range check."""
+    lines = [
+        {"account_id": "2026-03-01", "created_at": "2026-03-01T10:00:00Z"},
+        {"account_id": "2026-03-01T00:00:00", "created_at": "2026-03-01T10:00:00Z"},
+        {"account_id": 12345678901234567890, "created_at": 1772359200},
+        {"account_id": 12345678901234567891, "created_at": 1772359200},
+    ]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    ids = read_accounts(tmp_path / "a.jsonl").column("account_id").to_pylist()
+    assert ids == [
+        "2026-03-01",
+        "2026-03-01T00:00:00",
+        "12345678901234567890",
+        "12345678901234567891",
+    ]
+    (tmp_path / "old.jsonl").write_text(
+        '{"account_id": "a", "created_at": "1970-01-01T00:00:00Z"}\n'
+    )
+    with pytest.raises(SchemaError, match=r"outside 2000\.\.2100"):
+        read_accounts(tmp_path / "old.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes(
+        b'{"account_id": "caf\xe9", "created_at": "2026-03-01"}\n'
+    )
+    with pytest.raises(InputError, match="cannot read accounts"):
+        read_accounts(tmp_path / "latin1.jsonl")
+
+
 def test_blank_cells_are_no_value_not_one_shared_card(tmp_path: Path) -> None:
     """Read as text, a CSV's blank card would be the card "" that every account without
     one shares: a cluster of payment reuse out of nothing. A blank id is no id."""
     header = "account_id,created_at,payment_fingerprint,email_domain,signup_channel\n"
-    rows = "".join(f"a{i},2026-03-0{i + 1},,,self-serve\n" for i in range(6))
+    rows = "".join(f"a{i},2026-03-0{i + 1},{' ' * (i % 2)},,self-serve\n" for i in range(6))
     (tmp_path / "blank.csv").write_text(header + rows)
     table = read_accounts(tmp_path / "blank.csv")
     assert table.column("payment_fingerprint").null_count == 6

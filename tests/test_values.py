@@ -56,6 +56,10 @@ def test_rfc2822_and_naive_text(moment: datetime) -> None:
         ("4 Mar 2026 22:00 EST", "2026-03-05T03:00:00"),
         ("Wed Mar  4 10:00:00 UTC 2026", "2026-03-04T10:00:00"),  # `date` in UTC
         ("Wed, 04 Mar 2026 10:00:00 AST", "2026-03-04T14:00:00"),
+        ("Mon Jan 05 15:04:05 EST 2026", "2026-01-05T20:04:05"),  # Java, Go's UnixDate
+        ("Mon Jan 05 15:04:05 -0500 2026", "2026-01-05T20:04:05"),  # Go's RubyDate
+        ("Mon,05  Jan 2026 15:04:05 GMT", "2026-01-05T15:04:05"),
+        ("Jan 05 2026 15:04:05", "2026-01-05T15:04:05"),
     ],
 )
 def test_the_dates_mail_and_http_write_are_read(text: str, utc: str) -> None:
@@ -82,6 +86,7 @@ def test_the_dates_mail_and_http_write_are_read(text: str, utc: str) -> None:
         "04 Mar 2026 10.00 PM",
         "Wed Mar  4 10:00:00 CET 2026",  # `date` in Paris
         "Wed Mar 4 10:00:00 2026 CET",
+        "Wed, 04 Mar 2026 10:00:00 GMT +0100",  # two zones
     ],
 )
 def test_bad_timestamps_are_refused(text: str) -> None:

@@ -163,7 +163,7 @@ def _from_text(text: str) -> datetime:
         return datetime.fromisoformat(candidate)
     except ValueError:
         pass
-    if MAIL_DATE.fullmatch(text):
+    if _mail_date(text):
         try:
             return parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
@@ -171,18 +171,40 @@ def _from_text(text: str) -> datetime:
     raise ValueError(f"unrecognised timestamp {text[:40]!r}")
 
 
-# The dates the e-mail parser reads right: RFC 2822 (two-digit years, a comment after
-# the zone), HTTP's RFC 850 form and ctime (`date` prints "UTC" before the year). Given
-# anything else it guesses: "10:00 PM" as 10:00, "22:00 CET", "GMT-0500" or "+01:00" as
-# UTC, times that would be stored hours off; they are quarantined instead.
-_ZONE = r"(?:[+-]\d{4}|UTC?|GMT|Z|[AECMP][SD]T)"
-_TIME = r"\d{1,2}:\d{2}(?::\d{2})?"
-MAIL_DATE = re.compile(
-    rf"(?:[A-Za-z]{{3,9}},?\s+)?\d{{1,2}}[\s-][A-Za-z]{{3,9}}[\s-]\d{{2,4}}\s+{_TIME}"
-    rf"(?:\s*{_ZONE})?(?:\s*\([^()]*\))?"
-    rf"|[A-Za-z]{{3}}\s+[A-Za-z]{{3}}\s+\d{{1,2}}\s+{_TIME}\s+(?:(?:UTC|GMT)\s+)?\d{{4}}",
-    re.IGNORECASE,
-)
+# The e-mail date parser reads RFC 2822, HTTP's RFC 850 form, ctime, `date` and Go's
+# UnixDate and RubyDate right, but guesses at any word it does not know: "10:00 PM" as
+# 10:00, "CET", "GMT-0500" or "+01:00" as UTC. Such times would be stored hours off, so
+# text goes to it only when every word is a day, a month, a number, one time with
+# colons and at most one zone it knows.
+DAYS = {d[:n] for d in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                        "sunday") for n in (3, len(d))}  # fmt: skip
+MONTHS = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}
+MONTHS |= {"january", "february", "march", "april", "june", "july", "august", "september",
+           "october", "november", "december"}  # fmt: skip
+ZONES = {"ut", "utc", "gmt", "z", "ast", "adt", "est", "edt", "cst", "cdt", "mst", "mdt"}
+ZONES |= {"pst", "pdt"}
+COMMENT = re.compile(r"\([^()]*\)")
+CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?")
+OFFSET = re.compile(r"[+-]\d{4}")
+NUMBER = re.compile(r"\d{1,4}")
+DASHED = re.compile(r"\d{1,2}-([a-z]+)-\d{2,4}")  # RFC 850's 04-Mar-26
+
+
+def _mail_date(text: str) -> bool:
+    words = re.split(r"[\s,]+", COMMENT.sub(" ", text).strip().lower())
+    clocks = sum(1 for w in words if CLOCK.fullmatch(w))
+    zones = sum(1 for w in words if w in ZONES or OFFSET.fullmatch(w))
+    known = all(
+        CLOCK.fullmatch(w) or w in ZONES or OFFSET.fullmatch(w) or NUMBER.fullmatch(w)
+        or w in DAYS or w in MONTHS or _dashed_date(w)
+        for w in words
+    )  # fmt: skip
+    return known and clocks == 1 and zones <= 1
+
+
+def _dashed_date(word: str) -> bool:
+    dashed = DASHED.fullmatch(word)
+    return dashed is not None and dashed.group(1) in MONTHS
 
 
 # Counts cannot be negative; a negative one is a logging bug, not a fact to store.

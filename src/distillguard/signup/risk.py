@@ -122,10 +122,16 @@ def read_accounts(path: str | Path) -> pa.Table:
 
 
 def _json_lines(source: Path) -> pa.Table:
-    """JSON Lines by Arrow's reader; when its columns mix types (times as numbers and
-    text, an id as a number once), or it starts with a byte-order mark, line by line."""
+    """JSON Lines by Arrow's reader with every canonical column as text (its guesses
+    would make an id "2026-03-01" a date, a 20-digit id a float, and skip the range
+    check of times); line by line when a value is not text (an epoch time, a numeric
+    id), or the file starts with a byte-order mark."""
+    text = pa.schema([(name, pa.string()) for name in ACCOUNTS.names])
+    options = pjson.ParseOptions(explicit_schema=text, unexpected_field_behavior="ignore")
     try:
-        return pjson.read_json(source)
+        table = pjson.read_json(source, parse_options=options)
+        table.validate(full=True)  # bytes that are not UTF-8 pass the reader
+        return table
     except pa.ArrowInvalid:
         pass
     columns: dict[str, list[Any]] = {name: [] for name in ACCOUNTS.names}
@@ -161,8 +167,9 @@ def _as_text(table: pa.Table) -> pa.Table:
         column = table.column(field.name)
         if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
             column = column.cast(pa.string())
-        if pa.types.is_string(column.type):
-            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+        if pa.types.is_string(column.type):  # blank or only spaces, as ingest reads it
+            blank = pc.equal(pc.utf8_trim_whitespace(column), "")
+            column = pc.if_else(blank, pa.scalar(None, pa.string()), column)
         table = table.set_column(table.column_names.index(field.name), field.name, column)
     return table
 
