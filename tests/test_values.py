@@ -45,6 +45,16 @@ def test_rfc2822_and_naive_text(moment: datetime) -> None:
     assert to_ts(whole.strftime("%Y-%m-%d %H:%M:%S")) == whole  # naive is taken as UTC
 
 
+@given(MOMENTS, OFFSETS)
+def test_mail_and_go_dates_in_any_offset_give_the_instant(moment: datetime, zone: timezone) -> None:
+    """RFC 2822 and Go's RubyDate (ctime with an offset before the year) in every
+    offset of whole minutes read as the instant they name."""
+    local = moment.replace(microsecond=0).astimezone(zone)
+    whole = moment.replace(microsecond=0)
+    assert to_ts(local.strftime("%a, %d %b %Y %H:%M:%S %z")) == whole
+    assert to_ts(local.strftime("%a %b %d %H:%M:%S %z %Y")) == whole
+
+
 @pytest.mark.parametrize(
     ("text", "utc"),
     [
