@@ -77,6 +77,11 @@ def test_max_bad_ratio_sets_exit_code_4(tmp_path: Path, capsys: pytest.CaptureFi
         (["gateway", "--upstream", "http://127.0.0.1:99999"], 2, "Port out of range"),
         (["gateway", "--upstream", "http://[::1"], 2, "Invalid IPv6 URL"),
         (["intel", "pull", "--collection", "notaurl", "--out", "X"], 2, "--collection takes"),
+        (
+            ["intel", "pull", "--collection", "http://127.0.0.1:9/c/", "--out", "X"],
+            2,
+            "not a TAXII",
+        ),
         (["gateway", "--upstream", "http://h", "--redis", "notaurl"], 2, "--redis takes"),
         (["gateway", "--upstream", "http://h", "--findings", "IN"], 2, "a file, not the folder"),
         (["gateway", "--upstream", "http://h", "--listen", "127.0.0.1:99999"], 2, "HOST:PORT"),

@@ -136,6 +136,9 @@ def test_evaluate_a_hand_built_case(case: tuple[Path, Path]) -> None:
     assert (e["campaign_exchanges"], e["flagged"], e["in_mixed_accounts"]) == (6, 4, 2)
     assert e["mixed_recall"] == 0.5
     assert "precision 0.6667" in render(report)
+    assert "not in the labels" not in render(report)
+    report["accounts"]["flagged_but_not_labelled"] = 13  # labels of other traffic
+    assert "13 flagged account(s) are not in the labels" in render(report)
 
 
 @pytest.mark.parametrize(

@@ -285,7 +285,7 @@ def test_unusable_parts_of_a_bundle_are_named(shared: Path, tmp_path: Path) -> N
     path.write_text(json.dumps(bundle))
     peers, skipped = read_bundle(path)
     assert len(peers) == 1 and peers[0].fingerprints
-    assert any(odd["id"] in s and "not supported" in s for s in skipped)
+    assert any(odd["id"] in s and "pattern not used" in s for s in skipped)
     assert any("malware" in s for s in skipped)
 
 
@@ -296,6 +296,7 @@ def test_unusable_parts_of_a_bundle_are_named(shared: Path, tmp_path: Path) -> N
         '{"type": "campaign"}',
         '{"type": "bundle", "id": "bundle--x"}',
         '{"type": "bundle", "objects": [{"type": "campaign", "spec_version": "2.0"}]}',
+        '{"type": "bundle", "spec_version": "2.0", "objects": [{"type": "campaign"}]}',
     ],
 )
 def test_a_bundle_that_is_not_stix_21_is_refused(
@@ -307,6 +308,58 @@ def test_a_bundle_that_is_not_stix_21_is_refused(
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(path) in err
+
+
+MISSHAPEN = {
+    "a list for an id": {"id": ["x"]},
+    "a list for a type": {"type": ["campaign"]},
+    "a number for the extensions": {"extensions": 5},
+    "a list for the extensions": {"extensions": [1]},
+    "a list for our extension": {"extensions": {"EXT": [1]}},
+    "a number for a list": {"extensions": {"EXT": {"user_agents": 5, "network_tokens": 7}}},
+}
+
+
+@pytest.mark.parametrize("shape", MISSHAPEN)
+def test_a_misshapen_bundle_costs_its_odd_parts_never_the_run(
+    shared: Path, tmp_path: Path, shape: str
+) -> None:
+    """A peer's bundle is untrusted input: a value of the wrong type is skipped (and
+    named), the rest still matches; no traceback."""
+    from distillguard.intel.match import match_traffic
+    from distillguard.intel.stix import EXTENSION_ID
+
+    bundle = json.loads((shared / "bundle.json").read_text())
+    campaign = next(o for o in bundle["objects"] if o["type"] == "campaign")
+    odd = json.loads(json.dumps(campaign).replace("campaign--", "campaign--0"))
+    change = json.loads(json.dumps(MISSHAPEN[shape]).replace("EXT", EXTENSION_ID))
+    odd.update(change)
+    link = next(o for o in bundle["objects"] if o["type"] == "relationship")
+    bundle["objects"] += [odd, {**link, "id": "relationship--odd", "source_ref": ["x"]}]
+    (tmp_path / "b.json").write_text(json.dumps(bundle))
+    report = match_traffic(tmp_path / "b.json", shared / "sim", tmp_path / "m", key=b"s" * 32)
+    assert report["peer_campaigns"][campaign["id"]]["accounts"]
+
+
+def test_a_catch_all_range_or_another_key_matches_nothing_and_says_so(
+    shared: Path, tmp_path: Path
+) -> None:
+    """0.0.0.0/0 with a browser's user agent would match every user of that browser;
+    tokens under a key we do not hold match nothing, which the report must say."""
+    from distillguard.intel.match import match_traffic
+
+    bundle = json.loads((shared / "bundle.json").read_text())
+    for o in bundle["objects"]:
+        if o["type"] == "indicator" and "ISSUBSET" in o.get("pattern", ""):
+            o["pattern"] = "[ipv4-addr:value ISSUBSET '0.0.0.0/0']"
+    (tmp_path / "b.json").write_text(json.dumps(bundle))
+    report = match_traffic(tmp_path / "b.json", shared / "sim", tmp_path / "m", key=b"o" * 32)
+    (found,) = report["peer_campaigns"].values()
+    assert found["usable"]["network_ranges"] == 0 and found["by_kind"]["network"] == 0
+    assert any("range too wide" in s for s in report["skipped"])
+    assert any("not ours" in s for s in report["skipped"])
+    keyless = match_traffic(shared / "bundle.json", shared / "sim", tmp_path / "k")
+    assert any("no --key-file was given" in s for s in keyless["skipped"])
 
 
 def test_an_empty_bundle_matches_nothing_and_odd_paths_are_refused(

@@ -199,3 +199,24 @@ def test_accounts_held_back_for_review_have_their_section() -> None:
     assert "0.860" in html and "acct-&lt;1&gt;, acct-2, acct-3" in html
     plain = render({"campaigns": [], "summary": {}, "details": {}}, redact=False)
     assert "Held back" not in plain
+
+
+def test_the_triage_table_counts_sub_streams_apart_from_accounts() -> None:
+    """A sub-stream is an end user's traffic inside another's account: the campaign
+    section, campaigns.json and the CLI count them apart, so the triage table does."""
+    from distillguard.report.html import _triage
+
+    campaign = {
+        "id": "campaign-003",
+        "score": 0.9,
+        "confidence": 1.0,
+        "accounts": ["a", "b", "c"],
+        "substreams": [{"account_id": "shop", "end_user_id": f"u{i}"} for i in range(6)],
+        "exchange_count": 466,
+        "first_seen": "2026-04-22T00:00:00Z",
+        "last_seen": "2026-04-23T00:00:00Z",
+        "capability_mix": {"coding": 466},
+        "recommended_action": "suspend",
+    }
+    assert "<td class='n'>3 + 6 sub-streams</td>" in _triage([campaign])
+    assert "<td class='n'>3</td>" in _triage([{**campaign, "substreams": []}])

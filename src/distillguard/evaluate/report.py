@@ -292,8 +292,13 @@ def render(report: dict[str, Any]) -> str:
         f"  precision {a['precision']:.4f}  recall {a['recall']:.4f}  "
         f"false-positive rate {a['false_positive_rate']:.5f}  PR-AUC {a['pr_auc']:.4f}",
         f"  tp {a['tp']}  fp {a['fp']}  fn {a['fn']}  tn {a['tn']}",
-        "false-positive rate by legitimate population:",
     ]
+    if a.get("flagged_but_not_labelled"):  # labels of other traffic read as perfect precision
+        lines.append(
+            f"  {a['flagged_but_not_labelled']} flagged account(s) are not in the labels "
+            "(counted apart: are these the labels of this traffic?)"
+        )
+    lines.append("false-positive rate by legitimate population:")
     for role, m in report["false_positive_rate_by_population"].items():
         lines.append(
             f"  {role:<24} {m['flagged']:>6} / {m['accounts']:<7} {m['false_positive_rate']:.5f}"

@@ -42,6 +42,7 @@ from distillguard.intel.stix import EXTENSION_ID, TOKEN_HEX
 from distillguard.store import in_store, replacing_all
 
 MIN_FINGERPRINTS = 3
+WIDEST = {4: 16, 6: 32}  # a shared range wider than this (prefix length) is no campaign's
 USED = {"campaign", "indicator", "relationship"}
 INFORMATIONAL = {
     "identity",
@@ -68,6 +69,7 @@ class PeerCampaign:
     agents: set[str] = field(default_factory=set)
     ranges: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     network_tokens: set[str] = field(default_factory=set)
+    key_id: str = ""  # names the sharing key its tokens are under
 
 
 def read_bundle(path: str | Path) -> tuple[list[PeerCampaign], list[str]]:
@@ -88,39 +90,59 @@ def read_bundle(path: str | Path) -> tuple[list[PeerCampaign], list[str]]:
     versions = {
         str(o["spec_version"]) for o in objects if isinstance(o, dict) and "spec_version" in o
     }
+    if "spec_version" in bundle:  # STIX 2.0 put it on the bundle; 2.1 on each object
+        versions.add(str(bundle["spec_version"]))
     if versions - {"2.1"}:
         raise InputError(f"{path}: STIX spec version {', '.join(sorted(versions))}; we read 2.1")
     campaigns: dict[str, PeerCampaign] = {}
     skipped: list[str] = []
-    for o in objects:
-        if isinstance(o, dict) and o.get("type") == "campaign" and "id" in o:
+    shaped = [o for o in objects if _shaped(o)]  # a peer's bundle is untrusted input
+    if len(shaped) < len(objects):
+        skipped.append(f"{len(objects) - len(shaped)} object(s) without a text type and id")
+    for o in shaped:
+        if o["type"] == "campaign":
             campaigns[o["id"]] = _campaign(o)
-    indicators = {
-        o["id"]: o for o in objects if isinstance(o, dict) and o.get("type") == "indicator"
-    }
-    for o in objects:
-        if not isinstance(o, dict) or "type" not in o:
-            skipped.append("an object without a type")
-        elif o["type"] == "relationship" and o.get("relationship_type") == "indicates":
+    indicators = {o["id"]: o for o in shaped if o["type"] == "indicator"}
+    for o in shaped:
+        if o["type"] == "relationship" and o.get("relationship_type") == "indicates":
             target, source = (
-                campaigns.get(o.get("target_ref", "")),
-                indicators.get(o.get("source_ref", "")),
+                campaigns.get(_text(o.get("target_ref"))),
+                indicators.get(_text(o.get("source_ref"))),
             )
             if target and source and not _apply(source, target):
-                skipped.append(f"{source['id']}: pattern not supported: {source.get('pattern')}")
+                skipped.append(
+                    f"{source['id']}: pattern not used (unsupported, or a range too "
+                    f"wide): {source.get('pattern')}"
+                )
         elif o["type"] not in USED | INFORMATIONAL:
             skipped.append(f"{o.get('id', o['type'])}: object type {o['type']} not used")
     return list(campaigns.values()), skipped
 
 
+def _shaped(o: Any) -> bool:
+    return isinstance(o, dict) and isinstance(o.get("type"), str) and isinstance(o.get("id"), str)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _texts(evidence: dict[str, Any], name: str) -> list[str]:
+    values = evidence.get(name)
+    return [v for v in values if isinstance(v, str)] if isinstance(values, list) else []
+
+
 def _campaign(o: dict[str, Any]) -> PeerCampaign:
     peer = PeerCampaign(o["id"], str(o.get("name", o["id"])))
-    evidence = (o.get("extensions") or {}).get(EXTENSION_ID) or {}
-    for value in evidence.get("template_fingerprints", []):
-        if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{1,16}", value):
+    extensions = o.get("extensions")
+    evidence = extensions.get(EXTENSION_ID) if isinstance(extensions, dict) else None
+    evidence = evidence if isinstance(evidence, dict) else {}
+    for value in _texts(evidence, "template_fingerprints"):
+        if re.fullmatch(r"[0-9a-f]{1,16}", value):
             peer.fingerprints.add(int(value, 16))
-    peer.agents |= {a for a in evidence.get("user_agents", []) if isinstance(a, str)}
-    peer.network_tokens |= {t for t in evidence.get("network_tokens", []) if isinstance(t, str)}
+    peer.agents |= set(_texts(evidence, "user_agents"))
+    peer.network_tokens |= set(_texts(evidence, "network_tokens"))
+    peer.key_id = _text(evidence.get("key_id"))
     return peer
 
 
@@ -132,9 +154,12 @@ def _apply(indicator: dict[str, Any], peer: PeerCampaign) -> bool:
     found = RANGE.match(pattern)
     if found:
         try:
-            peer.ranges.append(ipaddress.ip_network(found.group(1), strict=False))
+            network = ipaddress.ip_network(found.group(1), strict=False)
         except ValueError:
             return False
+        if network.prefixlen < WIDEST[network.version]:  # 0.0.0.0/0 and a browser's
+            return False  # user agent would match every user of that browser
+        peer.ranges.append(network)
         return True
     found = AGENT.match(pattern)
     if found:
@@ -236,6 +261,7 @@ def match_traffic(
         raise UsageError(f"--out {out} is a store or inside one: put the matches elsewhere")
     not_among_logs("--out", Path(out) / "matches.parquet")
     peers, skipped = read_bundle(bundle)
+    skipped += _other_keys(peers, key)
     files, _ = inputs(source)
     readable(files)
     exchanges_only(files)
@@ -254,6 +280,20 @@ def match_traffic(
         pq.write_table(matches, rows)
         text.write_bytes(json.dumps(report, indent=1).encode())
     return report
+
+
+def _other_keys(peers: list[PeerCampaign], key: bytes | None) -> list[str]:
+    """The campaigns whose network tokens no match can use: under another sharing key
+    than ours (or we gave none), said rather than matching nothing in silence."""
+    ours = hmac.new(key, b"distillguard-key-id", hashlib.sha256).hexdigest()[:16] if key else ""
+    return [
+        f"{p.id}: its {len(p.network_tokens)} network token(s) are under sharing key "
+        f"{p.key_id or 'unnamed'}, "
+        + (f"not ours ({ours})" if key else "and no --key-file was given")
+        + ": network matching is off for them"
+        for p in peers
+        if p.network_tokens and (not key or (p.key_id and p.key_id != ours))
+    ]
 
 
 def _report(peers: list[PeerCampaign], skipped: list[str], matches: pa.Table) -> dict[str, Any]:

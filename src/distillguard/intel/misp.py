@@ -43,7 +43,8 @@ def _event(c: dict[str, Any], sharing: Sharing) -> MISPEvent:
     mix = ", ".join(f"{k} {v}" for k, v in list(c["capability_mix"].items())[:3])
     event.add_attribute(
         "comment",
-        f"{len(c['accounts'])} accounts, {c['exchange_count']} exchanges ({mix}); score "
+        f"{len(c['accounts'])} accounts, {len(c.get('substreams', []))} sub-streams of mixed "
+        f"accounts, {c['exchange_count']} exchanges ({mix}); score "
         f"{c['score']:.3f}, confidence {c['confidence']:.3f}; recommended action "
         f"{c['recommended_action']}",
         category="Other",

@@ -22,7 +22,7 @@ import requests
 from taxii2client.exceptions import TAXIIServiceException
 from taxii2client.v21 import Collection, as_pages
 
-from distillguard.errors import RemoteError
+from distillguard.errors import RemoteError, UsageError
 
 CHUNK = 500
 PAGE = 200
@@ -84,7 +84,7 @@ def pull(
 
 def _collection(url: str, user: str | None, password: str | None) -> Collection:
     if not url.rstrip("/").split("/")[-2:-1] == ["collections"]:
-        raise RemoteError(f"{url}: not a TAXII collection URL (…/collections/<id>/)")
+        raise UsageError(f"{url}: not a TAXII collection URL (…/collections/<id>/)")
     try:
         collection = Collection(
             url if url.endswith("/") else url + "/", user=user, password=password

@@ -58,6 +58,13 @@ def _overview(report: dict[str, Any], redact: bool) -> str:
     return f"<p>{escape(text)}{note}</p>"
 
 
+def _members(c: dict[str, Any]) -> str:
+    """Accounts, and sub-streams of mixed accounts apart: a sub-stream is one end user's
+    traffic inside someone else's account, not an account to suspend."""
+    streams = len(c.get("substreams", []))
+    return f"{len(c['accounts'])}" + (f" + {streams} sub-streams" if streams else "")
+
+
 def _triage(campaigns: list[dict[str, Any]]) -> str:
     head = (
         "<h2>Triage</h2><table><tr><th>campaign</th><th>score</th><th>confidence</th>"
@@ -71,7 +78,7 @@ def _triage(campaigns: list[dict[str, Any]]) -> str:
         rows.append(
             f"<tr><td><a href='#{escape(c['id'])}'>{escape(c['id'])}</a></td>"
             f"<td class='n'>{c['score']:.3f}</td><td class='n'>{c['confidence']:.3f}</td>"
-            f"<td class='n'>{len(c['accounts']) + len(c.get('substreams', []))}</td>"
+            f"<td class='n'>{_members(c)}</td>"
             f"<td class='n'>{c['exchange_count']:,}</td><td>{escape(str(c['first_seen']))}</td>"
             f"<td>{escape(str(c['last_seen']))}</td><td>{escape(mix)}</td>"
             f"<td class='action'>{escape(c['recommended_action'])}</td></tr>"
