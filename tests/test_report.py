@@ -79,6 +79,24 @@ def test_findings_without_a_summary_need_the_input(findings: Path, tmp_path: Pat
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r.html")]) == 3
 
 
+def test_traffic_of_another_run_is_refused(
+    findings: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another run's traffic made every table of the report read "none", in silence."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(findings / "sim" / "exchanges.parquet")
+    at = table.column_names.index("account_id")
+    other = pc.binary_join_element_wise("other-", table.column("account_id"), "")
+    (tmp_path / "other").mkdir()
+    pq.write_table(table.set_column(at, "account_id", other), tmp_path / "other" / "x.parquet")
+    args = ["report", str(findings / "findings"), "--out", str(tmp_path / "r.html")]
+    assert main([*args, "--input", str(tmp_path / "other")]) == 3
+    assert "none of the campaigns' accounts has an exchange in it" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
 @pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"
 )

@@ -64,6 +64,7 @@ def gather(
             )
         shown = campaigns[:DETAILED]
         _register_members(con, shown)
+        _check_same_traffic(con, source)
         for c in shown:
             report["details"][c["id"]] = _detail(con, c, columns, bool(account_files), redact)
         report["substreams"] = _substreams(con, findings)
@@ -82,6 +83,20 @@ def read_summary(findings: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}
+
+
+def _check_same_traffic(con: Any, source: Path | str) -> None:
+    """Refuse traffic in which no campaign member has an exchange: another run's (its
+    tables would all read "none", and the report look like findings without evidence)."""
+    members, present = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE account_id IN "
+        "(SELECT DISTINCT account_id FROM exchanges)) FROM members"
+    ).fetchone()
+    if members and not present:
+        raise InputError(
+            f"{source}: none of the campaigns' accounts has an exchange in it: is it the "
+            "traffic these findings came from?"
+        )
 
 
 def _register_members(con: Any, campaigns: list[dict[str, Any]]) -> None:
