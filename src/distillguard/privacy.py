@@ -98,7 +98,7 @@ class Pseudonymiser:
 
     def __init__(self, key: bytes | None) -> None:
         self._key = key
-        self.key_id = _token(key, b"distillguard-key-id")[:16] if key else None
+        self.key_id = key_id(key) if key else None
         self.token = lru_cache(maxsize=1 << 18)(self._token)
         self._prefix_cached = lru_cache(maxsize=1 << 18)(self._prefix_or_none)
 
@@ -156,6 +156,17 @@ class Pseudonymiser:
 
 def _token(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:TOKEN_HEX]
+
+
+def token(key: bytes, value: str) -> str:
+    """A value's token under a key: whoever holds the key (a peer sharing it) compares
+    tokens, no one else can read them."""
+    return _token(key, value.encode())
+
+
+def key_id(key: bytes) -> str:
+    """Names a key without giving it away: a store's, or the one a peer's tokens are under."""
+    return _token(key, b"distillguard-key-id")[:16]
 
 
 def _replace(table: pa.Table, name: str, values: list[str | None]) -> pa.Table:

@@ -50,6 +50,7 @@ from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, StoreError, UsageError, unless_stopped
 from distillguard.features.digest import DIGEST
 from distillguard.features.pool import MAX_WORKERS, default_workers, in_worker
+from distillguard.ingest.accounts import read_accounts
 from distillguard.ingest.values import to_ts
 from distillguard.link import evidence, graph
 from distillguard.link.evidence import SEPARATOR
@@ -60,9 +61,7 @@ from distillguard.schema import (
     FINDINGS_EXCHANGES,
     FINDINGS_FILES,
     FINDINGS_LOCK,
-    SIMULATION_FILES,
 )
-from distillguard.signup.risk import read_accounts
 from distillguard.store import exclusive, in_store, replacing_all
 
 P = ParamSpec("P")
@@ -304,14 +303,13 @@ def _check_places(out: Path, cache: Path | None, source: File, files: list[File]
                 f"--out {out}: its {name} would replace the input file of that name; "
                 "give the findings a folder of their own"
             )
-    others = [n for n in (*FINDINGS_FILES, *SIMULATION_FILES) if (out / n).is_file()]
-    if out.is_dir() and not (out / FINDINGS_FILES[-1]).is_file():  # findings end with a summary
-        others += sorted(  # hidden files and a new volume's lost+found are no findings' harm
-            p.name
-            for p in out.iterdir()
-            if not p.name.startswith(".") and p.name not in (*others, "lost+found")
-        )
-    if others and not (out / FINDINGS_FILES[-1]).is_file():
+    earlier = (out / FINDINGS_FILES[-1]).is_file()  # findings end with a summary
+    others = sorted(  # hidden files and a new volume's lost+found are no findings' harm
+        p.name
+        for p in (out.iterdir() if out.is_dir() and not earlier else [])
+        if not p.name.startswith(".") and p.name != "lost+found"
+    )
+    if others:
         raise UsageError(
             f"--out {out} holds {others[0]}, which detect did not write (a simulator's "
             "folder, logs, another export): give the findings a folder of their own"

@@ -176,13 +176,39 @@ def _from_text(text: str) -> datetime:
 # 10:00, "CET", "GMT-0500" or "+01:00" as UTC. Such times would be stored hours off, so
 # text goes to it only when every word is a day, a month, a number, one time with
 # colons and at most one zone it knows.
-DAYS = {d[:n] for d in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
-                        "sunday") for n in (3, len(d))}  # fmt: skip
-MONTHS = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}
-MONTHS |= {"january", "february", "march", "april", "june", "july", "august", "september",
-           "october", "november", "december"}  # fmt: skip
-ZONES = {"ut", "utc", "gmt", "z", "ast", "adt", "est", "edt", "cst", "cdt", "mst", "mdt"}
-ZONES |= {"pst", "pdt"}
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
+DAYS = {*_DAYS, *(d[:3] for d in _DAYS)}
+MONTHS = {*_MONTHS, *(m[:3] for m in _MONTHS)}
+ZONES = {
+    "ut",
+    "utc",
+    "gmt",
+    "z",
+    "ast",
+    "adt",
+    "est",
+    "edt",
+    "cst",
+    "cdt",
+    "mst",
+    "mdt",
+    "pst",
+    "pdt",
+}
 COMMENT = re.compile(r"\([^()]*\)")
 CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?")
 OFFSET = re.compile(r"[+-]\d{4}")
@@ -191,20 +217,20 @@ DASHED = re.compile(r"\d{1,2}-([a-z]+)-\d{2,4}")  # RFC 850's 04-Mar-26
 
 
 def _mail_date(text: str) -> bool:
-    words = re.split(r"[\s,]+", COMMENT.sub(" ", text).strip().lower())
-    clocks = sum(1 for w in words if CLOCK.fullmatch(w))
-    zones = sum(1 for w in words if w in ZONES or OFFSET.fullmatch(w))
-    known = all(
-        CLOCK.fullmatch(w) or w in ZONES or OFFSET.fullmatch(w) or NUMBER.fullmatch(w)
-        or w in DAYS or w in MONTHS or _dashed_date(w)
-        for w in words
-    )  # fmt: skip
-    return known and clocks == 1 and zones <= 1
+    kinds = [_kind(w) for w in re.split(r"[\s,]+", COMMENT.sub(" ", text).strip().lower())]
+    return None not in kinds and kinds.count("clock") == 1 and kinds.count("zone") <= 1
 
 
-def _dashed_date(word: str) -> bool:
+def _kind(word: str) -> str | None:
+    """What a word of a mail date is: its clock, a zone, part of the date, or unknown."""
+    if CLOCK.fullmatch(word):
+        return "clock"
+    if word in ZONES or OFFSET.fullmatch(word):
+        return "zone"
     dashed = DASHED.fullmatch(word)
-    return dashed is not None and dashed.group(1) in MONTHS
+    if NUMBER.fullmatch(word) or word in DAYS or word in MONTHS:
+        return "date"
+    return "date" if dashed and dashed.group(1) in MONTHS else None
 
 
 # Counts cannot be negative; a negative one is a logging bug, not a fact to store.

@@ -12,8 +12,6 @@ Objects and patterns we do not use are named in the report, not silently dropped
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import re
@@ -38,7 +36,8 @@ from distillguard.engines import Engine, open_engine
 from distillguard.errors import InputError, UsageError
 from distillguard.features.digest import DIGEST
 from distillguard.features.pool import default_workers
-from distillguard.intel.stix import EXTENSION_ID, TOKEN_HEX
+from distillguard.intel.stix import EXTENSION_ID
+from distillguard.privacy import key_id, token
 from distillguard.store import in_store, replacing_all
 
 MIN_FINGERPRINTS = 3
@@ -217,14 +216,12 @@ def _networks(db: Engine, peers: list[PeerCampaign], key: bytes | None) -> pa.Ta
     found: list[tuple[str, str, str]] = []
     for prefix, agent in rows:
         net = _network(prefix)
-        token = (
-            hmac.new(key, prefix.encode(), hashlib.sha256).hexdigest()[:TOKEN_HEX] if key else None
-        )
+        mine = token(key, prefix) if key else None
         for p in peers:
             if agent not in p.agents:
                 continue
             inside = net is not None and any(_within(net, r) for r in p.ranges)
-            if inside or (token is not None and token in p.network_tokens):
+            if inside or (mine is not None and mine in p.network_tokens):
                 found.append((prefix, agent, p.id))
     return pa.table(
         {
@@ -285,7 +282,7 @@ def match_traffic(
 def _other_keys(peers: list[PeerCampaign], key: bytes | None) -> list[str]:
     """The campaigns whose network tokens no match can use: under another sharing key
     than ours (or we gave none), said rather than matching nothing in silence."""
-    ours = hmac.new(key, b"distillguard-key-id", hashlib.sha256).hexdigest()[:16] if key else ""
+    ours = key_id(key) if key else ""
     return [
         f"{p.id}: its {len(p.network_tokens)} network token(s) are under sharing key "
         f"{p.key_id or 'unnamed'}, "

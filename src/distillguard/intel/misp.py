@@ -19,7 +19,8 @@ from typing import Any
 from pymisp import MISPEvent
 
 from distillguard.errors import UsageError
-from distillguard.intel.stix import ATLAS, MARKINGS, NAMESPACE, TOKEN_HEX, Sharing, _is_network
+from distillguard.intel.stix import ATLAS, MARKINGS, NAMESPACE, Sharing, _is_network
+from distillguard.privacy import TOKEN_HEX
 
 
 def events(campaigns: list[dict[str, Any]], sharing: Sharing) -> list[dict[str, Any]]:

@@ -19,8 +19,6 @@ reversible to text.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import secrets
@@ -32,6 +30,7 @@ from typing import Any
 import stix2
 
 from distillguard.errors import UsageError
+from distillguard.privacy import key_id, token
 
 NAMESPACE = uuid.UUID("5b0d4c1e-7f5a-4d3e-9a8e-0d15711a9a2d")  # distillguard's STIX ids
 EXTENSION_ID = "extension-definition--3f2c7a51-9b44-4e0b-8d7e-6a1f0c2d5e47"
@@ -57,7 +56,6 @@ MARKINGS = {
     "red": stix2.TLP_RED,
 }
 MAX_ACCOUNT_OBJECTS = 1000  # user-account objects per campaign; the count is exact
-TOKEN_HEX = 32
 
 
 @dataclass(frozen=True)
@@ -143,7 +141,7 @@ class _Builder:
         }
 
     def token(self, value: str) -> str:
-        return hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:TOKEN_HEX]
+        return token(self.key, value)
 
     def campaign(self, c: dict[str, Any]) -> list[Any]:
         common = self._common()
@@ -214,7 +212,7 @@ class _Builder:
             "recommended_action": c["recommended_action"],
         }
         if self.sharing.key:
-            body["key_id"] = self.token("distillguard-key-id")[:16]
+            body["key_id"] = key_id(self.sharing.key)
             body["payment_tokens"] = [
                 self.token(i["value"]) for i in indicators if i["kind"] == "payment"
             ]

@@ -1,5 +1,6 @@
 """Sign-up risk: score new accounts from sign-up data alone, before their first exchange."""
 
-from distillguard.signup.risk import TIERS, read_accounts, signup_risk
+from distillguard.ingest.accounts import read_accounts
+from distillguard.signup.risk import TIERS, signup_risk
 
 __all__ = ["TIERS", "read_accounts", "signup_risk"]
